@@ -1,0 +1,1 @@
+"""Retrieval metrics, throughput timing, float baselines, reports and benchmark scripts."""

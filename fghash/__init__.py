@@ -1,0 +1,11 @@
+"""fghash: fine-grained image retrieval with learned attribute-aware binary codes.
+
+Importing :mod:`fghash` is cheap and never imports torch or FAISS; the learning side
+(:mod:`fghash.models`, :mod:`fghash.train`, :mod:`fghash.encode`) imports torch when used.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "FghashError"]
+
+from fghash.errors import FghashError  # noqa: E402

@@ -1,0 +1,1 @@
+"""FAISS binary indexes over fghash codes files. Never imports torch."""
