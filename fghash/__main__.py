@@ -1,0 +1,3 @@
+from fghash.cli import main
+
+main()
