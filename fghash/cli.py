@@ -108,5 +108,57 @@ def main() -> None:
 # --- fghash baseline ---------------------------------------------------------------
 
 
+def _baseline_methods() -> list[str]:
+    from fghash.baselines import list_baselines
+
+    return list_baselines()
+
+
+@main.command("baseline")
+@click.argument("method", type=click.Choice(_baseline_methods(), case_sensitive=False))
+@click.option(
+    "--features",
+    "features_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="HDF5 file with /database (and /query) features: a codes file or a features file.",
+)
+@click.option(
+    "--bits",
+    default="12,24,32,48",
+    show_default=True,
+    help="Code lengths, comma-separated; one codes file per length.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Output codes file; with several --bits, codes.h5 becomes codes-12.h5, codes-24.h5, ...",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("--force", is_flag=True, help="Replace existing output files.")
+@format_option("table", "jsonl")
+def baseline_cmd(
+    method: str, features_path: str, bits: str, out_path: str, seed: int, force: bool, fmt: str
+) -> None:
+    """Fit a shallow hashing baseline (METHOD) on the database features and write codes files.
+
+    The database split is the training split (ADSH protocol); database and query are
+    both encoded. The codes files work with build-index, search and bench unchanged.
+    """
+    from fghash.baselines.run import parse_bits, run_baseline
+
+    bits_list = parse_bits(bits)
+    paths = run_baseline(
+        method.lower(), features_path, bits_list, out_path, seed=seed, overwrite=force
+    )
+    for b, p in zip(bits_list, paths, strict=True):
+        if fmt == "jsonl":
+            echo_json({"method": method.lower(), "bits": b, "path": str(p)})
+        else:
+            click.echo(f"{method.lower()} {b:>4} bits -> {p}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

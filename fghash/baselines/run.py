@@ -1,0 +1,154 @@
+"""Fit a shallow baseline on a features file and write one codes file per code length.
+
+Protocol (ADSH / A²-Net): the database split is the training split, so the hash
+functions are fitted on the database features (and labels, for supervised methods),
+then the database and the query split are both encoded with them.
+
+Output names: with one code length the codes go to exactly ``out_path``; with several,
+the length is added before the suffix, ``codes.h5`` → ``codes-12.h5``, ``codes-24.h5``, …
+Each file is a schema-v1 codes file (``method`` = the baseline's name, ``config`` = its
+parameters, the seed and the features file with its checksum) that carries the input's
+ids, labels, paths and float features (same ``kind``), so ``fghash build-index``,
+``search`` and ``bench`` (float baseline included) use it unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from fghash.baselines._registry import create_baseline, get_baseline
+from fghash.codes import MAX_BITS, CodesFile, Split, file_checksum, write_codes
+from fghash.errors import FghashError
+from fghash.features import read_features
+
+__all__ = ["run_baseline", "output_paths", "parse_bits"]
+
+logger = logging.getLogger(__name__)
+
+
+def parse_bits(bits: int | str | Iterable[int | str]) -> list[int]:
+    """Code lengths from ``32``, ``"12,24,32"`` or ``[12, 24]``: distinct integers in 1..1024."""
+    if isinstance(bits, (int, np.integer)) and not isinstance(bits, bool):
+        items: list[Any] = [bits]
+    elif isinstance(bits, str):
+        items = [t.strip() for t in bits.split(",")]
+    else:
+        items = list(bits)
+    out: list[int] = []
+    for t in items:
+        try:
+            if isinstance(t, bool) or (isinstance(t, float) and not t.is_integer()):
+                raise ValueError
+            b = int(t)
+        except (TypeError, ValueError):
+            raise FghashError(
+                f"--bits must be a comma-separated list of integers such as 12,24,32,48, got {bits!r}."
+            ) from None
+        if not 1 <= b <= MAX_BITS:
+            raise FghashError(f"--bits values must be from 1 to {MAX_BITS}, got {b}.")
+        if b in out:
+            raise FghashError(f"--bits lists {b} twice; give each code length once.")
+        out.append(b)
+    if not out:
+        raise FghashError("--bits needs at least one code length, such as 32.")
+    return out
+
+
+def output_paths(out_path: str | os.PathLike[str], bits_list: list[int]) -> list[Path]:
+    """``out_path`` itself for one length; ``stem-BITS.suffix`` for each of several."""
+    out = Path(out_path)
+    if len(bits_list) == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{b}{out.suffix}") for b in bits_list]
+
+
+def run_baseline(
+    method: str,
+    features_path: str | os.PathLike[str],
+    bits_list: int | str | Iterable[int],
+    out_path: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    overwrite: bool = False,
+    **kw: Any,
+) -> list[Path]:
+    """Fit ``method`` on the database features of ``features_path`` for each code length and
+    write one codes file per length (names: see the module docstring). Returns the paths.
+
+    Existing outputs are an error unless ``overwrite``; every output name is checked
+    before any fitting starts. Extra keyword arguments go to the method (e.g.
+    ``n_iter=50`` for ITQ); ``None`` values are ignored.
+    """
+    cls = get_baseline(method)
+    bits = parse_bits(bits_list)
+    features_path = Path(features_path)
+    outs = output_paths(out_path, bits)
+    for p in outs:
+        if p.exists() and not overwrite:
+            raise FghashError(f"{p} already exists; pass --force to replace it.")
+        if not p.parent.is_dir():
+            raise FghashError(f"{p}: the folder {p.parent} does not exist.")
+        if p.resolve() == features_path.resolve():
+            raise FghashError(f"{p} is the features file itself; choose another --out.")
+    # Build every model first so bad parameters fail before any work.
+    models = [create_baseline(cls.name, b, seed=seed, **kw) for b in bits]
+    feats = read_features(features_path, splits=None)
+    if "database" not in feats:
+        raise FghashError(
+            f"{features_path} has no database split with features; the database split is the "
+            "training split and must have features."
+        )
+    db = feats["database"]
+    if cls.supervised and db.labels is None:
+        raise FghashError(
+            f"{cls.name} is supervised but {features_path}: /database has no labels; "
+            "use lsh, pcah or itq, or a features file with labels."
+        )
+    for model in models:
+        try:
+            model.check_dim(db.dim)
+        except FghashError as e:
+            raise FghashError(f"{features_path}: {e}") from None
+    checksum = file_checksum(features_path)
+    written: list[Path] = []
+    for model, out in tqdm(
+        list(zip(models, outs, strict=True)), desc=cls.name, unit="length", disable=None
+    ):
+        b = model.bits
+        model.fit(db.features, db.labels)
+        splits = {
+            name: Split(
+                codes=model.encode(fs.features),
+                ids=fs.ids,
+                labels=fs.labels,
+                paths=fs.paths,
+                features=fs.features,
+                features_kind=fs.kind,
+            )
+            for name, fs in feats.items()
+        }
+        config = {
+            "method": cls.name,
+            "params": model.params(),
+            "seed": seed,
+            "train_split": "database",
+            "n_train": len(db),
+            "features": {
+                "path": str(features_path.resolve()),
+                "checksum": checksum,
+                "kind": db.kind,
+                "dim": db.dim,
+            },
+            "fit": model.fit_summary(),
+        }
+        write_codes(out, CodesFile(bits=b, splits=splits, method=cls.name, config=config))
+        logger.info("%s %d bits: wrote %s", cls.name, b, out)
+        written.append(out)
+    return written
