@@ -46,6 +46,7 @@ normalised input image; outputs are resized to the input's size if it differs.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import os
 from dataclasses import dataclass
@@ -258,7 +259,15 @@ class A2Net(nn.Module):
         return torch.where(r >= 0, 1.0, -1.0).to(r.dtype)
 
 
+_OPTIONS = tuple(inspect.signature(A2Net.__init__).parameters)[1:]
+
+
 def _build(defaults: dict[str, Any], kwargs: dict[str, Any]) -> A2Net:
+    unknown = sorted(set(kwargs) - set(_OPTIONS))
+    if unknown:
+        raise FghashError(
+            f"unknown model option {unknown[0]!r}; the options are: {', '.join(_OPTIONS)}."
+        )
     return A2Net(**{**defaults, **kwargs})
 
 
