@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fghash.adsh import (
+    adsh_objective,
     init_database_codes,
     similarity_matrix,
     similarity_targets,
@@ -82,6 +83,7 @@ def test_update_lowers_objective_and_returns_signs(seed, soft):
     assert torch.equal(B, B0), "input codes must not be modified"
     assert set(new.unique().tolist()) <= {-1.0, 1.0}
     after = objective(new, U, S, omega, 200.0, 5, soft)
+    assert adsh_objective(new, U, S, omega, 200.0, 5, soft) == pytest.approx(after, rel=1e-9)
     assert after <= before + 1e-9
     again = update_database_codes(new, U, S, omega, 200.0, 5, soft_similarity=soft)
     assert objective(again, U, S, omega, 200.0, 5, soft) <= after + 1e-9
