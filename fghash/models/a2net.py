@@ -190,7 +190,7 @@ class A2Net(nn.Module):
             "attention": bool(attention),
             "self_consistency": bool(self_consistency),
             "image_size": image_size,
-            "efficient": bool(efficient),
+            "efficient": bool(efficient) and bool(attention),
         }
         self.model_name = "a2net" if attention else "adsh"
         self.bits = bits
