@@ -9,7 +9,8 @@ Public API (everything other parts of fghash may use):
 - :func:`resolve_device`: ``auto``/``cpu``/``gpu`` (only ``flat`` runs on GPU).
 - :class:`ItemMeta`, :func:`result_rows`, :func:`search_items`: positions → ids,
   labels, paths.
-- :func:`save_index`, :func:`load_index`, :func:`build_from_codes`: index bundles.
+- :func:`save_index`, :func:`load_index`, :func:`build_from_codes`,
+  :func:`build_bundle`: index bundles.
 - :func:`search_bundle`, :func:`describe`: one call per CLI command.
 
 FAISS itself is imported lazily, inside the functions that need it.
@@ -24,7 +25,14 @@ from index.binary import (
     default_hash_params,
     default_nlist,
 )
-from index.bundle import build_from_codes, is_bundle, load_index, read_bundle_meta, save_index
+from index.bundle import (
+    build_bundle,
+    build_from_codes,
+    is_bundle,
+    load_index,
+    read_bundle_meta,
+    save_index,
+)
 from index.gpu import GPU_MAX_K, resolve_device
 from index.items import ItemMeta, result_rows, search_items
 from index.padding import FAST_CODE_BYTES, fast_dim, pad_codes
@@ -39,6 +47,7 @@ __all__ = [
     "BinaryIndex",
     "ItemMeta",
     "build_index",
+    "build_bundle",
     "build_from_codes",
     "default_hash_params",
     "default_nlist",

@@ -40,6 +40,7 @@ __all__ = [
     "read_bundle_meta",
     "is_bundle",
     "build_from_codes",
+    "build_bundle",
 ]
 
 logger = logging.getLogger(__name__)
@@ -231,3 +232,28 @@ def build_from_codes(
         "method": cf.method,
     }
     return index, ItemMeta.from_split(s, source=source)
+
+
+def build_bundle(
+    codes_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    split: str = "database",
+    kind: str = "flat",
+    nlist: int | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    **build_kw: Any,
+) -> tuple[BinaryIndex, Path]:
+    """``fghash build-index``: index one split of a codes file and save it as a bundle.
+
+    Refuses an existing ``out`` (without ``overwrite``) before doing any work. Returns
+    the index (its ``device`` says where it was built) and the bundle folder.
+    """
+    out = Path(out)
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise FghashError(f"{out} already exists; pass --force (overwrite=True) to replace it.")
+    index, items = build_from_codes(
+        codes_path, split=split, kind=kind, nlist=nlist, device=device, **build_kw
+    )
+    return index, save_index(index, out, items, overwrite=overwrite)
