@@ -63,7 +63,7 @@ class TrainConfig:
     weights: str | None = None  # torchvision weights name (e.g. "DEFAULT"); None = random init
     num_attention: int | None = None  # number of attention maps; None = the model's default
     image_size: int = 224  # side of the (random / centre) crop fed to the network
-    resize: int = 256  # shorter side after resizing, before cropping
+    resize: int | None = None  # shorter side before cropping; None = image_size·256/224 (256)
     # --- ADSH optimisation schedule ---
     max_iter: int = 40  # outer iterations: sample Ω, train, update database codes B
     epochs: int = 30  # epochs over Ω per outer iteration
@@ -95,9 +95,9 @@ class TrainConfig:
         if self.method not in METHODS:
             raise FghashError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}.")
         _positive("bits", self.bits, hi=1024)
-        for name in ("max_iter", "epochs", "num_samples", "batch_size", "image_size", "resize"):
+        for name in ("max_iter", "epochs", "num_samples", "batch_size", "image_size"):
             _positive(name, getattr(self, name))
-        if self.image_size > self.resize:
+        if self.resize is not None and self.image_size > self.resize:
             raise FghashError(
                 f"--image-size ({self.image_size}) must not exceed the resize ({self.resize})."
             )

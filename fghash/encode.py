@@ -147,6 +147,8 @@ def _read_run(run_dir: Path, device: Any) -> tuple[TrainConfig, dict[str, Any], 
 
 
 def _rel_path(p: str, root: str) -> str:
+    if not os.path.isabs(p):
+        return p
     try:
         rel = os.path.relpath(p, root)
     except ValueError:
