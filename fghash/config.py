@@ -30,6 +30,7 @@ from fghash.errors import FghashError
 __all__ = [
     "TrainConfig",
     "METHODS",
+    "ASYMMETRIC_METHODS",
     "PRESETS",
     "DATASET_DEFAULTS",
     "resolve_config",
@@ -38,7 +39,9 @@ __all__ = [
     "load_config",
 ]
 
-METHODS = ("a2net", "adsh", "dpsh", "hashnet")
+METHODS = ("a2net", "a2net_efficient", "adsh", "dpsh", "hashnet")
+# methods trained asymmetrically (ADSH protocol, learned database codes)
+ASYMMETRIC_METHODS = ("a2net", "a2net_efficient", "adsh")
 
 
 @dataclass
@@ -51,13 +54,16 @@ class TrainConfig:
     val_fraction: float = 0.0  # share of the TRAIN split held out as "val" (never the test set)
     # --- what is learned ---
     bits: int = 12  # code length k of this run
-    method: str = "a2net"  # "a2net" | "adsh" (asymmetric, learned database) | "dpsh" | "hashnet"
+    method: str = "a2net"  # a model of fghash.models: a2net, a2net_efficient, adsh, dpsh, hashnet
     preset: str | None = None  # name of the ablation preset applied, for the record
     attention: bool = True  # A²-Net attention branch (off: plain pooled features, ADSH)
     reconstruction: bool = True  # A²-Net feature reconstruction loss
     decorrelation: bool = True  # A²-Net bit decorrelation loss
     self_consistency: bool = False  # journal extension: self-consistency loss
     quantization: bool = True  # ADSH term γ‖V_Ω − U‖² tying codes of Ω to the database
+    aux_start_iter: int = 0  # outer iteration from which reconstruction, decorrelation and
+    # self-consistency are on (the reference code starts them at 35 of 50); 0 = from the start
+    soft_similarity: bool = False  # reference's soft targets: dissimilar pairs → −P/D, not −1
     # --- network ---
     backbone: str = "resnet50"  # torchvision backbone name
     weights: str | None = None  # torchvision weights name (e.g. "DEFAULT"); None = random init
@@ -76,9 +82,10 @@ class TrainConfig:
     lr_gamma: float = 0.1  # step decay factor
     # --- loss weights (None = the loss's own default) ---
     gamma: float = 200.0  # ADSH quantization weight γ
-    lam: float = 1.0  # A²-Net weight of the reconstruction term
-    alpha: float | None = None  # A²-Net weight of the decorrelation term
-    beta: float | None = None  # journal weight of the self-consistency term
+    lam: float = 1.0  # A²-Net weight λ of ‖Wx − tanh(Wx)‖² inside the reconstruction term
+    alpha: float | None = None  # A²-Net decorrelation weight α; None = 1/(n·k) (reference)
+    beta: float | None = None  # scale β of the asymmetric and quantization terms; None = 12/k
+    image_weight: float = 0.01  # journal self-consistency (image reconstruction) weight
     # --- running ---
     seed: int = 0  # seeds Python, NumPy, torch, the initial codes B and the Ω samples
     device: str = "auto"  # "auto" | "cpu" | "cuda"
@@ -107,8 +114,10 @@ class TrainConfig:
             raise FghashError(f"--lr must be positive, got {self.lr}.")
         if self.device not in ("auto", "cpu", "cuda"):
             raise FghashError(f"--device must be auto, cpu or cuda, got {self.device!r}.")
-        if self.eval_every < 0 or self.num_workers < 0:
-            raise FghashError("--eval-every and --num-workers must not be negative.")
+        if self.eval_every < 0 or self.num_workers < 0 or self.aux_start_iter < 0:
+            raise FghashError(
+                "--eval-every, --num-workers and --aux-start-iter must not be negative."
+            )
         if self.num_attention is not None and self.num_attention < 1:
             raise FghashError(f"--num-attention must be at least 1, got {self.num_attention}.")
         return self
@@ -202,13 +211,25 @@ def resolve_config(
             raise FghashError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}.")
         values.update(PRESETS[preset])
         values["preset"] = preset
-    values.update({k: v for k, v in options.items() if v is not None})
+    given = {k: v for k, v in options.items() if v is not None}
+    values.update(given)
     cfg = TrainConfig.from_dict(values)
-    if cfg.method != "a2net" and cfg.method != "adsh":
-        # DPSH and HashNet are plain pairwise baselines: none of the A²-Net parts apply.
-        for flag in _FLAGS:
-            setattr(cfg, flag, False)
+    # Parts a method's network or loss does not have: off unless asked for, an error if asked.
+    lacking = _LACKING.get(cfg.method, ())
+    asked = [f for f in lacking if given.get(f)]
+    if asked:
+        flags = ", ".join("--" + f.replace("_", "-") for f in asked)
+        raise FghashError(f"{flags} cannot be used with --method {cfg.method}; use --method a2net.")
+    for flag in lacking:
+        setattr(cfg, flag, False)
     return cfg.validate()
+
+
+_LACKING: dict[str, tuple[str, ...]] = {
+    "adsh": ("attention", "self_consistency"),
+    "dpsh": _FLAGS + ("quantization",),
+    "hashnet": _FLAGS + ("quantization",),
+}
 
 
 def parse_bits(text: str | int | list[int] | tuple[int, ...]) -> list[int]:

@@ -63,7 +63,7 @@ from fghash.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from fghash.config import TrainConfig, load_config, parse_bits, save_config
+from fghash.config import ASYMMETRIC_METHODS, TrainConfig, load_config, parse_bits, save_config
 from fghash.device import resolve_device
 from fghash.errors import FghashError
 from fghash.retrieval import hamming_map
@@ -73,6 +73,7 @@ __all__ = [
     "train",
     "train_many",
     "build_model",
+    "initial_database_codes",
     "split_train_indices",
     "CHECKPOINT",
     "RESUMABLE_FIELDS",
@@ -82,8 +83,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 # Options that may change when a run is resumed; everything else must match config.json.
+# A new lr rescales the current (possibly decayed) learning rate by new/old.
 RESUMABLE_FIELDS = frozenset(
-    {"max_iter", "eval_every", "device", "num_workers", "data_root", "amp", "skip_corrupt"}
+    {"max_iter", "eval_every", "device", "num_workers", "data_root", "amp", "skip_corrupt", "lr"}
 )
 
 
@@ -123,6 +125,12 @@ def split_train_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndar
     return np.sort(perm[n_val:]).astype(np.int64), np.sort(perm[:n_val]).astype(np.int64)
 
 
+def initial_database_codes(n: int, bits: int, seed: int) -> np.ndarray:
+    """The random ±1 codes ``[n, bits]`` (float32) that asymmetric training starts B from."""
+    rng = np.random.default_rng(_derived_seed(seed, 0xB))
+    return np.where(rng.standard_normal((n, bits)) >= 0, 1.0, -1.0).astype(np.float32)
+
+
 def build_model(cfg: TrainConfig) -> torch.nn.Module:
     """The network a config describes (:func:`fghash.models.create_model`)."""
     from fghash.models import create_model
@@ -134,7 +142,7 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
         num_attention=cfg.num_attention,
         image_size=cfg.image_size,
     )
-    if cfg.method == "a2net":
+    if cfg.method.startswith("a2net"):
         kwargs.update(attention=cfg.attention, self_consistency=cfg.self_consistency)
     return create_model(cfg.method, **kwargs)
 
@@ -142,7 +150,7 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
 def _build_loss(cfg: TrainConfig) -> torch.nn.Module:
     from fghash import losses
 
-    if cfg.method in ("a2net", "adsh"):
+    if _asymmetric(cfg):
         return losses.A2NetLoss(
             cfg.bits,
             reconstruction=cfg.reconstruction,
@@ -154,6 +162,8 @@ def _build_loss(cfg: TrainConfig) -> torch.nn.Module:
             alpha=cfg.alpha,
             beta=cfg.beta,
             gamma=cfg.gamma,
+            image_weight=cfg.image_weight,
+            soft_similarity=cfg.soft_similarity,
         )
     if cfg.method == "dpsh":
         return losses.DPSHLoss(cfg.bits)
@@ -161,7 +171,17 @@ def _build_loss(cfg: TrainConfig) -> torch.nn.Module:
 
 
 def _asymmetric(cfg: TrainConfig) -> bool:
-    return cfg.method in ("a2net", "adsh")
+    return cfg.method in ASYMMETRIC_METHODS
+
+
+def _set_loss_stage(loss_fn: torch.nn.Module, cfg: TrainConfig, it: int) -> None:
+    """Two-stage schedule of the reference code: auxiliary terms from ``aux_start_iter``."""
+    if not _asymmetric(cfg):
+        return
+    on = it >= cfg.aux_start_iter
+    loss_fn.reconstruction = cfg.reconstruction and on
+    loss_fn.decorrelation = cfg.decorrelation and on
+    loss_fn.self_consistency = cfg.self_consistency and on
 
 
 def _float_output(out: Any) -> Any:
@@ -223,16 +243,272 @@ def _load_data(cfg: TrainConfig) -> tuple[Any, Any]:
     return ds, ds_eval
 
 
-def _nan_error(it: int, epoch: int, cfg: TrainConfig, ckpt: Path, have_ckpt: bool) -> FghashError:
-    kept = (
-        f"the last good checkpoint {ckpt} is kept unchanged"
-        if have_ckpt
-        else "no checkpoint had been written yet"
-    )
-    return FghashError(
-        f"the training loss became NaN or infinite in outer iteration {it + 1}/{cfg.max_iter}, "
-        f"epoch {epoch + 1}/{cfg.epochs}, so training stopped; {kept} (lower --lr and resume)."
-    )
+class _Run:
+    """The state of one training run and the steps that change it."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, progress: bool) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.ckpt_path = run_dir / CHECKPOINT
+        self.progress = progress
+        self.device = resolve_device(cfg.device)
+        self.use_amp = bool(cfg.amp and self.device.type == "cuda")
+        _seed_all(cfg.seed)
+        self.ds, self.ds_eval = _load_data(cfg)
+        self.labels = np.asarray(self.ds.labels, dtype=np.int64)
+        self.db_idx, self.val_idx = split_train_indices(
+            len(self.labels), cfg.val_fraction, cfg.seed
+        )
+        self.db_labels = self.labels[self.db_idx]
+        n_db = len(self.db_idx)
+        self.m = min(cfg.num_samples, n_db)
+        self.model = build_model(cfg).to(self.device)
+        self.loss_fn = _build_loss(cfg).to(self.device)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        # B: learned ±1 database codes (asymmetric methods) or, for DPSH/HashNet, the
+        # memory bank of the latest raw outputs v of the database items their losses use.
+        if _asymmetric(cfg):
+            init = initial_database_codes(n_db, cfg.bits, cfg.seed)
+        else:
+            init = np.zeros((n_db, cfg.bits), dtype=np.float32)
+        self.B = torch.from_numpy(init).to(self.device)
+        self.next_iter = self.next_epoch = 0
+        self.omega: np.ndarray | None = None
+        self.U: torch.Tensor | None = None
+        self.val_map: float | None = None
+        self.metrics: _Metrics
+
+    # --- checkpoints -------------------------------------------------------------
+    def restore(self, state: dict[str, Any]) -> None:
+        if not np.array_equal(state["database_indices"].numpy(), self.db_idx):
+            raise FghashError(
+                f"{self.run_dir}: the training split no longer matches the checkpoint "
+                "(different data set files?); start a new run."
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.loss_fn.load_state_dict(state["loss"])
+        if self.use_amp and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        saved_lr = json.loads(state["config"])["lr"]
+        if saved_lr != self.cfg.lr:
+            log.info("resuming with --lr %g instead of %g", self.cfg.lr, saved_lr)
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.cfg.lr / saved_lr
+                group["initial_lr"] = self.cfg.lr
+            self.scheduler.base_lrs = [self.cfg.lr for _ in self.scheduler.base_lrs]
+        self.B = state["B"].to(self.device, torch.float32)
+        self.next_iter, self.next_epoch = int(state["next_iter"]), int(state["next_epoch"])
+        if state.get("omega") is not None:
+            self.omega = state["omega"].numpy()
+            self.U = state["U"].to(self.device)
+        self.val_map = state.get("val_map")
+
+    def save(self) -> None:
+        mid = self.omega is not None
+        save_checkpoint(
+            self.ckpt_path,
+            {
+                "format": "fghash.train.checkpoint",
+                "version": 1,
+                "config": json.dumps(self.cfg.to_dict(), sort_keys=True),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "loss": self.loss_fn.state_dict(),
+                "scaler": self.scaler.state_dict() if self.use_amp else {},
+                "B": self.B.detach().cpu().clone(),
+                "database_indices": torch.from_numpy(self.db_idx),
+                "val_indices": torch.from_numpy(self.val_idx),
+                "omega": torch.from_numpy(self.omega) if mid else None,
+                "U": self.U.detach().cpu().clone() if mid else None,
+                "next_iter": self.next_iter,
+                "next_epoch": self.next_epoch,
+                "complete": self.next_iter >= self.cfg.max_iter,
+                "rng": capture_rng_state(),
+                "metrics_lines": self.metrics.lines,
+                "val_map": self.val_map,
+            },
+        )
+
+    # --- one outer iteration -----------------------------------------------------
+    def sample(self, it: int) -> None:
+        """Draw Ω for outer iteration ``it`` (from the seed and ``it`` only)."""
+        rng = np.random.default_rng(_derived_seed(self.cfg.seed, 0x0E, it))
+        n_db = len(self.db_idx)
+        self.omega = np.sort(rng.choice(n_db, size=self.m, replace=False)).astype(np.int64)
+        self.U = torch.zeros(self.m, self.cfg.bits, device=self.device)
+
+    def similarity(self) -> torch.Tensor:
+        from fghash.adsh import similarity_matrix
+
+        S = similarity_matrix(self.db_labels[self.omega], self.db_labels)
+        return torch.as_tensor(S, dtype=torch.float32).to(self.device)
+
+    def epoch(self, it: int, epoch: int, S: torch.Tensor) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        from fghash.data import collate_skip_none
+
+        cfg, device = self.cfg, self.device
+        assert self.omega is not None and self.U is not None
+        seed = _derived_seed(cfg.seed, it, epoch)
+        _seed_all(seed)
+        loader = DataLoader(
+            PositionDataset(self.ds, self.db_idx[self.omega]),
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+            num_workers=cfg.num_workers,
+            collate_fn=collate_skip_none,
+            pin_memory=device.type == "cuda",
+        )
+        self.model.train()
+        omega_t = torch.from_numpy(self.omega).to(device)
+        sums: dict[str, float] = {}
+        n_seen = n_batches = 0
+        t0 = time.perf_counter()
+        bar = tqdm(
+            loader,
+            desc=f"{cfg.bits} bits, iter {it + 1}/{cfg.max_iter}, epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=None if self.progress else True,
+            unit="batch",
+        )
+        for images, _, pos in bar:
+            if len(pos) == 0:
+                continue
+            images = images.to(device, non_blocking=True)
+            pos = pos.to(device)
+            rows = omega_t[pos]
+            with torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext():
+                out = self.model(images)
+            out = _float_output(out)
+            if not all(bool(torch.isfinite(t).all()) for t in (out.v, out.x, out.x_rec)):
+                self.nan(it, epoch, n_batches)
+            if _asymmetric(cfg):
+                total, terms = self.loss_fn(out, images, S[pos], self.B, self.B[rows])
+            else:
+                total, terms = self.loss_fn(out, images, S[pos], self.B, None)
+            if not bool(torch.isfinite(total.detach())):
+                self.nan(it, epoch, n_batches)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if hasattr(self.loss_fn, "step"):
+                self.loss_fn.step()  # HashNet's continuation
+            self.U[pos] = out.relaxed.detach()
+            if not _asymmetric(cfg):
+                self.B[rows] = out.v.detach()
+            n = len(pos)
+            n_seen += n
+            n_batches += 1
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value) * n
+            bar.set_postfix(loss=f"{sums['total'] / n_seen:.4g}", refresh=False)
+        if n_seen == 0:
+            raise FghashError(
+                f"none of the {self.m} images sampled in outer iteration {it + 1} could be "
+                f"read; check the files under {cfg.data_root}."
+            )
+        record: dict[str, Any] = {
+            "event": "epoch",
+            "bits": cfg.bits,
+            "iter": it,
+            "epoch": epoch,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "images": n_seen,
+            "skipped": self.m - n_seen,
+            "batches": n_batches,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        record.update({name: value / n_seen for name, value in sums.items()})
+        if record["skipped"]:
+            log.warning(
+                "outer iteration %d, epoch %d: skipped %d unreadable image(s)",
+                it + 1,
+                epoch + 1,
+                record["skipped"],
+            )
+        return record
+
+    def nan(self, it: int, epoch: int, batch: int) -> None:
+        self.metrics.write(
+            {"event": "nan", "bits": self.cfg.bits, "iter": it, "epoch": epoch, "batch": batch}
+        )
+        if self.ckpt_path.exists():
+            kept = f"the last good checkpoint {self.ckpt_path} is kept unchanged"
+        else:
+            kept = "no checkpoint had been written yet"
+        raise FghashError(
+            f"the training loss became NaN or infinite in outer iteration {it + 1}/"
+            f"{self.cfg.max_iter}, epoch {epoch + 1}/{self.cfg.epochs}, so training stopped; "
+            f"{kept} (lower --lr and resume)."
+        )
+
+    def update_codes(self, S: torch.Tensor) -> None:
+        """ADSH's discrete step on B with the network fixed (asymmetric methods only)."""
+        from fghash.adsh import update_database_codes
+
+        assert self.omega is not None and self.U is not None
+        om = torch.from_numpy(self.omega).to(self.device)
+        self.B = update_database_codes(
+            self.B,
+            self.U,
+            S,
+            om,
+            self.cfg.gamma,
+            self.cfg.bits,
+            soft_similarity=self.cfg.soft_similarity,
+        ).float()
+
+    # --- codes and evaluation ----------------------------------------------------
+    def network_codes(self, indices: np.ndarray, desc: str) -> tuple[np.ndarray, np.ndarray]:
+        """±1 network codes sgn(tanh(v)) of train items, and which positions were read."""
+        from fghash.encode import encode_images
+
+        enc = encode_images(
+            self.model,
+            self.ds_eval,
+            indices,
+            device=self.device,
+            batch_size=max(self.cfg.batch_size, 64),
+            num_workers=self.cfg.num_workers,
+            progress=self.progress,
+            desc=desc,
+        )
+        return np.where(enc.relaxed >= 0, 1.0, -1.0).astype(np.float32), enc.positions
+
+    def database_codes(self) -> np.ndarray:
+        """int8 ±1 ``[N, k]``: B for asymmetric methods, else the network's codes."""
+        if _asymmetric(self.cfg):
+            return self.B.cpu().numpy().astype(np.int8)
+        codes = np.ones((len(self.db_idx), self.cfg.bits), dtype=np.float32)
+        c, pos = self.network_codes(self.db_idx, "encoding database")
+        codes[pos] = c
+        return codes.astype(np.int8)
+
+    def validate(self, it: int, db_codes: np.ndarray) -> float:
+        """mAP of the held-out train images (network codes) against the database codes."""
+        q, pos = self.network_codes(self.val_idx, "encoding val")
+        vm = hamming_map(q, self.labels[self.val_idx][pos], db_codes, self.db_labels)
+        self.metrics.write(
+            {"event": "eval", "split": "val", "bits": self.cfg.bits, "iter": it, "map": vm}
+        )
+        log.info("%d bits, outer iteration %d: val mAP %.4f", self.cfg.bits, it + 1, vm)
+        return vm
 
 
 def train(
@@ -249,10 +525,6 @@ def train(
     :class:`FghashError` when the folder already holds a run and ``resume`` is False, and
     when the loss becomes NaN or infinite (the last checkpoint is left as it was).
     """
-    from tqdm.auto import tqdm
-
-    from fghash.data import collate_skip_none
-
     cfg = config.validate()
     run_dir = Path(run_dir)
     ckpt_path = run_dir / CHECKPOINT
@@ -268,325 +540,52 @@ def train(
             "or choose another --out."
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(cfg, run_dir, progress)
+    if state is not None:
+        run.restore(state)
     save_config(cfg, run_dir / "config.json")
-    metrics = _Metrics(run_dir / "metrics.jsonl", state["metrics_lines"] if state else 0)
-
-    device = resolve_device(cfg.device)
-    use_amp = bool(cfg.amp and device.type == "cuda")
-    _seed_all(cfg.seed)
-
-    ds, ds_eval = _load_data(cfg)
-    labels_all = np.asarray(ds.labels, dtype=np.int64)
-    db_idx, val_idx = split_train_indices(len(labels_all), cfg.val_fraction, cfg.seed)
-    n_db, k = len(db_idx), cfg.bits
-    m = min(cfg.num_samples, n_db)
-    db_labels = labels_all[db_idx]
-
-    model = build_model(cfg).to(device)
-    loss_fn = _build_loss(cfg).to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    if state is None:
-        rng_b = np.random.default_rng(_derived_seed(cfg.seed, 0xB))
-        B = np.where(rng_b.standard_normal((n_db, k)) >= 0, 1, -1).astype(np.float32)
-        start_it, start_epoch, omega, U = 0, 0, None, None
-        val_map: float | None = None
-    else:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if use_amp and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"])
-        if not np.array_equal(state["database_indices"].numpy(), db_idx):
-            raise FghashError(
-                f"{run_dir}: the training split no longer matches the checkpoint "
-                "(different data set files?); start a new run."
-            )
-        B = state["B"].numpy().astype(np.float32)
-        start_it, start_epoch = int(state["next_iter"]), int(state["next_epoch"])
-        omega = state["omega"].numpy() if state.get("omega") is not None else None
-        U = state["U"].to(device) if state.get("U") is not None else None
-        val_map = state.get("val_map")
-
-    def checkpoint(next_iter: int, next_epoch: int, omega_: Any, U_: Any) -> None:
-        save_checkpoint(
-            ckpt_path,
-            {
-                "format": "fghash.train.checkpoint",
-                "version": 1,
-                "config": json.dumps(cfg.to_dict(), sort_keys=True),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if use_amp else {},
-                "B": torch.from_numpy(B.astype(np.int8)),
-                "database_indices": torch.from_numpy(db_idx),
-                "val_indices": torch.from_numpy(val_idx),
-                "omega": None if omega_ is None else torch.from_numpy(np.asarray(omega_)),
-                "U": None if U_ is None else U_.detach().cpu(),
-                "next_iter": next_iter,
-                "next_epoch": next_epoch,
-                "complete": next_iter >= cfg.max_iter,
-                "rng": capture_rng_state(),
-                "metrics_lines": metrics.lines,
-                "val_map": val_map,
-            },
-        )
+    run.metrics = _Metrics(run_dir / "metrics.jsonl", state["metrics_lines"] if state else 0)
 
     history: list[dict[str, Any]] = []
-    B_t = torch.from_numpy(B).to(device)
-    step = 0
-    for it in range(start_it, cfg.max_iter):
-        first_epoch = start_epoch if it == start_it else 0
-        if first_epoch == 0 or omega is None:
-            first_epoch = 0
-            rng_omega = np.random.default_rng(_derived_seed(cfg.seed, 0x0E, it))
-            omega = np.sort(rng_omega.choice(n_db, size=m, replace=False)).astype(np.int64)
-            U = torch.zeros(m, k, device=device)
-        S = _similarity(db_labels[omega], db_labels, device) if _asymmetric(cfg) else None
-        for epoch in range(first_epoch, cfg.epochs):
-            record = _train_epoch(
-                cfg,
-                it,
-                epoch,
-                model,
-                loss_fn,
-                optimizer,
-                scaler,
-                use_amp,
-                device,
-                ds,
-                db_idx,
-                db_labels,
-                omega,
-                S,
-                B_t,
-                U,
-                collate_skip_none,
-                progress,
-                tqdm,
-                ckpt_path,
-                metrics,
-            )
-            step += record["batches"]
-            metrics.write(record)
+    db_codes: np.ndarray | None = None
+    while run.next_iter < cfg.max_iter:
+        it = run.next_iter
+        if run.omega is None:
+            run.sample(it)
+            run.next_epoch = 0
+        _set_loss_stage(run.loss_fn, cfg, it)
+        S = run.similarity()
+        while run.next_epoch < cfg.epochs:
+            record = run.epoch(it, run.next_epoch, S)
+            run.metrics.write(record)
             history.append(record)
-            if epoch + 1 < cfg.epochs:
-                checkpoint(it, epoch + 1, omega, U)
+            run.next_epoch += 1
+            if run.next_epoch < cfg.epochs:
+                run.save()
         if _asymmetric(cfg):
-            B_t = _update_codes(B_t, U, S, omega, cfg)
-            B = B_t.cpu().numpy().astype(np.float32)
-        scheduler.step()
-        evaluate = (
-            len(val_idx)
-            and cfg.eval_every
-            and ((it + 1) % cfg.eval_every == 0 or it + 1 == cfg.max_iter)
-        )
-        if evaluate:
-            val_map = _validate(
-                cfg, model, ds_eval, db_idx, val_idx, labels_all, B, device, progress
-            )
-            metrics.write({"event": "eval", "split": "val", "iter": it, "map": val_map, "bits": k})
-            log.info("outer iteration %d: val mAP %.4f", it + 1, val_map)
-        if not _asymmetric(cfg) and it + 1 == cfg.max_iter:
-            B = _network_codes(model, ds_eval, db_idx, device, cfg, progress)
-            B_t = torch.from_numpy(B).to(device)
-        omega, U = None, None
-        checkpoint(it + 1, 0, None, None)
+            run.update_codes(S)
+        run.scheduler.step()
+        run.omega, run.U = None, None
+        run.next_iter, run.next_epoch = it + 1, 0
+        last = run.next_iter == cfg.max_iter
+        if len(run.val_idx) and cfg.eval_every and (run.next_iter % cfg.eval_every == 0 or last):
+            db_codes = run.database_codes()
+            run.val_map = run.validate(it, db_codes)
+        run.save()
 
-    codes = B.astype(np.int8)
-    _save_npy(run_dir / "database_codes.npy", codes)
-    _save_npy(run_dir / "database_indices.npy", db_idx)
+    if db_codes is None:
+        db_codes = run.database_codes()
+    _save_npy(run_dir / "database_codes.npy", db_codes)
+    _save_npy(run_dir / "database_indices.npy", run.db_idx)
     return TrainResult(
         run_dir=run_dir,
         config=cfg,
-        database_codes=codes,
-        database_indices=db_idx,
-        iterations=cfg.max_iter,
-        val_map=val_map,
+        database_codes=db_codes,
+        database_indices=run.db_idx,
+        iterations=run.next_iter,
+        val_map=run.val_map,
         history=history,
     )
-
-
-def _similarity(la: np.ndarray, lb: np.ndarray, device: torch.device) -> torch.Tensor:
-    from fghash.adsh import similarity_matrix
-
-    S = similarity_matrix(la, lb)
-    S = torch.as_tensor(S, dtype=torch.float32)
-    return S.to(device)
-
-
-def _update_codes(
-    B: torch.Tensor, U: torch.Tensor, S: torch.Tensor, omega: np.ndarray, cfg: TrainConfig
-) -> torch.Tensor:
-    from fghash.adsh import update_database_codes
-
-    om = torch.from_numpy(omega).to(B.device)
-    return update_database_codes(B, U.float(), S, om, cfg.gamma, cfg.bits).float()
-
-
-def _train_epoch(
-    cfg: TrainConfig,
-    it: int,
-    epoch: int,
-    model: torch.nn.Module,
-    loss_fn: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: Any,
-    use_amp: bool,
-    device: torch.device,
-    ds: Any,
-    db_idx: np.ndarray,
-    db_labels: np.ndarray,
-    omega: np.ndarray,
-    S: torch.Tensor | None,
-    B_t: torch.Tensor,
-    U: torch.Tensor,
-    collate: Any,
-    progress: bool,
-    tqdm: Any,
-    ckpt_path: Path,
-    metrics: _Metrics,
-) -> dict[str, Any]:
-    seed = _derived_seed(cfg.seed, it, epoch)
-    _seed_all(seed)
-    loader = DataLoader(
-        PositionDataset(ds, db_idx[omega]),
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
-        num_workers=cfg.num_workers,
-        collate_fn=collate,
-        drop_last=False,
-        pin_memory=device.type == "cuda",
-    )
-    model.train()
-    omega_t = torch.from_numpy(omega).to(device)
-    labels_t = torch.from_numpy(db_labels).to(device)
-    sums: dict[str, float] = {}
-    n_seen = n_batches = 0
-    t0 = time.perf_counter()
-    bar = tqdm(
-        loader,
-        desc=f"{cfg.bits} bits, iter {it + 1}/{cfg.max_iter}, epoch {epoch + 1}/{cfg.epochs}",
-        leave=False,
-        disable=None if progress else True,
-        unit="batch",
-    )
-    for batch in bar:
-        if batch is None or len(batch[0]) == 0:
-            continue
-        images, _, pos = batch
-        images = images.to(device, non_blocking=True)
-        pos = pos.to(device)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
-        with autocast:
-            out = model(images)
-        out = _float_output(out)
-        if S is not None:
-            total, terms = loss_fn(out, images, S[pos], B_t, B_t[omega_t[pos]])
-        else:
-            total, terms = loss_fn(out, labels_t[omega_t[pos]])
-        if not torch.isfinite(total.detach()).item():
-            metrics.write(
-                {"event": "nan", "iter": it, "epoch": epoch, "batch": n_batches, "bits": cfg.bits}
-            )
-            raise _nan_error(it, epoch, cfg, ckpt_path, ckpt_path.exists())
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        U[pos] = out.relaxed.detach().float()
-        n = len(pos)
-        n_seen += n
-        n_batches += 1
-        sums["loss"] = sums.get("loss", 0.0) + float(total.detach()) * n
-        for name, value in terms.items():
-            sums[name] = sums.get(name, 0.0) + float(value) * n
-        if n_batches % 10 == 0:
-            bar.set_postfix(loss=f"{sums['loss'] / n_seen:.4g}")
-    if n_seen == 0:
-        raise FghashError(
-            f"no image of the {len(omega)} sampled in outer iteration {it + 1} could be read; "
-            f"check the files under {cfg.data_root}."
-        )
-    record: dict[str, Any] = {
-        "event": "epoch",
-        "bits": cfg.bits,
-        "iter": it,
-        "epoch": epoch,
-        "lr": optimizer.param_groups[0]["lr"],
-        "images": n_seen,
-        "skipped": len(omega) - n_seen,
-        "batches": n_batches,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-    record.update({name: total / n_seen for name, total in sums.items()})
-    if record["skipped"]:
-        log.warning("skipped %d unreadable image(s) in this epoch", record["skipped"])
-    return record
-
-
-def _network_codes(
-    model: torch.nn.Module,
-    ds_eval: Any,
-    indices: np.ndarray,
-    device: torch.device,
-    cfg: TrainConfig,
-    progress: bool,
-) -> np.ndarray:
-    """±1 codes sign(tanh(v)) of the given train items by the network (0 rows if unreadable)."""
-    from fghash.encode import encode_images
-
-    enc = encode_images(
-        model,
-        ds_eval,
-        indices,
-        device=device,
-        batch_size=max(cfg.batch_size, 64),
-        num_workers=cfg.num_workers,
-        progress=progress,
-        desc="encoding database",
-    )
-    out = np.ones((len(indices), cfg.bits), dtype=np.float32)
-    out[enc.positions] = np.where(enc.relaxed >= 0, 1.0, -1.0)
-    return out
-
-
-def _validate(
-    cfg: TrainConfig,
-    model: torch.nn.Module,
-    ds_eval: Any,
-    db_idx: np.ndarray,
-    val_idx: np.ndarray,
-    labels_all: np.ndarray,
-    B: np.ndarray,
-    device: torch.device,
-    progress: bool,
-) -> float:
-    """mAP of held-out train images (queries, network codes) against the database codes."""
-    from fghash.encode import encode_images
-
-    q = encode_images(
-        model,
-        ds_eval,
-        val_idx,
-        device=device,
-        batch_size=max(cfg.batch_size, 64),
-        num_workers=cfg.num_workers,
-        progress=progress,
-        desc="encoding val",
-    )
-    db = B if _asymmetric(cfg) else _network_codes(model, ds_eval, db_idx, device, cfg, progress)
-    q_signs = np.where(q.relaxed >= 0, 1.0, -1.0)
-    return hamming_map(q_signs, labels_all[val_idx][q.positions], db, labels_all[db_idx])
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
