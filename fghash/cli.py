@@ -320,6 +320,9 @@ def _log_to_stderr() -> None:
         root.setLevel(logging.INFO)
 
 
+from fghash.config import METHODS, PRESETS  # noqa: E402  (no torch: plain dataclasses)
+
+
 def _flag(name: str, help: str) -> Any:
     return click.option(f"--{name}/--no-{name}", default=None, help=help)
 
@@ -343,16 +346,19 @@ def _flag(name: str, help: str) -> Any:
 )
 @click.option(
     "--preset",
+    type=click.Choice(list(PRESETS)),
     default=None,
-    help="Ablation preset: adsh, +attention, "
-    "+reconstruction, +decorrelation (= a2net), +self-consistency.",
+    help="Table-2 ablation row: adsh, +attention, +reconstruction, +decorrelation (= a2net), "
+    "+self-consistency (journal).",
 )
-@click.option("--method", type=click.Choice(["a2net", "adsh", "dpsh", "hashnet"]), default=None)
+@click.option("--method", type=click.Choice(list(METHODS)), default=None, help="[default: a2net]")
 @click.option("--backbone", default=None, help="torchvision backbone [default: resnet50].")
 @click.option("--weights", default=None, help="torchvision weights name, e.g. DEFAULT.")
 @click.option("--num-attention", type=int, default=None, help="Number of attention maps.")
 @click.option("--image-size", type=int, default=None, help="Crop size [default: 224].")
-@click.option("--resize", type=int, default=None, help="Resize before cropping [default: 256].")
+@click.option(
+    "--resize", type=int, default=None, help="Shorter side before cropping [image size x 8/7]."
+)
 @click.option("--batch-size", type=int, default=None, help="[default: 16]")
 @click.option("--max-iter", type=int, default=None, help="Outer ADSH iterations [default: 40].")
 @click.option("--epochs", type=int, default=None, help="Epochs per outer iteration [30].")
@@ -367,9 +373,18 @@ def _flag(name: str, help: str) -> Any:
 @click.option("--weight-decay", type=float, default=None, help="[default: 1e-4]")
 @click.option("--lr-milestones", default=None, help="Outer iterations where lr drops, e.g. 25,35.")
 @click.option("--gamma", type=float, default=None, help="ADSH quantization weight [200].")
-@click.option("--lam", type=float, default=None, help="Reconstruction weight [1].")
-@click.option("--alpha", type=float, default=None, help="Decorrelation weight.")
-@click.option("--beta", type=float, default=None, help="Self-consistency weight.")
+@click.option("--lam", type=float, default=None, help="Encoder term in the reconstruction [1].")
+@click.option("--alpha", type=float, default=None, help="Decorrelation weight [1/(n k)].")
+@click.option("--beta", type=float, default=None, help="Asymmetric/quantization scale [12/k].")
+@click.option("--image-weight", type=float, default=None, help="Self-consistency weight [0.01].")
+@click.option(
+    "--aux-start-iter",
+    type=int,
+    default=None,
+    help="Outer iteration that switches on the reconstruction, decorrelation and "
+    "self-consistency terms (reference code: 35 of 50) [0].",
+)
+@_flag("soft-similarity", "Reference code's soft targets for dissimilar pairs [off].")
 @_flag("attention", "A2-Net attention branch.")
 @_flag("reconstruction", "A2-Net reconstruction loss.")
 @_flag("decorrelation", "A2-Net decorrelation loss.")

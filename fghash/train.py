@@ -18,17 +18,22 @@ code ``B_j ∈ {−1, +1}^k``, initialised at random from the seed. Each outer i
 The step learning-rate decay counts outer iterations.
 
 DPSH and HashNet are symmetric baselines: the same outer loop samples Ω and trains the
-network on pairs within each batch, but there are no learned database codes; their
-database codes are the network's own codes of the database images, ``sign(tanh(v))``,
-computed after training (and for validation).
+network with their pairwise losses between each batch and the whole database, through a
+memory bank of the latest raw outputs ``v`` of the database items (as DPSH's reference
+code keeps one; unseen items start at 0). There are no learned codes: their database codes
+are the network's own codes ``sgn(tanh(v))`` of the database images after training.
+
+A²-Net's reference code trains in two stages (asymmetric + quantization first, then every
+term); ``aux_start_iter`` reproduces that, and 0 (the default) uses every term throughout.
 
 Run folder::
 
     config.json              resolved TrainConfig
     metrics.jsonl            one object per epoch ({"event": "epoch", ...every loss term, lr})
                              and per evaluation ({"event": "eval", "split": "val", "map": ...})
-    checkpoints/last.pt      model, optimiser, scheduler, scaler, B, Ω and U, RNG states,
-                             position (written atomically after every epoch)
+    checkpoints/last.pt      model, optimiser, scheduler, loss and scaler states, B (or the
+                             DPSH/HashNet bank), Ω and U mid-iteration, RNG states, position
+                             (written atomically after every epoch; never after a NaN)
     database_codes.npy       int8 ±1 [N, k], the database codes B, when training ends
     database_indices.npy     int64 [N], row j of B is item database_indices[j] of the train split
 

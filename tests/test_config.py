@@ -41,9 +41,20 @@ def test_every_preset_is_tested():
 
 
 def test_explicit_options_override_presets_and_none_is_dropped():
-    cfg = resolve_config("cub200", "adsh", attention=True, lr=None, bits=48, momentum=None)
-    assert cfg.attention is True and cfg.method == "adsh"
+    cfg = resolve_config(
+        "cub200", "+attention", reconstruction=True, lr=None, bits=48, momentum=None
+    )
+    assert cfg.attention and cfg.reconstruction and not cfg.decorrelation
     assert cfg.lr == 2.5e-4 and cfg.momentum == 0.91 and cfg.bits == 48
+    assert not resolve_config("cub200", "a2net", attention=False).attention
+
+
+def test_parts_a_method_lacks_are_refused_when_asked_for():
+    with pytest.raises(FghashError, match="--attention cannot be used with --method adsh"):
+        resolve_config("cub200", "adsh", attention=True)
+    with pytest.raises(FghashError, match="--reconstruction"):
+        resolve_config("cub200", method="dpsh", reconstruction=True)
+    assert not resolve_config("cub200", method="adsh").attention  # off when not asked for
 
 
 def test_dataset_defaults_then_preset_then_options():

@@ -202,3 +202,17 @@ def test_symmetric_baselines_use_the_network_codes(data_root, tmp_path, method):
     with torch.no_grad():
         v = net(torch.stack([ds[i][0] for i in range(len(ds))])).v.numpy()
     assert np.array_equal(result.database_codes, np.where(v >= 0, 1, -1).astype(np.int8))
+
+
+def test_unreadable_training_image_is_skipped_and_counted(data_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "birds"
+    shutil.copytree(data_root, root)
+    ds = load_dataset("synthetic", root, "train")
+    (root / ds.paths[5]).write_bytes(b"\x89PNG but not really")
+    result = train(tiny(root, num_samples=16), tmp_path / "run", progress=False)
+    (record,) = result.history
+    assert (record["images"], record["skipped"]) == (15, 1)
+    with pytest.raises(FghashError, match="cannot be decoded"):
+        train(tiny(root, num_samples=16, skip_corrupt=False), tmp_path / "strict", progress=False)
