@@ -78,7 +78,7 @@ def similarity_targets(S: Tensor, soft: bool = False) -> Tensor:
     """ADSH targets from ``S ∈ {0,1}``: ``2S − 1``, or with ``soft`` similar → 1, dissimilar → −P/D."""
     if not torch.all((S == 0) | (S == 1)):
         raise FghashError("the similarity matrix S must hold only 0 and 1 (use similarity_matrix).")
-    s = S.float()
+    s = S if S.is_floating_point() else S.float()
     if not soft:
         return 2 * s - 1
     pos = s.sum()

@@ -142,6 +142,9 @@ class AsymmetricHashLoss(HashLoss):
 
     with ``b_j ∈ {−1,+1}^k`` the database codes and ``S̃ = 2S − 1 ∈ {−1,+1}`` as in ADSH (or
     the reference's soft targets, ``soft_similarity=True``). ``β = 12/k`` by default.
+    Soft targets use the positive/negative ratio of the ``S`` given here (the batch's rows),
+    while the reference computes it once over all sampled rows; with ``N`` database
+    columns per row the two ratios are close.
     """
 
     def __init__(self, bits: int, beta: float | None = None, soft_similarity: bool = False) -> None:

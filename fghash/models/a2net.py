@@ -46,6 +46,7 @@ normalised input image; outputs are resized to the input's size if it differs.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import os
 from dataclasses import dataclass
@@ -189,7 +190,7 @@ class A2Net(nn.Module):
             "attention": bool(attention),
             "self_consistency": bool(self_consistency),
             "image_size": image_size,
-            "efficient": bool(efficient),
+            "efficient": bool(efficient) and bool(attention),
         }
         self.model_name = "a2net" if attention else "adsh"
         self.bits = bits
@@ -258,7 +259,15 @@ class A2Net(nn.Module):
         return torch.where(r >= 0, 1.0, -1.0).to(r.dtype)
 
 
+_OPTIONS = tuple(inspect.signature(A2Net.__init__).parameters)[1:]
+
+
 def _build(defaults: dict[str, Any], kwargs: dict[str, Any]) -> A2Net:
+    unknown = sorted(set(kwargs) - set(_OPTIONS))
+    if unknown:
+        raise FghashError(
+            f"unknown model option {unknown[0]!r}; the options are: {', '.join(_OPTIONS)}."
+        )
     return A2Net(**{**defaults, **kwargs})
 
 

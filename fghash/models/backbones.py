@@ -86,15 +86,17 @@ def _load_local(model: nn.Module, path: str, name: str) -> None:
             f"weights file {path!r} does not fit {name}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, expected {tuple(own[bad[0]].shape)}."
         )
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing:
-        raise FghashError(
-            f"weights file {path!r} does not fit {name}: {len(missing)} parameters are missing, e.g. {missing[0]}."
+    missing = [
+        k for k in missing if not k.startswith("fc.") and not k.endswith("num_batches_tracked")
+    ]
+    unexpected = [k for k in unexpected if not k.startswith("fc.")]
+    if missing or unexpected:
+        what = (
+            f"{len(missing)} parameters are missing, e.g. {missing[0]}"
+            if missing
+            else f"it has {len(unexpected)} keys {name} lacks, e.g. {unexpected[0]}"
         )
-    if unexpected:
-        log.warning(
-            "ignored %d unexpected keys in %s (e.g. %s)", len(unexpected), path, unexpected[0]
-        )
+        raise FghashError(f"weights file {path!r} does not fit {name}: {what}.")
     log.info("loaded %s weights from %s", name, path)
 
 

@@ -1,0 +1,204 @@
+"""Model registry, shapes of every variant, branch wiring, gradients, weights loading."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torchvision
+
+from fghash.adsh import init_database_codes, similarity_matrix
+from fghash.errors import FghashError
+from fghash.losses import A2NetLoss
+from fghash.models import A2Net, create_model, list_models
+
+BITS, M, SIZE = 12, 4, 32
+TINY = {"bits": BITS, "backbone": "resnet18", "num_attention": M, "image_size": SIZE}
+
+
+def tiny(name="a2net", **kw):
+    torch.manual_seed(0)
+    return create_model(name, **{**TINY, **kw})
+
+
+def test_registry_lists_the_variants():
+    assert {"a2net", "a2net_efficient", "adsh", "dpsh", "hashnet"} <= set(list_models())
+
+
+def test_unknown_model_names_the_choices():
+    with pytest.raises(FghashError, match="a2net.*adsh"):
+        create_model("a3net", bits=12)
+
+
+def test_bad_arguments_raise_one_sentence():
+    with pytest.raises(FghashError, match="backbone"):
+        create_model("a2net", bits=12, backbone="vgg16")
+    with pytest.raises(FghashError, match="bits"):
+        create_model("a2net", bits=0, backbone="resnet18")
+    with pytest.raises(FghashError, match="unknown weights"):
+        create_model("adsh", bits=12, backbone="resnet18", weights="IMAGENET9K")
+    with pytest.raises(FghashError, match="unknown model option 'num_atention'"):
+        create_model("a2net", bits=12, num_atention=3)
+
+
+@pytest.mark.parametrize("self_consistency", [False, True])
+@pytest.mark.parametrize("name", list_models())
+def test_output_shapes(name, self_consistency):
+    model = tiny(name, self_consistency=self_consistency)
+    images = torch.randn(2, 3, SIZE, SIZE)
+    out = model(images)
+    attention = model.use_attention
+    d = (M + 1) * 512 if attention else 512
+    assert model.feature_dim == d
+    assert out.v.shape == (2, BITS) and out.relaxed.shape == (2, BITS)
+    assert out.x.shape == (2, d) and out.x_rec.shape == (2, d)
+    assert torch.allclose(out.relaxed, torch.tanh(out.v))
+    for i in range(2):  # tied decoder: x̂_i = Wᵀ tanh(v_i)
+        assert torch.allclose(out.x_rec[i], model.W.T @ out.relaxed[i], atol=1e-5)
+    if self_consistency:
+        assert out.image_rec.shape == (2, 3, SIZE, SIZE)
+    else:
+        assert out.image_rec is None
+    if attention:
+        assert out.attention.shape == (2, M, SIZE // 16, SIZE // 16)
+        assert (out.attention >= 0).all()
+    else:
+        assert out.attention is None
+    json.dumps(model.config)
+    again = create_model(name, **model.config)
+    assert {k: v.shape for k, v in again.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+
+
+def test_num_attention_defaults_to_bits_and_none_is_dropped():
+    model = create_model("a2net", bits=6, backbone="resnet18", num_attention=None, image_size=SIZE)
+    assert model.config["num_attention"] == 6
+    assert model.feature_dim == 7 * 512
+    assert model.model_name == "a2net"
+
+
+def test_decoder_follows_the_input_size():
+    model = tiny("a2net_efficient", self_consistency=True)
+    out = model(torch.randn(2, 3, 48, 64))
+    assert out.image_rec.shape == (2, 3, 48, 64)
+
+
+def test_faithful_local_branch_is_one_shared_layer4_per_map():
+    model = tiny("a2net").eval()
+    img = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        out = model(img)
+        t = model.trunk(img)
+        a = model.attention_net(t)
+        pieces = [model.layer4_local(a[:, m : m + 1] * t).mean(dim=(2, 3)) for m in range(M)]
+        pieces.append(model.layer4_global(t).mean(dim=(2, 3)))
+    assert torch.allclose(out.x, torch.cat(pieces, dim=1), atol=1e-5)
+    assert sum(1 for n, _ in model.named_children() if n.startswith("layer4")) == 2
+
+
+def test_efficient_branch_pools_one_layer4_map():
+    model = tiny("a2net_efficient").eval()
+    img = torch.randn(1, 3, SIZE * 2, SIZE * 2)  # layer3 4×4, layer4 2×2
+    with torch.no_grad():
+        out = model(img)
+        t = model.trunk(img)
+        f = model.layer4_global(t)[0]  # [C, 2, 2]
+        a = model.attention_net(t)[0]  # [M, 4, 4]
+        pieces = []
+        for m in range(M):
+            acc = torch.zeros(f.shape[0])
+            for p in range(2):
+                for q in range(2):
+                    weight = a[m, 2 * p : 2 * p + 2, 2 * q : 2 * q + 2].mean()
+                    acc += weight * f[:, p, q]
+            pieces.append(acc / 4)
+        pieces.append(f.mean(dim=(1, 2)))
+    assert torch.allclose(out.x[0], torch.cat(pieces), atol=1e-5)
+    assert not hasattr(model, "layer4_local")
+
+
+def test_encode_and_codes():
+    model = tiny("a2net").eval()
+    images = torch.randn(3, 3, SIZE, SIZE)
+    relaxed = model.encode(images)
+    assert not relaxed.requires_grad
+    with torch.no_grad():
+        assert torch.allclose(relaxed, model(images).relaxed, atol=1e-6)
+    codes = model.codes(images)
+    assert torch.equal(codes, torch.where(relaxed >= 0, 1.0, -1.0))
+
+
+def _batch():
+    images = torch.randn(4, 3, SIZE, SIZE)
+    S = similarity_matrix(torch.tensor([0, 1, 0, 1]), torch.tensor([0, 1, 0, 1, 1, 0]))
+    B = init_database_codes(6, BITS, generator=torch.Generator().manual_seed(1))
+    return images, S, B, B[torch.tensor([0, 1, 2, 3])]
+
+
+@pytest.mark.parametrize("name", ["a2net", "a2net_efficient", "adsh"])
+def test_full_loss_reaches_every_parameter(name):
+    model = tiny(name, self_consistency=True)
+    images, S, B, B_om = _batch()
+    loss, _ = A2NetLoss(BITS, self_consistency=True)(model(images), images, S, B, B_om)
+    loss.backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert dead == []
+    groups = {n.split(".")[0] for n, _ in model.named_parameters()}
+    expect = {"W", "trunk", "layer4_global", "decoder"}
+    if name != "adsh":
+        expect.add("attention_net")
+    if name == "a2net":
+        expect.add("layer4_local")
+    assert groups == expect
+
+
+def test_terms_reach_only_their_parameters():
+    model = tiny("a2net", self_consistency=True)
+    images, S, B, B_om = _batch()
+    only_image = A2NetLoss(BITS, False, False, False, False, self_consistency=True)
+    only_image(model(images), images, S, B, B_om)[0].backward()
+    assert model.W.grad is None  # the image path starts from x, before the hash layer
+    assert model.layer4_local[0].conv1.weight.grad is not None
+    model.zero_grad(set_to_none=True)
+    only_hash = A2NetLoss(BITS, reconstruction=False, decorrelation=False)
+    only_hash(model(images), images, S, B, B_om)[0].backward()
+    assert all(p.grad is None for p in model.decoder.parameters())
+    assert model.W.grad is not None and model.attention_net[0].conv1.weight.grad is not None
+
+
+def test_weights_from_a_local_state_dict(tmp_path):
+    torch.manual_seed(7)
+    ref = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "r18.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}, path)
+    model = create_model("a2net", weights=str(path), **TINY)
+    assert model.config["weights"] == str(path)
+    assert torch.equal(model.trunk[0].weight, ref.conv1.weight)
+    for copy in (model.layer4_global, model.layer4_local):
+        assert torch.equal(copy[1].conv2.weight, ref.layer4[1].conv2.weight)
+    assert (
+        model.layer4_global[0].conv1.weight.data_ptr()
+        != model.layer4_local[0].conv1.weight.data_ptr()
+    )
+
+
+def test_weights_file_problems(tmp_path):
+    with pytest.raises(FghashError, match="does not exist"):
+        create_model("adsh", weights=str(tmp_path / "missing.pth"), **TINY)
+    wrong = tmp_path / "r34.pth"
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), wrong)
+    with pytest.raises(FghashError, match="does not fit"):
+        create_model("adsh", weights=str(wrong), **TINY)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(FghashError, match="could not be read"):
+        create_model("adsh", weights=str(junk), **TINY)
+
+
+def test_images_must_be_rgb_batches():
+    model = tiny("adsh")
+    with pytest.raises(FghashError, match=r"\[B, 3, H, W\]"):
+        model(torch.randn(3, SIZE, SIZE))
+    assert isinstance(model, A2Net)
