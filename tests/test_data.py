@@ -624,3 +624,13 @@ def test_synthetic_classes_differ_only_in_their_part(tmp_path):
     assert len(class_specs(72)) == len(set(class_specs(72))) == 72
     with pytest.raises(FghashError, match="2 to 72"):
         class_specs(73)
+
+
+def test_synthetic_loader_generates_the_default_set_on_first_use(tmp_path):
+    root = tmp_path / "fresh"
+    train = load_dataset("synthetic", root, split="train")
+    test = load_dataset("synthetic", root, split="test")
+    assert (len(train), len(test), train.num_classes) == (16 * 30, 16 * 10, 16)
+    assert (root / "manifest.json").is_file()
+    image, _, _ = train[0]
+    assert image.size == (64, 64)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fghash.data._files import read_rows, require_file, require_root
-from fghash.data.base import ImageListDataset
+from fghash.data.base import ImageListDataset, Transform
 from fghash.errors import FghashError
 
 __all__ = ["load_aircraft"]
@@ -27,7 +27,11 @@ _NAME = "aircraft"
 
 
 def load_aircraft(
-    root: str | Path, split: str = "train", *, transform=None, skip_corrupt: bool = False
+    root: str | Path,
+    split: str = "train",
+    *,
+    transform: Transform | None = None,
+    skip_corrupt: bool = False,
 ) -> ImageListDataset:
     """Load the trainval (``split="train"``) or test split of FGVC-Aircraft, variant level."""
     root = require_root(root, _NAME)

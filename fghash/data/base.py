@@ -17,9 +17,12 @@ from PIL import Image, UnidentifiedImageError
 
 from fghash.errors import FghashError
 
-__all__ = ["ImageListDataset", "collate_skip_none"]
+__all__ = ["ImageListDataset", "Transform", "collate_skip_none"]
 
 logger = logging.getLogger(__name__)
+
+#: What a data set applies to each decoded RGB image (see :func:`build_transform`).
+Transform = Callable[[Image.Image], Any]
 
 # What PIL raises for a file it cannot decode: unknown format, truncated data,
 # broken headers (SyntaxError comes from some plugins), absurd sizes.
@@ -60,7 +63,7 @@ class ImageListDataset:
         attributes: np.ndarray | None = None,
         attribute_names: Sequence[str] | None = None,
         indices: np.ndarray | None = None,
-        transform: Callable[[Image.Image], Any] | None = None,
+        transform: Transform | None = None,
         skip_corrupt: bool = False,
     ) -> None:
         self.root = Path(root)

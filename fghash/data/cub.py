@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fghash.data._files import read_table, require_file, require_root
-from fghash.data.base import ImageListDataset
+from fghash.data.base import ImageListDataset, Transform
 from fghash.errors import FghashError
 
 __all__ = ["load_cub200"]
@@ -80,7 +80,11 @@ def _read_attributes(
 
 
 def load_cub200(
-    root: str | Path, split: str = "train", *, transform=None, skip_corrupt: bool = False
+    root: str | Path,
+    split: str = "train",
+    *,
+    transform: Transform | None = None,
+    skip_corrupt: bool = False,
 ) -> ImageListDataset:
     """Load one split of CUB-200-2011 with its 312 binary attributes (``attributes``)."""
     root = require_root(root, _NAME)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fghash.data._files import read_rows, require_file, require_root
-from fghash.data.base import ImageListDataset
+from fghash.data.base import ImageListDataset, Transform
 from fghash.errors import FghashError
 
 __all__ = ["load_food101"]
@@ -23,7 +23,11 @@ _NAME = "food101"
 
 
 def load_food101(
-    root: str | Path, split: str = "train", *, transform=None, skip_corrupt: bool = False
+    root: str | Path,
+    split: str = "train",
+    *,
+    transform: Transform | None = None,
+    skip_corrupt: bool = False,
 ) -> ImageListDataset:
     """Load one split of Food-101 from its ``meta/`` lists."""
     root = require_root(root, _NAME)

@@ -29,7 +29,7 @@ from fghash.data._files import (
     require_file,
     require_root,
 )
-from fghash.data.base import ImageListDataset
+from fghash.data.base import ImageListDataset, Transform
 from fghash.errors import FghashError
 
 __all__ = ["load_list", "load_imagefolder", "read_class_names"]
@@ -44,7 +44,7 @@ def load_list(
     root: str | Path,
     split: str = "train",
     *,
-    transform=None,
+    transform: Transform | None = None,
     skip_corrupt: bool = False,
     name: str = "list",
 ) -> ImageListDataset:
@@ -82,7 +82,11 @@ def _class_folders(split_dir: Path) -> list[str]:
 
 
 def load_imagefolder(
-    root: str | Path, split: str = "train", *, transform=None, skip_corrupt: bool = False
+    root: str | Path,
+    split: str = "train",
+    *,
+    transform: Transform | None = None,
+    skip_corrupt: bool = False,
 ) -> ImageListDataset:
     """Load ``root/{split}/<class>/*`` with classes sorted by folder name across both splits."""
     root = require_root(root, "imagefolder")

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fghash.data._files import read_table, require_file, require_root
-from fghash.data.base import ImageListDataset
+from fghash.data.base import ImageListDataset, Transform
 from fghash.errors import FghashError
 
 __all__ = ["load_nabirds"]
@@ -31,7 +31,11 @@ _NAME = "nabirds"
 
 
 def load_nabirds(
-    root: str | Path, split: str = "train", *, transform=None, skip_corrupt: bool = False
+    root: str | Path,
+    split: str = "train",
+    *,
+    transform: Transform | None = None,
+    skip_corrupt: bool = False,
 ) -> ImageListDataset:
     """Load one split of NABirds with leaf classes renumbered to ``0..C-1``."""
     root = require_root(root, _NAME)

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from fghash.data._files import first_existing, load_mat, require_file, require_root
-from fghash.data.base import ImageListDataset
+from fghash.data.base import ImageListDataset, Transform
 from fghash.errors import FghashError
 
 __all__ = ["load_stanford_dogs", "load_stanford_cars"]
@@ -64,7 +64,11 @@ def _read_dogs_list(root: Path, split: str) -> tuple[list[str], list[int], Path]
 
 
 def load_stanford_dogs(
-    root: str | Path, split: str = "train", *, transform=None, skip_corrupt: bool = False
+    root: str | Path,
+    split: str = "train",
+    *,
+    transform: Transform | None = None,
+    skip_corrupt: bool = False,
 ) -> ImageListDataset:
     """Load one split of Stanford Dogs; class names are the breed part of the folder names."""
     root = require_root(root, "dogs")
@@ -98,7 +102,11 @@ def load_stanford_dogs(
 
 
 def load_stanford_cars(
-    root: str | Path, split: str = "train", *, transform=None, skip_corrupt: bool = False
+    root: str | Path,
+    split: str = "train",
+    *,
+    transform: Transform | None = None,
+    skip_corrupt: bool = False,
 ) -> ImageListDataset:
     """Load one split of Stanford Cars from the devkit annotations."""
     root = require_root(root, "cars")

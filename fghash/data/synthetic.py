@@ -59,7 +59,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from fghash.data.base import ImageListDataset
+from fghash.data.base import ImageListDataset, Transform
 from fghash.errors import FghashError
 
 __all__ = [
@@ -523,7 +523,11 @@ def generate_synthetic(
 
 
 def load_synthetic(
-    root: str | Path, split: str = "train", *, transform=None, skip_corrupt: bool = False
+    root: str | Path,
+    split: str = "train",
+    *,
+    transform: Transform | None = None,
+    skip_corrupt: bool = False,
 ) -> ImageListDataset:
     """Load the synthetic set from ``root``, generating the default one first if absent."""
     from fghash.data._files import read_rows

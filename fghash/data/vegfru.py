@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from fghash.data._files import read_labelled_list, require_file, require_root
-from fghash.data.base import ImageListDataset
+from fghash.data.base import ImageListDataset, Transform
 
 __all__ = ["load_vegfru"]
 
@@ -31,7 +31,11 @@ _NAME = "vegfru"
 
 
 def load_vegfru(
-    root: str | Path, split: str = "train", *, transform=None, skip_corrupt: bool = False
+    root: str | Path,
+    split: str = "train",
+    *,
+    transform: Transform | None = None,
+    skip_corrupt: bool = False,
 ) -> ImageListDataset:
     """Load the train or test list of VegFru-292."""
     root = require_root(root, _NAME)
