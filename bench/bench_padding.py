@@ -11,6 +11,11 @@ with the same queries count, thread count (``faiss.omp_set_num_threads``), one w
 run and the median of ``--runs`` timed runs. Prints a small table with queries per
 second and ratios.
 
+On a machine shared with other busy processes, OpenMP's default active spin-waiting
+makes multi-threaded FAISS timings erratic (a thread spinning at a barrier while its
+partner is descheduled); run with ``OMP_WAIT_POLICY=PASSIVE`` there. The policy in
+force is printed with the results.
+
     python bench/bench_padding.py [--n 100000] [--nq 1000] [--runs 5] [--threads N]
 """
 
@@ -117,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     base_qps = args.nq / rows[0][2]
     print(
         f"n={args.n} nq={args.nq} k={args.k} threads={args.threads} runs={args.runs} "
-        f"(median after 1 warm-up) faiss={faiss.__version__} cpu={_cpu_name()}"
+        f"(median after 1 warm-up) faiss={faiss.__version__} cpu={_cpu_name()} "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}"
     )
     print(f"padded and unpadded distances identical: {'yes' if same else 'NO'}")
     head = f"{'index':<40} {'bytes/item':>10} {'median ms':>10} {'min-max ms':>15} {'QPS':>12} {'vs unpadded':>12}"
