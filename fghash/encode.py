@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from fghash.batching import PositionDataset
 from fghash.checkpoint import load_checkpoint
 from fghash.codes import Split, make_codes_file, pack_bits, signs_to_codes, write_codes
-from fghash.config import TrainConfig, load_config
+from fghash.config import ASYMMETRIC_METHODS, TrainConfig, load_config
 from fghash.device import resolve_device
 from fghash.errors import FghashError
 
@@ -176,7 +176,8 @@ def encode_run(
     (network codes of the database images). ``features``: ``"relaxed"``, ``"backbone"``
     or ``"none"``. ``split_map`` maps codes-file split names to data splits
     (``"train"`` = the run's database items, ``"val"`` = its held-out training items,
-    ``"test"``); default ``{"query": "test", "database": "train"}``. ``data_root``
+    ``"test"``); default ``{"query": "test", "database": "train"}``. DPSH and HashNet
+    runs learn no database codes, so for them ``"learned"`` means ``"encode"``. ``data_root``
     overrides the run's data folder (moved data). Returns the path written.
     """
     from fghash.data import build_transform, load_dataset
@@ -205,6 +206,9 @@ def encode_run(
         raise FghashError(f"{out_path}: the folder {out_path.parent} does not exist.")
 
     cfg, state, model = _read_run(run_dir, device)
+    if database == "learned" and cfg.method not in ASYMMETRIC_METHODS:
+        log.info("%s learns no database codes; encoding the database images instead", cfg.method)
+        database = "encode"
     dev = resolve_device(device)
     root = str(data_root) if data_root is not None else cfg.data_root
     tf = build_transform(False, cfg.image_size, resize=cfg.resize)

@@ -190,6 +190,26 @@ def test_encode_errors(trained, tmp_path):
     res = CliRunner().invoke(main, ["encode", str(tmp_path), "--out", str(tmp_path / "x.h5")])
     assert res.exit_code == 2 and "Error:" in res.output
     assert not (tmp_path / "x.h5").exists()
+    for bits in (8, 12):
+        (tmp_path / "multi" / f"bits-{bits}").mkdir(parents=True)
+        (tmp_path / "multi" / f"bits-{bits}" / "config.json").write_text("{}")
+    with pytest.raises(FghashError, match="several runs .*bits-12"):
+        encode_run(tmp_path / "multi", tmp_path / "x.h5")
+
+
+def test_encode_the_validation_split(trained, tmp_path):
+    _, run = trained
+    out = encode_run(
+        run,
+        tmp_path / "val.h5",
+        split_map={"query": "val", "database": "train"},
+        device="cpu",
+        progress=False,
+    )
+    cf = read_codes(out)
+    val = load_checkpoint(run / CHECKPOINT)["val_indices"].numpy()
+    assert np.array_equal(cf["query"].ids, val) and len(val) == 3
+    assert not set(cf["query"].ids) & set(cf["database"].ids)
 
 
 def test_import_fghash_does_not_import_torch():

@@ -202,6 +202,13 @@ def test_symmetric_baselines_use_the_network_codes(data_root, tmp_path, method):
     with torch.no_grad():
         v = net(torch.stack([ds[i][0] for i in range(len(ds))])).v.numpy()
     assert np.array_equal(result.database_codes, np.where(v >= 0, 1, -1).astype(np.int8))
+    # No learned codes to export: encoding with the default --database learned re-encodes.
+    from fghash.codes import read_codes
+    from fghash.encode import encode_run
+
+    out = encode_run(tmp_path / method, tmp_path / "codes.h5", device="cpu", progress=False)
+    db = read_codes(out)["database"]
+    assert np.array_equal(db.codes, np.packbits(v >= 0, axis=1, bitorder="little"))
 
 
 def test_unreadable_training_image_is_skipped_and_counted(data_root, tmp_path):
