@@ -308,7 +308,200 @@ def search_cmd(
 # --- fghash train ------------------------------------------------------------------
 
 
+def _log_to_stderr() -> None:
+    """Show the library's info and warnings (skipped images, val mAP) on stderr."""
+    import logging
+
+    root = logging.getLogger("fghash")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
+from fghash.config import METHODS, PRESETS  # noqa: E402  (no torch: plain dataclasses)
+
+
+def _flag(name: str, help: str) -> Any:
+    return click.option(f"--{name}/--no-{name}", default=None, help=help)
+
+
+@main.command("train", context_settings=CONTEXT_SETTINGS)
+@click.option("--dataset", required=True, help="Data set name (see fghash.data.list_datasets).")
+@click.option(
+    "--data-root",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder holding the data set.",
+)
+@click.option(
+    "--out", "out", required=True, type=click.Path(file_okay=False), help="Run folder to write."
+)
+@click.option(
+    "--bits",
+    default="12",
+    show_default=True,
+    help="Code length(s), comma-separated; several give RUN/bits-K subfolders.",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    default=None,
+    help="Table-2 ablation row: adsh, +attention, +reconstruction, +decorrelation (= a2net), "
+    "+self-consistency (journal).",
+)
+@click.option("--method", type=click.Choice(list(METHODS)), default=None, help="[default: a2net]")
+@click.option("--backbone", default=None, help="torchvision backbone [default: resnet50].")
+@click.option("--weights", default=None, help="torchvision weights name, e.g. DEFAULT.")
+@click.option("--num-attention", type=int, default=None, help="Number of attention maps.")
+@click.option("--image-size", type=int, default=None, help="Crop size [default: 224].")
+@click.option(
+    "--resize", type=int, default=None, help="Shorter side before cropping [image size x 8/7]."
+)
+@click.option("--batch-size", type=int, default=None, help="[default: 16]")
+@click.option("--max-iter", type=int, default=None, help="Outer ADSH iterations [default: 40].")
+@click.option("--epochs", type=int, default=None, help="Epochs per outer iteration [30].")
+@click.option(
+    "--num-samples",
+    type=int,
+    default=None,
+    help="Images sampled per outer iteration [2000; 4000 for nabirds and vegfru].",
+)
+@click.option("--lr", type=float, default=None, help="Learning rate [2.5e-4].")
+@click.option("--momentum", type=float, default=None, help="SGD momentum [0.91].")
+@click.option("--weight-decay", type=float, default=None, help="[default: 1e-4]")
+@click.option("--lr-milestones", default=None, help="Outer iterations where lr drops, e.g. 25,35.")
+@click.option("--gamma", type=float, default=None, help="ADSH quantization weight [200].")
+@click.option("--lam", type=float, default=None, help="Encoder term in the reconstruction [1].")
+@click.option("--alpha", type=float, default=None, help="Decorrelation weight [1/(n k)].")
+@click.option("--beta", type=float, default=None, help="Asymmetric/quantization scale [12/k].")
+@click.option("--image-weight", type=float, default=None, help="Self-consistency weight [0.01].")
+@click.option(
+    "--aux-start-iter",
+    type=int,
+    default=None,
+    help="Outer iteration that switches on the reconstruction, decorrelation and "
+    "self-consistency terms (reference code: 35 of 50) [0].",
+)
+@_flag("soft-similarity", "Reference code's soft targets for dissimilar pairs [off].")
+@_flag("attention", "A2-Net attention branch.")
+@_flag("reconstruction", "A2-Net reconstruction loss.")
+@_flag("decorrelation", "A2-Net decorrelation loss.")
+@_flag("self-consistency", "Journal extension: self-consistency loss.")
+@_flag("quantization", "ADSH quantization term.")
+@_flag("amp", "Mixed precision on CUDA [default: on].")
+@click.option(
+    "--val-fraction",
+    type=float,
+    default=None,
+    help="Share of the train split held out for val mAP [0].",
+)
+@click.option("--eval-every", type=int, default=None, help="Outer iterations between val mAPs.")
+@click.option("--num-workers", type=int, default=None, help="DataLoader workers [0].")
+@click.option("--seed", type=int, default=None, help="Random seed [0].")
+@device_option(("auto", "cpu", "cuda"))
+@click.option("--resume", is_flag=True, help="Continue the run(s) in --out exactly.")
+def train_cmd(
+    dataset: str,
+    data_root: str,
+    out: str,
+    bits: str,
+    preset: str | None,
+    resume: bool,
+    lr_milestones: str | None,
+    **options: Any,
+) -> None:
+    """Train A2-Net (or an ablation / baseline) with the ADSH protocol into a run folder."""
+    from fghash.config import parse_bits, resolve_config
+    from fghash.train import train_many
+
+    _log_to_stderr()
+    if lr_milestones is not None:
+        try:
+            options["lr_milestones"] = tuple(int(t) for t in lr_milestones.split(",") if t)
+        except ValueError:
+            raise UserError(
+                f"--lr-milestones must be integers like 25,35, got {lr_milestones!r}."
+            ) from None
+    lengths = parse_bits(bits)
+    cfg = resolve_config(dataset, preset, data_root=data_root, bits=lengths[0], **options)
+    for r in train_many(cfg, lengths, out, resume=resume):
+        vm = "" if r.val_map is None else f", val mAP {r.val_map:.4f}"
+        click.echo(
+            f"{r.config.bits} bits: {r.run_dir} ({r.iterations} outer iterations, "
+            f"{len(r.database_codes)} database codes{vm})"
+        )
+
+
 # --- fghash encode -----------------------------------------------------------------
+
+
+@main.command("encode", context_settings=CONTEXT_SETTINGS)
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Codes file to write (HDF5).",
+)
+@click.option(
+    "--database",
+    type=click.Choice(["learned", "encode"]),
+    default="learned",
+    show_default=True,
+    help="Learned codes B (paper protocol) or network codes.",
+)
+@click.option(
+    "--features",
+    type=click.Choice(["relaxed", "backbone", "none"]),
+    default="relaxed",
+    show_default=True,
+    help="Float features stored per item.",
+)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--num-workers", type=int, default=0, show_default=True)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Data set folder, when it moved since training.",
+)
+@device_option(("auto", "cpu", "cuda"))
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+def encode_cmd(
+    run_dir: str,
+    out: str,
+    database: str,
+    features: str,
+    batch_size: int,
+    num_workers: int,
+    data_root: str | None,
+    device: str,
+    force: bool,
+) -> None:
+    """Encode a trained run's test (query) and training (database) splits to a codes file."""
+    from fghash.codes import read_attrs
+    from fghash.encode import encode_run
+
+    _log_to_stderr()
+    path = encode_run(
+        run_dir,
+        out,
+        database=database,
+        features=features,
+        batch_size=batch_size,
+        device=device,
+        num_workers=num_workers,
+        data_root=data_root,
+        force=force,
+    )
+    info = read_attrs(path)
+    sizes = ", ".join(f"{k} {v['n']}" for k, v in sorted(info["splits"].items()))
+    skipped = sum(info["config"].get("encode", {}).get("skipped", {}).values())
+    note = f"; skipped {skipped} unreadable image(s)" if skipped else ""
+    click.echo(f"wrote {path}: {info['bits']} bits, {sizes}{note}")
 
 
 # --- fghash demo -------------------------------------------------------------------

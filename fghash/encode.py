@@ -1,0 +1,386 @@
+"""Encode images with a trained run and write a schema-v1 codes file.
+
+Paper protocol (ADSH, A²-Net): the queries are the test split, encoded by the network as
+``b = sgn(tanh(v))`` (``sgn(0) = +1``); the database is the training set with the codes B
+learned during training (``database="learned"``). ``database="encode"`` instead passes the
+database images through the network too, as symmetric methods do.
+
+The codes file also gets, per split, the relaxed codes ``tanh(v)`` as ``features``
+(kind ``"relaxed_code"``, for the exact float baseline) or, with ``features="backbone"``,
+the pooled backbone features (kind ``"backbone"``); the labels, ids (positions in the
+data set's split), paths relative to the data set root, attributes where the data set
+has them, the method and the resolved training config.
+
+Unreadable images are skipped with a warning and counted (the counts are written into the
+file's config under ``encode.skipped``); they never stop the encoding halfway.
+
+:func:`load` gives a Python encoder for a run: ``fghash.load(run).encode(images)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from fghash.batching import PositionDataset
+from fghash.checkpoint import load_checkpoint
+from fghash.codes import Split, make_codes_file, pack_bits, signs_to_codes, write_codes
+from fghash.config import ASYMMETRIC_METHODS, TrainConfig, load_config
+from fghash.device import resolve_device
+from fghash.errors import FghashError
+
+__all__ = [
+    "Encoded",
+    "HashEncoder",
+    "encode_images",
+    "encode_run",
+    "load",
+    "DEFAULT_SPLIT_MAP",
+]
+
+log = logging.getLogger(__name__)
+
+# codes-file split -> data split ("train" = the run's database items, "val" = its
+# held-out training items, "test" = the test split)
+DEFAULT_SPLIT_MAP: dict[str, str] = {"query": "test", "database": "train"}
+_DATA_SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Encoded:
+    """Network outputs for the readable items of a view of a data set."""
+
+    relaxed: np.ndarray  # float32 [n, k], tanh(v)
+    backbone: np.ndarray | None  # float32 [n, d], pooled backbone features, when asked for
+    positions: np.ndarray  # int64 [n], positions (into the requested indices) that were read
+    skipped: int  # requested items that could not be read
+
+
+def _forward(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    out = model(images)
+    return out.relaxed.float(), out.x.float()
+
+
+@torch.no_grad()
+def encode_images(
+    model: torch.nn.Module,
+    ds: Any,
+    indices: Sequence[int] | np.ndarray,
+    *,
+    device: Any = "cpu",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    features: bool = False,
+    progress: bool = True,
+    desc: str = "encoding",
+) -> Encoded:
+    """Run the network (eval mode, float32) over items ``indices`` of ``ds``."""
+    from tqdm.auto import tqdm
+
+    from fghash.data import collate_skip_none
+
+    device = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(
+        PositionDataset(ds, indices),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_skip_none,
+    )
+    rel: list[np.ndarray] = []
+    back: list[np.ndarray] = []
+    pos: list[np.ndarray] = []
+    try:
+        for batch in tqdm(loader, desc=desc, leave=False, disable=None if progress else True):
+            if batch is None or len(batch[0]) == 0:
+                continue
+            images, _, p = batch
+            r, x = _forward(model, images.to(device))
+            rel.append(r.cpu().numpy())
+            if features:
+                back.append(x.cpu().numpy())
+            pos.append(np.asarray(p, dtype=np.int64))
+    finally:
+        model.train(was_training)
+    k = int(model.config.get("bits", 0)) if hasattr(model, "config") else 0
+    relaxed = np.concatenate(rel).astype(np.float32) if rel else np.zeros((0, k), np.float32)
+    positions = np.concatenate(pos) if pos else np.zeros(0, np.int64)
+    backbone = None
+    if features:
+        backbone = np.concatenate(back).astype(np.float32) if back else np.zeros((0, 0), np.float32)
+    return Encoded(relaxed, backbone, positions, len(indices) - len(positions))
+
+
+def _read_run(run_dir: Path, device: Any) -> tuple[TrainConfig, dict[str, Any], torch.nn.Module]:
+    from fghash.train import CHECKPOINT, build_model
+
+    if not run_dir.is_dir():
+        raise FghashError(f"{run_dir}: no such run folder; train one with fghash train.")
+    if not (run_dir / "config.json").is_file() and any(run_dir.glob("bits-*/config.json")):
+        subs = ", ".join(sorted(p.parent.name for p in run_dir.glob("bits-*/config.json")))
+        raise FghashError(
+            f"{run_dir} holds several runs ({subs}); name one of them, e.g. {run_dir}/bits-12."
+        )
+    cfg = load_config(run_dir / "config.json")
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    if not state.get("complete", False):
+        log.warning(
+            "%s: training stopped after %d of %d outer iterations; encoding its current state",
+            run_dir,
+            int(state["next_iter"]),
+            cfg.max_iter,
+        )
+    model = build_model(TrainConfig.from_dict({**cfg.to_dict(), "weights": None}))
+    model.load_state_dict(state["model"])
+    model.to(resolve_device(device)).eval()
+    return cfg, state, model
+
+
+def _rel_path(p: str, root: str) -> str:
+    if not os.path.isabs(p):
+        return p
+    try:
+        rel = os.path.relpath(p, root)
+    except ValueError:
+        return str(p)
+    return str(p) if rel.startswith("..") else rel
+
+
+def encode_run(
+    run_dir: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    database: str = "learned",
+    features: str = "relaxed",
+    split_map: Mapping[str, str] | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    num_workers: int = 0,
+    data_root: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> Path:
+    """Encode a trained run's splits into a schema-v1 codes file at ``out_path``.
+
+    ``database``: ``"learned"`` (the learned codes B, paper protocol) or ``"encode"``
+    (network codes of the database images). ``features``: ``"relaxed"``, ``"backbone"``
+    or ``"none"``. ``split_map`` maps codes-file split names to data splits
+    (``"train"`` = the run's database items, ``"val"`` = its held-out training items,
+    ``"test"``); default ``{"query": "test", "database": "train"}``. DPSH and HashNet
+    runs learn no database codes, so for them ``"learned"`` means ``"encode"``. ``data_root``
+    overrides the run's data folder (moved data). Returns the path written.
+    """
+    from fghash.data import build_transform, load_dataset
+
+    run_dir, out_path = Path(run_dir), Path(out_path)
+    if database not in ("learned", "encode"):
+        raise FghashError(f"--database must be learned or encode, got {database!r}.")
+    if features not in ("relaxed", "backbone", "none"):
+        raise FghashError(f"--features must be relaxed, backbone or none, got {features!r}.")
+    smap = dict(DEFAULT_SPLIT_MAP if split_map is None else split_map)
+    if "database" not in smap:
+        raise FghashError("the split map needs a 'database' entry (a codes file needs one).")
+    for name, src in smap.items():
+        if src not in _DATA_SPLITS:
+            raise FghashError(
+                f"split {name!r} maps to {src!r}; data splits are {', '.join(_DATA_SPLITS)}."
+            )
+    if database == "learned" and smap["database"] != "train":
+        raise FghashError(
+            "--database learned uses the codes learned for the training set, so the "
+            "database split must map to 'train'; use --database encode otherwise."
+        )
+    if out_path.exists() and not force:
+        raise FghashError(f"{out_path} already exists; pass --force to replace it.")
+    if not out_path.parent.is_dir():
+        raise FghashError(f"{out_path}: the folder {out_path.parent} does not exist.")
+
+    cfg, state, model = _read_run(run_dir, device)
+    if database == "learned" and cfg.method not in ASYMMETRIC_METHODS:
+        log.info("%s learns no database codes; encoding the database images instead", cfg.method)
+        database = "encode"
+    dev = resolve_device(device)
+    root = str(data_root) if data_root is not None else cfg.data_root
+    tf = build_transform(False, cfg.image_size, resize=cfg.resize)
+    datasets: dict[str, Any] = {}
+
+    def dataset(split: str) -> Any:
+        key = "test" if split == "test" else "train"
+        if key not in datasets:
+            datasets[key] = load_dataset(
+                cfg.dataset, root, split=key, transform=tf, skip_corrupt=True
+            )
+        return datasets[key]
+
+    db_idx = state["database_indices"].numpy()
+    learned_B = state["B"].numpy()
+    splits: dict[str, Split] = {}
+    skipped: dict[str, int] = {}
+    attribute_names = None
+    for name, src in smap.items():
+        ds = dataset(src)
+        if src == "train":
+            indices = db_idx
+        elif src == "val":
+            indices = state["val_indices"].numpy()
+        else:
+            indices = np.arange(len(ds.labels), dtype=np.int64)
+        learned = name == "database" and database == "learned"
+        feats = kind = None
+        if learned and features == "none":
+            positions, skipped[name] = np.arange(len(indices)), 0
+        else:
+            enc = encode_images(
+                model,
+                ds,
+                indices,
+                device=dev,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                features=features == "backbone",
+                progress=progress,
+                desc=f"encoding {name} ({src})",
+            )
+            positions, skipped[name] = enc.positions, enc.skipped
+            if features == "relaxed":
+                feats, kind = enc.relaxed, "relaxed_code"
+            elif features == "backbone":
+                feats, kind = enc.backbone, "backbone"
+        if learned:
+            codes = pack_bits(learned_B[positions] > 0)
+        else:
+            codes = signs_to_codes(enc.relaxed)
+        ids = indices[positions]
+        if skipped[name]:
+            log.warning(
+                "split %s: skipped %d unreadable image(s) of %d",
+                name,
+                skipped[name],
+                len(indices),
+            )
+        attrs = getattr(ds, "attributes", None)
+        if attrs is not None:
+            attribute_names = list(getattr(ds, "attribute_names", None) or []) or None
+        paths = getattr(ds, "paths", None)
+        ds_root = str(getattr(ds, "root", root))
+        splits[name] = Split(
+            codes=codes,
+            ids=ids,
+            labels=np.asarray(ds.labels)[ids],
+            paths=[_rel_path(str(paths[i]), ds_root) for i in ids] if paths is not None else None,
+            features=feats,
+            features_kind=kind,
+            attributes=np.asarray(attrs)[ids].astype(np.uint8) if attrs is not None else None,
+        )
+    config = {
+        **cfg.to_dict(),
+        "encode": {
+            "run_dir": str(run_dir),
+            "database": database,
+            "features": features,
+            "split_map": smap,
+            "skipped": skipped,
+            "outer_iterations_done": int(state["next_iter"]),
+        },
+    }
+    cf = make_codes_file(
+        cfg.bits,
+        splits.pop("database"),
+        method=cfg.method,
+        config=config,
+        attribute_names=attribute_names,
+    )
+    cf.splits.update(splits)
+    total = sum(skipped.values())
+    if total:
+        log.warning("skipped %d unreadable image(s) in all: %s", total, skipped)
+    return write_codes(out_path, cf, overwrite=True)
+
+
+class HashEncoder:
+    """Encode images with a trained run: ``fghash.load(run_dir).encode(images)``.
+
+    ``images`` may be a tensor batch ``[B, 3, H, W]`` (or one ``[3, H, W]`` image) that is
+    already model input (transformed and normalised), or one or more PIL images or file
+    paths, which get the run's evaluation transform (resize, centre crop, normalise).
+    """
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, device: Any) -> None:
+        from fghash.data import build_transform
+
+        self.model = model.eval()
+        self.config = config
+        self.device = device
+        self.transform = build_transform(False, config.image_size, resize=config.resize)
+
+    @property
+    def bits(self) -> int:
+        return self.config.bits
+
+    def _load_image(self, item: Any) -> torch.Tensor:
+        from PIL import Image, UnidentifiedImageError
+
+        if isinstance(item, Image.Image):
+            return self.transform(item.convert("RGB"))
+        path = Path(item)
+        try:
+            with Image.open(path) as im:
+                return self.transform(im.convert("RGB"))
+        except FileNotFoundError:
+            raise FghashError(f"{path}: no such image file.") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise FghashError(f"{path} could not be read as an image ({e}).") from None
+
+    def _batches(self, images: Any, batch_size: int) -> Iterator[torch.Tensor]:
+        if torch.is_tensor(images):
+            t = images.unsqueeze(0) if images.dim() == 3 else images
+            if t.dim() != 4 or t.shape[1] != 3:
+                raise FghashError(f"expected an image tensor [B, 3, H, W], got {list(t.shape)}.")
+            for s in range(0, len(t), batch_size):
+                yield t[s : s + batch_size].float()
+            return
+        from PIL import Image
+
+        if isinstance(images, (str, os.PathLike, Image.Image)):
+            images = [images]
+        items = list(images) if isinstance(images, Iterable) else [images]
+        for s in range(0, len(items), batch_size):
+            yield torch.stack([self._load_image(x) for x in items[s : s + batch_size]])
+
+    @torch.no_grad()
+    def _run(self, images: Any, batch_size: int, backbone: bool) -> np.ndarray:
+        outs = []
+        for batch in self._batches(images, batch_size):
+            r, x = _forward(self.model, batch.to(self.device))
+            outs.append((x if backbone else r).cpu().numpy())
+        if not outs:
+            return np.zeros((0, self.bits), np.float32)
+        return np.concatenate(outs).astype(np.float32)
+
+    def encode_relaxed(self, images: Any, batch_size: int = 64) -> np.ndarray:
+        """Relaxed codes ``tanh(v)``, float32 ``[N, bits]``."""
+        return self._run(images, batch_size, backbone=False)
+
+    def encode(self, images: Any, batch_size: int = 64) -> np.ndarray:
+        """Packed binary codes, uint8 ``[N, ceil(bits/8)]`` (schema-v1 bit order)."""
+        return signs_to_codes(self.encode_relaxed(images, batch_size))
+
+    def features(self, images: Any, batch_size: int = 64) -> np.ndarray:
+        """Pooled backbone features, float32 ``[N, d]``."""
+        return self._run(images, batch_size, backbone=True)
+
+
+def load(run_dir: str | os.PathLike[str], device: str = "auto") -> HashEncoder:
+    """A :class:`HashEncoder` for the trained run in ``run_dir``."""
+    cfg, _, model = _read_run(Path(run_dir), device)
+    return HashEncoder(model, cfg, resolve_device(device))

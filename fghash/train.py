@@ -1,0 +1,619 @@
+"""Training with the ADSH protocol: A²-Net (and its ablations), ADSH, DPSH, HashNet.
+
+Asymmetric training (ADSH, Jiang & Li, AAAI 2018; A²-Net, Wei et al., NeurIPS 2021).
+The database Γ is the training set (less any held-out validation images); it is never
+passed through the network during training. Instead each database item j keeps a learned
+code ``B_j ∈ {−1, +1}^k``, initialised at random from the seed. Each outer iteration:
+
+1. samples ``m`` images Ω ⊂ Γ (``num_samples``) and builds ``S ∈ {similarity}^{m×N}``
+   between Ω and Γ from the labels;
+2. trains the network for ``epochs`` epochs over Ω (SGD, batch 16) on the A²-Net loss,
+   whose asymmetric term is ADSH's ``Σ_i Σ_j (u_iᵀ B_j − k S_ij)²`` with ``u_i = tanh(v_i)``
+   the relaxed code of image i, plus the quantization term ``γ Σ_{i∈Ω} ‖B_i − u_i‖²``
+   and A²-Net's reconstruction and decorrelation terms (see :mod:`fghash.losses`);
+3. with the network fixed, updates B bit by bit (ADSH's discrete step) from
+   ``U = [u_i]_{i∈Ω}`` collected during the epochs
+   (:func:`fghash.adsh.update_database_codes`).
+
+The step learning-rate decay counts outer iterations.
+
+DPSH and HashNet are symmetric baselines: the same outer loop samples Ω and trains the
+network with their pairwise losses between each batch and the whole database, through a
+memory bank of the latest raw outputs ``v`` of the database items (as DPSH's reference
+code keeps one; unseen items start at 0). There are no learned codes: their database codes
+are the network's own codes ``sgn(tanh(v))`` of the database images after training.
+
+A²-Net's reference code trains in two stages (asymmetric + quantization first, then every
+term); ``aux_start_iter`` reproduces that, and 0 (the default) uses every term throughout.
+
+Run folder::
+
+    config.json              resolved TrainConfig
+    metrics.jsonl            one object per epoch ({"event": "epoch", ...every loss term, lr})
+                             and per evaluation ({"event": "eval", "split": "val", "map": ...})
+    checkpoints/last.pt      model, optimiser, scheduler, loss and scaler states, B (or the
+                             DPSH/HashNet bank), Ω and U mid-iteration, RNG states, position
+                             (written atomically after every epoch; never after a NaN)
+    database_codes.npy       int8 ±1 [N, k], the database codes B, when training ends
+    database_indices.npy     int64 [N], row j of B is item database_indices[j] of the train split
+
+Resuming continues exactly: every epoch reseeds the generators from (seed, outer
+iteration, epoch) and Ω is drawn from (seed, outer iteration), so a run stopped after
+any epoch and resumed gives the same B and weights as an uninterrupted one (on CPU; CUDA
+kernels are not all deterministic).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from fghash.batching import PositionDataset
+from fghash.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from fghash.config import ASYMMETRIC_METHODS, TrainConfig, load_config, parse_bits, save_config
+from fghash.device import resolve_device
+from fghash.errors import FghashError
+from fghash.retrieval import hamming_map
+
+__all__ = [
+    "TrainResult",
+    "train",
+    "train_many",
+    "build_model",
+    "initial_database_codes",
+    "split_train_indices",
+    "CHECKPOINT",
+    "RESUMABLE_FIELDS",
+]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = Path("checkpoints") / "last.pt"
+# Options that may change when a run is resumed; everything else must match config.json.
+# A new lr rescales the current (possibly decayed) learning rate by new/old.
+RESUMABLE_FIELDS = frozenset(
+    {"max_iter", "eval_every", "device", "num_workers", "data_root", "amp", "skip_corrupt", "lr"}
+)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    run_dir: Path  # the run folder
+    config: TrainConfig  # the resolved config the run used
+    database_codes: np.ndarray  # int8 ±1 [N, k], codes of the database items
+    database_indices: np.ndarray  # int64 [N], their positions in the train split
+    iterations: int  # outer iterations completed
+    val_map: float | None = None  # last validation mAP, if evaluated
+    history: list[dict[str, Any]] = field(default_factory=list)  # this call's epoch records
+
+
+def _derived_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def split_train_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``0..n-1`` into (database, val) positions; val is a seeded random share."""
+    if val_fraction <= 0:
+        return np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    n_val = max(1, int(round(val_fraction * n)))
+    if n_val >= n:
+        raise FghashError(
+            f"--val-fraction {val_fraction} leaves no training images out of {n}; lower it."
+        )
+    perm = np.random.default_rng(_derived_seed(seed, 0x7A1)).permutation(n)
+    return np.sort(perm[n_val:]).astype(np.int64), np.sort(perm[:n_val]).astype(np.int64)
+
+
+def initial_database_codes(n: int, bits: int, seed: int) -> np.ndarray:
+    """The random ±1 codes ``[n, bits]`` (float32) that asymmetric training starts B from."""
+    rng = np.random.default_rng(_derived_seed(seed, 0xB))
+    return np.where(rng.standard_normal((n, bits)) >= 0, 1.0, -1.0).astype(np.float32)
+
+
+def build_model(cfg: TrainConfig) -> torch.nn.Module:
+    """The network a config describes (:func:`fghash.models.create_model`)."""
+    from fghash.models import create_model
+
+    kwargs: dict[str, Any] = dict(
+        bits=cfg.bits,
+        backbone=cfg.backbone,
+        weights=cfg.weights,
+        num_attention=cfg.num_attention,
+        image_size=cfg.image_size,
+    )
+    if cfg.method.startswith("a2net"):
+        kwargs.update(attention=cfg.attention, self_consistency=cfg.self_consistency)
+    return create_model(cfg.method, **kwargs)
+
+
+def _build_loss(cfg: TrainConfig) -> torch.nn.Module:
+    from fghash import losses
+
+    if _asymmetric(cfg):
+        return losses.A2NetLoss(
+            cfg.bits,
+            reconstruction=cfg.reconstruction,
+            decorrelation=cfg.decorrelation,
+            asymmetric=True,
+            quantization=cfg.quantization,
+            self_consistency=cfg.self_consistency,
+            lam=cfg.lam,
+            alpha=cfg.alpha,
+            beta=cfg.beta,
+            gamma=cfg.gamma,
+            image_weight=cfg.image_weight,
+            soft_similarity=cfg.soft_similarity,
+        )
+    if cfg.method == "dpsh":
+        return losses.DPSHLoss(cfg.bits)
+    return losses.HashNetLoss(cfg.bits)
+
+
+def _asymmetric(cfg: TrainConfig) -> bool:
+    return cfg.method in ASYMMETRIC_METHODS
+
+
+def _set_loss_stage(loss_fn: torch.nn.Module, cfg: TrainConfig, it: int) -> None:
+    """Two-stage schedule of the reference code: auxiliary terms from ``aux_start_iter``."""
+    if not _asymmetric(cfg):
+        return
+    on = it >= cfg.aux_start_iter
+    loss_fn.reconstruction = cfg.reconstruction and on
+    loss_fn.decorrelation = cfg.decorrelation and on
+    loss_fn.self_consistency = cfg.self_consistency and on
+
+
+def _float_output(out: Any) -> Any:
+    """Outputs computed under autocast, cast to float32 for the loss."""
+
+    def cast(v: Any) -> Any:
+        return v.float() if torch.is_tensor(v) and v.is_floating_point() else v
+
+    if dataclasses.is_dataclass(out):
+        return dataclasses.replace(
+            out, **{f.name: cast(getattr(out, f.name)) for f in dataclasses.fields(out)}
+        )
+    if hasattr(out, "_replace"):
+        return out._replace(**{k: cast(v) for k, v in out._asdict().items()})
+    return out
+
+
+class _Metrics:
+    """``metrics.jsonl``: one JSON object per line, flushed as written."""
+
+    def __init__(self, path: Path, keep_lines: int | None) -> None:
+        self.path = path
+        lines: list[str] = []
+        if keep_lines is not None and path.exists():
+            lines = path.read_text().splitlines()[:keep_lines]
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in lines))
+        os.replace(tmp, path)
+        self.lines = len(lines)
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+        self.lines += 1
+
+
+def _check_resume(saved: TrainConfig, given: TrainConfig, run_dir: Path) -> TrainConfig:
+    a, b = saved.to_dict(), given.to_dict()
+    differ = sorted(k for k in a if k not in RESUMABLE_FIELDS and a[k] != b[k])
+    if differ:
+        raise FghashError(
+            f"{run_dir} was trained with different {', '.join(differ)}; resume with the "
+            f"same options (only {', '.join(sorted(RESUMABLE_FIELDS))} may change)."
+        )
+    return TrainConfig.from_dict({**a, **{k: b[k] for k in RESUMABLE_FIELDS}})
+
+
+def _load_data(cfg: TrainConfig) -> tuple[Any, Any]:
+    from fghash.data import build_transform, load_dataset
+
+    train_tf = build_transform(True, cfg.image_size, resize=cfg.resize)
+    eval_tf = build_transform(False, cfg.image_size, resize=cfg.resize)
+    ds = load_dataset(
+        cfg.dataset, cfg.data_root, split="train", transform=train_tf, skip_corrupt=cfg.skip_corrupt
+    )
+    ds_eval = load_dataset(
+        cfg.dataset, cfg.data_root, split="train", transform=eval_tf, skip_corrupt=cfg.skip_corrupt
+    )
+    return ds, ds_eval
+
+
+class _Run:
+    """The state of one training run and the steps that change it."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, progress: bool) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.ckpt_path = run_dir / CHECKPOINT
+        self.progress = progress
+        self.device = resolve_device(cfg.device)
+        self.use_amp = bool(cfg.amp and self.device.type == "cuda")
+        _seed_all(cfg.seed)
+        self.ds, self.ds_eval = _load_data(cfg)
+        self.labels = np.asarray(self.ds.labels, dtype=np.int64)
+        self.db_idx, self.val_idx = split_train_indices(
+            len(self.labels), cfg.val_fraction, cfg.seed
+        )
+        self.db_labels = self.labels[self.db_idx]
+        n_db = len(self.db_idx)
+        self.m = min(cfg.num_samples, n_db)
+        self.model = build_model(cfg).to(self.device)
+        self.loss_fn = _build_loss(cfg).to(self.device)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        # B: learned ±1 database codes (asymmetric methods) or, for DPSH/HashNet, the
+        # memory bank of the latest raw outputs v of the database items their losses use.
+        if _asymmetric(cfg):
+            init = initial_database_codes(n_db, cfg.bits, cfg.seed)
+        else:
+            init = np.zeros((n_db, cfg.bits), dtype=np.float32)
+        self.B = torch.from_numpy(init).to(self.device)
+        self.next_iter = self.next_epoch = 0
+        self.omega: np.ndarray | None = None
+        self.U: torch.Tensor | None = None
+        self.val_map: float | None = None
+        self.metrics: _Metrics
+
+    # --- checkpoints -------------------------------------------------------------
+    def restore(self, state: dict[str, Any]) -> None:
+        if not np.array_equal(state["database_indices"].numpy(), self.db_idx):
+            raise FghashError(
+                f"{self.run_dir}: the training split no longer matches the checkpoint "
+                "(different data set files?); start a new run."
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.loss_fn.load_state_dict(state["loss"])
+        if self.use_amp and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        saved_lr = json.loads(state["config"])["lr"]
+        if saved_lr != self.cfg.lr:
+            log.info("resuming with --lr %g instead of %g", self.cfg.lr, saved_lr)
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.cfg.lr / saved_lr
+                group["initial_lr"] = self.cfg.lr
+            self.scheduler.base_lrs = [self.cfg.lr for _ in self.scheduler.base_lrs]
+        self.B = state["B"].to(self.device, torch.float32)
+        self.next_iter, self.next_epoch = int(state["next_iter"]), int(state["next_epoch"])
+        if state.get("omega") is not None:
+            self.omega = state["omega"].numpy()
+            self.U = state["U"].to(self.device)
+        self.val_map = state.get("val_map")
+
+    def save(self) -> None:
+        mid = self.omega is not None
+        save_checkpoint(
+            self.ckpt_path,
+            {
+                "format": "fghash.train.checkpoint",
+                "version": 1,
+                "config": json.dumps(self.cfg.to_dict(), sort_keys=True),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "loss": self.loss_fn.state_dict(),
+                "scaler": self.scaler.state_dict() if self.use_amp else {},
+                "B": self.B.detach().cpu().clone(),
+                "database_indices": torch.from_numpy(self.db_idx),
+                "val_indices": torch.from_numpy(self.val_idx),
+                "omega": torch.from_numpy(self.omega) if mid else None,
+                "U": self.U.detach().cpu().clone() if mid else None,
+                "next_iter": self.next_iter,
+                "next_epoch": self.next_epoch,
+                "complete": self.next_iter >= self.cfg.max_iter,
+                "rng": capture_rng_state(),
+                "metrics_lines": self.metrics.lines,
+                "val_map": self.val_map,
+            },
+        )
+
+    # --- one outer iteration -----------------------------------------------------
+    def sample(self, it: int) -> None:
+        """Draw Ω for outer iteration ``it`` (from the seed and ``it`` only)."""
+        rng = np.random.default_rng(_derived_seed(self.cfg.seed, 0x0E, it))
+        n_db = len(self.db_idx)
+        self.omega = np.sort(rng.choice(n_db, size=self.m, replace=False)).astype(np.int64)
+        self.U = torch.zeros(self.m, self.cfg.bits, device=self.device)
+
+    def similarity(self) -> torch.Tensor:
+        from fghash.adsh import similarity_matrix
+
+        S = similarity_matrix(self.db_labels[self.omega], self.db_labels)
+        return torch.as_tensor(S, dtype=torch.float32).to(self.device)
+
+    def epoch(self, it: int, epoch: int, S: torch.Tensor) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        from fghash.data import collate_skip_none
+
+        cfg, device = self.cfg, self.device
+        assert self.omega is not None and self.U is not None
+        seed = _derived_seed(cfg.seed, it, epoch)
+        _seed_all(seed)
+        loader = DataLoader(
+            PositionDataset(self.ds, self.db_idx[self.omega]),
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+            num_workers=cfg.num_workers,
+            collate_fn=collate_skip_none,
+            pin_memory=device.type == "cuda",
+        )
+        self.model.train()
+        omega_t = torch.from_numpy(self.omega).to(device)
+        sums: dict[str, float] = {}
+        n_seen = n_batches = 0
+        t0 = time.perf_counter()
+        bar = tqdm(
+            loader,
+            desc=f"{cfg.bits} bits, iter {it + 1}/{cfg.max_iter}, epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=None if self.progress else True,
+            unit="batch",
+        )
+        for images, _, pos in bar:
+            if len(pos) == 0:
+                continue
+            images = images.to(device, non_blocking=True)
+            pos = pos.to(device)
+            rows = omega_t[pos]
+            with torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext():
+                out = self.model(images)
+            out = _float_output(out)
+            if not all(bool(torch.isfinite(t).all()) for t in (out.v, out.x, out.x_rec)):
+                self.nan(it, epoch, n_batches)
+            if _asymmetric(cfg):
+                total, terms = self.loss_fn(out, images, S[pos], self.B, self.B[rows])
+            else:
+                total, terms = self.loss_fn(out, images, S[pos], self.B, None)
+            if not bool(torch.isfinite(total.detach())):
+                self.nan(it, epoch, n_batches)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if hasattr(self.loss_fn, "step"):
+                self.loss_fn.step()  # HashNet's continuation
+            self.U[pos] = out.relaxed.detach()
+            if not _asymmetric(cfg):
+                self.B[rows] = out.v.detach()
+            n = len(pos)
+            n_seen += n
+            n_batches += 1
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value) * n
+            bar.set_postfix(loss=f"{sums['total'] / n_seen:.4g}", refresh=False)
+        if n_seen == 0:
+            raise FghashError(
+                f"none of the {self.m} images sampled in outer iteration {it + 1} could be "
+                f"read; check the files under {cfg.data_root}."
+            )
+        record: dict[str, Any] = {
+            "event": "epoch",
+            "bits": cfg.bits,
+            "iter": it,
+            "epoch": epoch,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "images": n_seen,
+            "skipped": self.m - n_seen,
+            "batches": n_batches,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        record.update({name: value / n_seen for name, value in sums.items()})
+        if record["skipped"]:
+            log.warning(
+                "outer iteration %d, epoch %d: skipped %d unreadable image(s)",
+                it + 1,
+                epoch + 1,
+                record["skipped"],
+            )
+        return record
+
+    def nan(self, it: int, epoch: int, batch: int) -> None:
+        self.metrics.write(
+            {"event": "nan", "bits": self.cfg.bits, "iter": it, "epoch": epoch, "batch": batch}
+        )
+        if self.ckpt_path.exists():
+            kept = f"the last good checkpoint {self.ckpt_path} is kept unchanged"
+        else:
+            kept = "no checkpoint had been written yet"
+        raise FghashError(
+            f"the training loss became NaN or infinite in outer iteration {it + 1}/"
+            f"{self.cfg.max_iter}, epoch {epoch + 1}/{self.cfg.epochs}, so training stopped; "
+            f"{kept} (lower --lr and resume)."
+        )
+
+    def update_codes(self, S: torch.Tensor) -> None:
+        """ADSH's discrete step on B with the network fixed (asymmetric methods only)."""
+        from fghash.adsh import update_database_codes
+
+        assert self.omega is not None and self.U is not None
+        om = torch.from_numpy(self.omega).to(self.device)
+        self.B = update_database_codes(
+            self.B,
+            self.U,
+            S,
+            om,
+            self.cfg.gamma,
+            self.cfg.bits,
+            soft_similarity=self.cfg.soft_similarity,
+        ).float()
+
+    # --- codes and evaluation ----------------------------------------------------
+    def network_codes(self, indices: np.ndarray, desc: str) -> tuple[np.ndarray, np.ndarray]:
+        """±1 network codes sgn(tanh(v)) of train items, and which positions were read."""
+        from fghash.encode import encode_images
+
+        enc = encode_images(
+            self.model,
+            self.ds_eval,
+            indices,
+            device=self.device,
+            batch_size=max(self.cfg.batch_size, 64),
+            num_workers=self.cfg.num_workers,
+            progress=self.progress,
+            desc=desc,
+        )
+        return np.where(enc.relaxed >= 0, 1.0, -1.0).astype(np.float32), enc.positions
+
+    def database_codes(self) -> np.ndarray:
+        """int8 ±1 ``[N, k]``: B for asymmetric methods, else the network's codes."""
+        if _asymmetric(self.cfg):
+            return self.B.cpu().numpy().astype(np.int8)
+        codes = np.ones((len(self.db_idx), self.cfg.bits), dtype=np.float32)
+        c, pos = self.network_codes(self.db_idx, "encoding database")
+        codes[pos] = c
+        return codes.astype(np.int8)
+
+    def validate(self, it: int, db_codes: np.ndarray) -> float:
+        """mAP of the held-out train images (network codes) against the database codes."""
+        q, pos = self.network_codes(self.val_idx, "encoding val")
+        vm = hamming_map(q, self.labels[self.val_idx][pos], db_codes, self.db_labels)
+        self.metrics.write(
+            {"event": "eval", "split": "val", "bits": self.cfg.bits, "iter": it, "map": vm}
+        )
+        log.info("%d bits, outer iteration %d: val mAP %.4f", self.cfg.bits, it + 1, vm)
+        return vm
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train one run (one code length) into ``run_dir``; see the module docstring.
+
+    ``resume=True`` continues the run in ``run_dir`` from its last checkpoint exactly; the
+    config must match the saved one except for :data:`RESUMABLE_FIELDS`. Raises
+    :class:`FghashError` when the folder already holds a run and ``resume`` is False, and
+    when the loss becomes NaN or infinite (the last checkpoint is left as it was).
+    """
+    cfg = config.validate()
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / CHECKPOINT
+    state: dict[str, Any] | None = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise FghashError(f"{run_dir} holds no checkpoint to resume; run without --resume.")
+        cfg = _check_resume(load_config(run_dir / "config.json"), cfg, run_dir).validate()
+        state = load_checkpoint(ckpt_path)
+    elif ckpt_path.exists():
+        raise FghashError(
+            f"{run_dir} already holds a trained run; pass --resume to continue it "
+            "or choose another --out."
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(cfg, run_dir, progress)
+    if state is not None:
+        run.restore(state)
+    save_config(cfg, run_dir / "config.json")
+    run.metrics = _Metrics(run_dir / "metrics.jsonl", state["metrics_lines"] if state else 0)
+
+    history: list[dict[str, Any]] = []
+    db_codes: np.ndarray | None = None
+    while run.next_iter < cfg.max_iter:
+        it = run.next_iter
+        if run.omega is None:
+            run.sample(it)
+            run.next_epoch = 0
+        _set_loss_stage(run.loss_fn, cfg, it)
+        S = run.similarity()
+        while run.next_epoch < cfg.epochs:
+            record = run.epoch(it, run.next_epoch, S)
+            run.metrics.write(record)
+            history.append(record)
+            run.next_epoch += 1
+            if run.next_epoch < cfg.epochs:
+                run.save()
+        if _asymmetric(cfg):
+            run.update_codes(S)
+        run.scheduler.step()
+        run.omega, run.U = None, None
+        run.next_iter, run.next_epoch = it + 1, 0
+        last = run.next_iter == cfg.max_iter
+        if len(run.val_idx) and cfg.eval_every and (run.next_iter % cfg.eval_every == 0 or last):
+            db_codes = run.database_codes()
+            run.val_map = run.validate(it, db_codes)
+        run.save()
+
+    if db_codes is None:
+        db_codes = run.database_codes()
+    _save_npy(run_dir / "database_codes.npy", db_codes)
+    _save_npy(run_dir / "database_indices.npy", run.db_idx)
+    return TrainResult(
+        run_dir=run_dir,
+        config=cfg,
+        database_codes=db_codes,
+        database_indices=run.db_idx,
+        iterations=run.next_iter,
+        val_map=run.val_map,
+        history=history,
+    )
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def train_many(
+    config: TrainConfig,
+    bits: str | int | Sequence[int],
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> list[TrainResult]:
+    """Train one run per code length. One length trains into ``run_dir`` itself; several
+    train into ``run_dir/bits-12``, ``run_dir/bits-24``, ... in the order given."""
+    lengths = parse_bits(bits)
+    run_dir = Path(run_dir)
+    results = []
+    for b in lengths:
+        cfg = TrainConfig.from_dict({**config.to_dict(), "bits": b})
+        target = run_dir if len(lengths) == 1 else run_dir / f"bits-{b}"
+        results.append(train(cfg, target, resume=resume, progress=progress))
+    return results

@@ -1,0 +1,115 @@
+"""TrainConfig: presets, data-set defaults, CLI-style overrides, JSON round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fghash.config import (
+    PRESETS,
+    TrainConfig,
+    load_config,
+    parse_bits,
+    resolve_config,
+    save_config,
+)
+from fghash.errors import FghashError
+
+# Table 2 of A²-Net, written out by hand: (method, attention, reconstruction,
+# decorrelation, self_consistency) for each row.
+TABLE2 = {
+    "adsh": ("adsh", False, False, False, False),
+    "+attention": ("a2net", True, False, False, False),
+    "+reconstruction": ("a2net", True, True, False, False),
+    "+decorrelation": ("a2net", True, True, True, False),
+    "a2net": ("a2net", True, True, True, False),
+    "+self-consistency": ("a2net", True, True, True, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TABLE2))
+def test_presets_set_the_table2_flags(name):
+    cfg = resolve_config("cub200", name)
+    got = (cfg.method, cfg.attention, cfg.reconstruction, cfg.decorrelation, cfg.self_consistency)
+    assert got == TABLE2[name]
+    assert cfg.preset == name
+
+
+def test_every_preset_is_tested():
+    assert set(PRESETS) == set(TABLE2)
+
+
+def test_explicit_options_override_presets_and_none_is_dropped():
+    cfg = resolve_config(
+        "cub200", "+attention", reconstruction=True, lr=None, bits=48, momentum=None
+    )
+    assert cfg.attention and cfg.reconstruction and not cfg.decorrelation
+    assert cfg.lr == 2.5e-4 and cfg.momentum == 0.91 and cfg.bits == 48
+    assert not resolve_config("cub200", "a2net", attention=False).attention
+
+
+def test_parts_a_method_lacks_are_refused_when_asked_for():
+    with pytest.raises(FghashError, match="--attention cannot be used with --method adsh"):
+        resolve_config("cub200", "adsh", attention=True)
+    with pytest.raises(FghashError, match="--reconstruction"):
+        resolve_config("cub200", method="dpsh", reconstruction=True)
+    assert not resolve_config("cub200", method="adsh").attention  # off when not asked for
+
+
+def test_dataset_defaults_then_preset_then_options():
+    assert resolve_config("cub200").num_samples == 2000
+    nab = resolve_config("nabirds", "a2net")
+    assert (nab.num_samples, nab.lr, nab.max_iter) == (4000, 5e-4, 50)
+    assert resolve_config("vegfru", num_samples=100).num_samples == 100
+
+
+def test_paper_defaults():
+    cfg = TrainConfig()
+    assert (cfg.backbone, cfg.image_size, cfg.batch_size) == ("resnet50", 224, 16)
+    assert (cfg.weight_decay, cfg.gamma, cfg.method) == (1e-4, 200.0, "a2net")
+
+
+def test_baselines_switch_off_a2net_parts():
+    cfg = resolve_config("cub200", method="dpsh")
+    assert not (cfg.attention or cfg.reconstruction or cfg.decorrelation)
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"method": "vgg"}, "--method"),
+        ({"bits": 0}, "--bits"),
+        ({"image_size": 300, "resize": 256}, "--image-size"),
+        ({"val_fraction": 1.0}, "--val-fraction"),
+        ({"device": "tpu"}, "--device"),
+        ({"nonsense": 1}, "nonsense"),
+    ],
+)
+def test_bad_options_name_the_option(kwargs, word):
+    with pytest.raises(FghashError, match=word):
+        resolve_config("cub200", **kwargs)
+
+
+def test_unknown_preset():
+    with pytest.raises(FghashError, match="--preset"):
+        resolve_config("cub200", "+magic")
+
+
+def test_parse_bits():
+    assert parse_bits("12,24, 32,48") == [12, 24, 32, 48]
+    assert parse_bits("12,12") == [12]
+    assert parse_bits(8) == [8]
+    for bad in ("", "12,x", "0", "2000"):
+        with pytest.raises(FghashError, match="--bits"):
+            parse_bits(bad)
+
+
+def test_json_round_trip(tmp_path):
+    cfg = resolve_config("cub200", "+self-consistency", bits=24, lr_milestones=(3, 5))
+    path = save_config(cfg, tmp_path / "config.json")
+    raw = json.loads(path.read_text())
+    assert raw["lr_milestones"] == [3, 5] and raw["bits"] == 24
+    assert load_config(path) == cfg
+    with pytest.raises(FghashError, match="no such file"):
+        load_config(tmp_path / "missing.json")
