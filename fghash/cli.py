@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -87,10 +88,221 @@ def main() -> None:
 # --- fghash info -------------------------------------------------------------------
 
 
+def _table(rows: list[tuple[str, ...]], indent: str = "") -> str:
+    """Left-aligned columns, two spaces apart."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(indent + line for line in lines)
+
+
+def _info_text(d: dict[str, Any]) -> str:
+    if d["type"] == "index":
+        params = ", ".join(f"{k}={v}" for k, v in sorted(d["params"].items())) or "-"
+        src = d.get("codes") or {}
+        rows = [
+            ("index bundle", d["path"]),
+            ("kind", d["kind"]),
+            (
+                "bits",
+                f"{d['bits']} (stored as {d['dim']}{', zero-padded' if d.get('padded') else ''})",
+            ),
+            ("items", str(d["ntotal"])),
+            ("params", params),
+            ("built on", f"{d.get('built_on', '?')}, FAISS {d.get('faiss_version', '?')}"),
+            ("codes", f"{src.get('path', '-')} (split {src.get('split', '-')})"),
+            ("checksum", str(src.get("checksum", "-"))),
+            ("created", str(d.get("created", "-"))),
+        ]
+        return _table(rows)
+    rows = [
+        ("codes file", d["path"]),
+        ("bits", str(d["bits"])),
+        ("method", str(d["method"])),
+        ("created", str(d.get("created") or "-")),
+        ("config", json.dumps(d["config"], sort_keys=True) if d["config"] else "-"),
+        ("attributes", f"{d['attribute_names']} names" if d["attribute_names"] else "-"),
+    ]
+    splits = [("split", "items", "labels", "features")]
+    for name, s in sorted(d["splits"].items()):
+        feats = s.get("features")
+        splits.append(
+            (
+                name,
+                str(s["n"]),
+                s.get("labels", "-"),
+                f"{feats['kind']} [{feats['dim']}]" if feats else "-",
+            )
+        )
+    return _table(rows) + "\n\n" + _table(splits)
+
+
+@main.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@format_option("table", "json")
+def info_cmd(path: Path, fmt: str) -> None:
+    """What a codes file (splits, sizes, bits, method, config) or index bundle holds."""
+    from index import describe
+
+    d = describe(path)
+    if fmt == "json":
+        echo_json(d)
+    else:
+        click.echo(_info_text(d))
+
+
 # --- fghash build-index ------------------------------------------------------------
 
 
+@main.command("build-index")
+@click.argument("codes", metavar="CODES.h5", type=click.Path(path_type=Path))
+@click.option(
+    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Bundle folder to write."
+)
+@click.option(
+    "--type",
+    "kind",
+    default="flat",
+    show_default=True,
+    metavar="TYPE",
+    help="flat (exact), ivf, hnsw, hash or multihash.",
+)
+@click.option(
+    "--nlist", type=int, help="ivf: number of lists (default: sqrt(N), >= 39 items each)."
+)
+@click.option("--hnsw-m", type=int, default=32, show_default=True, help="hnsw: links per node.")
+@click.option("--hash-b", type=int, help="hash/multihash: bits per hash table (default: log2 N).")
+@click.option("--nhash", type=int, help="multihash: number of hash tables (default: bits // b).")
+@device_option()
+@click.option(
+    "--split", default="database", show_default=True, help="Split of the codes file to index."
+)
+@click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
+def build_index_cmd(
+    codes: Path,
+    out: Path,
+    kind: str,
+    nlist: int | None,
+    hnsw_m: int,
+    hash_b: int | None,
+    nhash: int | None,
+    device: str,
+    split: str,
+    force: bool,
+) -> None:
+    """Build a FAISS binary index over one split of CODES.h5 and save it as a bundle."""
+    from index import build_bundle
+
+    index, folder = build_bundle(
+        codes,
+        out,
+        split=split,
+        kind=kind,
+        nlist=nlist,
+        device=device,
+        overwrite=force,
+        hnsw_m=hnsw_m,
+        hash_b=hash_b,
+        nhash=nhash,
+    )
+    params = ", ".join(f"{k}={v}" for k, v in sorted(index.params.items()))
+    padding = f", stored as {index.dim} (zero-padded)" if index.padded else ""
+    click.echo(
+        f"built {index.kind} index on {index.device.upper()}: {index.ntotal} items, "
+        f"{index.bits}-bit codes{padding}" + (f"; {params}" if params else "")
+    )
+    click.echo(f"saved to {folder}")
+
+
 # --- fghash search -----------------------------------------------------------------
+
+
+def _fmt_label(label: Any) -> str:
+    if label is None:
+        return "-"
+    if isinstance(label, list):
+        return ",".join(map(str, label)) or "-"
+    return str(label)
+
+
+def _search_text(results: list[dict[str, Any]]) -> str:
+    blocks = []
+    for n, r in enumerate(results, start=1):
+        q = r["query"]
+        head = f"query {n}"
+        if q["id"] is not None:
+            head += f": id {q['id']}, label {_fmt_label(q['label'])}"
+            if q["path"] is not None:
+                head += f", {q['path']}"
+        rows = [("rank", "id", "distance", "label", "path")]
+        for hit in r["results"]:
+            rows.append(
+                (
+                    str(hit["rank"]),
+                    str(hit["id"]),
+                    str(hit["distance"]),
+                    _fmt_label(hit["label"]),
+                    hit["path"] or "-",
+                )
+            )
+        if len(rows) == 1:
+            blocks.append(head + "\n  (nothing found)")
+        else:
+            blocks.append(head + "\n" + _table(rows, indent="  "))
+    return "\n\n".join(blocks)
+
+
+@main.command("search")
+@click.argument("index_path", metavar="PATH", type=click.Path(path_type=Path))
+@click.option("--codes", type=click.Path(path_type=Path), help="Codes file holding the queries.")
+@click.option(
+    "--split", default="query", show_default=True, help="Split of --codes to search with."
+)
+@click.option("--limit", type=int, help="Only the first N queries of --codes.")
+@click.option("--code", "code_hex", metavar="HEX", help="One query code in hex, byte 0 first.")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query.")
+@click.option("--nprobe", type=int, help="ivf: lists to visit.")
+@click.option("--ef-search", type=int, help="hnsw: search beam width.")
+@click.option("--nflip", type=int, help="hash/multihash: bit flips explored per bucket.")
+@device_option()
+@format_option("table", "jsonl")
+def search_cmd(
+    index_path: Path,
+    codes: Path | None,
+    split: str,
+    limit: int | None,
+    code_hex: str | None,
+    k: int,
+    nprobe: int | None,
+    ef_search: int | None,
+    nflip: int | None,
+    device: str,
+    fmt: str,
+) -> None:
+    """Search the index bundle at PATH with queries from --codes or one --code.
+
+    Prints a table per query, or with --format jsonl one JSON object per query:
+    {"query": {"id", "label", "path"}, "results": [{"rank", "id", "distance", "label",
+    "path"}, ...]}. Multi-hot labels are lists of label indices.
+    """
+    from index import search_bundle
+
+    results = search_bundle(
+        index_path,
+        k,
+        codes=codes,
+        split=split,
+        limit=limit,
+        code=code_hex,
+        nprobe=nprobe,
+        ef_search=ef_search,
+        nflip=nflip,
+        device=device,
+    )
+    if fmt == "jsonl":
+        for r in results:
+            echo_json(r)
+    else:
+        click.echo(_search_text(results))
 
 
 # --- fghash train ------------------------------------------------------------------
