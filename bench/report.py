@@ -37,7 +37,14 @@ from bench.throughput import DEFAULT_SWEEPS, run_throughput
 from fghash.codes import file_checksum
 from fghash.errors import FghashError
 
-__all__ = ["REPORT_VERSION", "BenchResult", "run_bench", "render_markdown", "write_text_atomic"]
+__all__ = [
+    "REPORT_VERSION",
+    "BenchResult",
+    "run_bench",
+    "render_markdown",
+    "write_text_atomic",
+    "default_file_mode",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +67,13 @@ class BenchResult:
         return [self.report_json, self.report_md, *self.plots]
 
 
+def default_file_mode() -> int:
+    """``0o666`` less the process umask: the mode ``open(path, "w")`` would give."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder."""
     path = Path(path)
@@ -67,6 +81,7 @@ def write_text_atomic(path: Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; reports are for sharing
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from bench.paper_table import main as paper_main
 from bench.plots import pareto_frontier
+from bench.report import default_file_mode
 from bench.timing import RepeatTimer, percentiles_ms
 from fghash.cli import main
 from fghash.codes import Split, make_codes_file, pack_bits, write_codes
@@ -173,6 +174,8 @@ def test_bench_writes_report_md_and_plots(bench_run):
         assert (out / name).is_file(), name
         assert str(out / name) in res.output
     assert (out / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("report.json", "pr_curves.png"):  # not mkstemp's 0600
+        assert (out / name).stat().st_mode & 0o777 == default_file_mode()
     md = (out / "report.md").read_text()
     assert "Retrieval quality" in md and "| flat | cpu |" in md and "float IP (exact)" in md
     rep = json.loads((out / "report.json").read_text())
