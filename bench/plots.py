@@ -96,7 +96,8 @@ def plot_qps(
     title: str = "",
 ) -> Path:
     """QPS (log scale) against ``row["accuracy"][accuracy_key]``, one series per index
-    kind and device, with the overall Pareto frontier as a dashed line."""
+    kind and device: every configuration as a faint marker, the series' Pareto frontier
+    as a line (ann-benchmarks style)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     pts = [r for r in rows if "qps" in r and r["accuracy"].get(accuracy_key) is not None]
@@ -107,24 +108,14 @@ def plot_qps(
     for name, rs in series.items():
         xs = [r["accuracy"][accuracy_key] for r in rs]
         ys = [r["qps"] for r in rs]
-        ax.plot(xs, ys, marker="o", linestyle="-" if len(rs) > 1 else "none", label=name)
-    if pts:
-        xs = [r["accuracy"][accuracy_key] for r in pts]
-        ys = [r["qps"] for r in pts]
         front = pareto_frontier(xs, ys)
-        ax.plot(
-            [xs[i] for i in front],
-            [ys[i] for i in front],
-            "k--",
-            lw=1,
-            alpha=0.6,
-            label="Pareto frontier",
-        )
+        (line,) = ax.plot([xs[i] for i in front], [ys[i] for i in front], marker="o", label=name)
+        ax.scatter(xs, ys, s=14, color=line.get_color(), alpha=0.35)
     ax.set_yscale("log")
     ax.set_xlabel(x_label or accuracy_key)
     ax.set_ylabel("queries per second (batch, log)")
     ax.grid(alpha=0.3, which="both")
-    ax.set_title(title or f"speed vs {accuracy_key}")
+    ax.set_title(title or f"speed vs {accuracy_key} (lines: Pareto frontiers)")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
