@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -241,25 +242,30 @@ def rank_hamming(
     counts = np.zeros((nu, 2 * nbins if labelled else nbins), dtype=np.int64)
     ap = np.zeros(nu) if stable else None
     top = np.zeros((nu, kmax), dtype=bool) if stable else None
-    # float32 product + distances + relevance + key (+ int64 order and gathered flags)
-    per_row = n_db * (4 + 2 * np.dtype(dtype).itemsize + 1 + (9 if stable else 0))
-    g = None
-    with _progress(nq, "Hamming ranking", progress) as bar:
-        for sl in _chunks(nu, per_row, chunk_bytes):
-            m = sl.stop - sl.start
-            if g is None or g.shape[0] < m:
-                g = np.empty((m, n_db), dtype=np.float32)
-            gv = g[:m]
-            np.matmul(_query_operand(uq[sl], bits), xt, out=gv)
-            d = gv.astype(dtype)
-            if labelled:
-                rel = relevance(uql[sl], dl)
-                key = rel.astype(dtype)
-                key *= nbins
-                key += d
-            else:
-                key = d
-            for i in range(m):
+    # float32 product + distances + relevance + key (+ int64 order and gathered flags);
+    # two chunks are in flight at once (see below), hence the factor 2.
+    per_row = 2 * n_db * (4 + 2 * np.dtype(dtype).itemsize + 1 + (9 if stable else 0))
+
+    def prepare(sl: slice) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        d = (_query_operand(uq[sl], bits) @ xt).astype(dtype)
+        if not labelled:
+            return d, None, d
+        rel = relevance(uql[sl], dl)
+        key = rel.astype(dtype)
+        key *= nbins
+        key += d
+        return d, rel, key
+
+    # The product, casts and comparisons release the GIL, np.bincount does not: a
+    # worker thread prepares chunk i+1 while this thread counts chunk i.
+    slices = list(_chunks(nu, per_row, chunk_bytes))
+    with _progress(nq, "Hamming ranking", progress) as bar, ThreadPoolExecutor(1) as pool:
+        nxt = pool.submit(prepare, slices[0]) if slices else None
+        for j, sl in enumerate(slices):
+            d, rel, key = nxt.result()
+            if j + 1 < len(slices):
+                nxt = pool.submit(prepare, slices[j + 1])
+            for i in range(sl.stop - sl.start):
                 counts[sl.start + i] = np.bincount(key[i], minlength=counts.shape[1])
             if stable:
                 order = np.argsort(d, axis=1, kind="stable")
