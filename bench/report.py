@@ -102,7 +102,11 @@ def _jsonable(o: Any) -> Any:
 
 
 def _check_settings(
-    ks: Sequence[int], index_types: Sequence[str], runs: int, threads: int | None
+    ks: Sequence[int],
+    index_types: Sequence[str],
+    runs: int,
+    threads: int | None,
+    latency_queries: int,
 ) -> None:
     if not ks or any(isinstance(k, bool) or int(k) < 1 for k in ks):
         raise FghashError(
@@ -117,6 +121,8 @@ def _check_settings(
         raise FghashError(f"--runs must be at least 1, got {runs}.")
     if threads is not None and threads < 1:
         raise FghashError(f"--threads must be at least 1, got {threads}.")
+    if latency_queries < 0:
+        raise FghashError(f"--latency-queries must be 0 or more, got {latency_queries}.")
 
 
 def _tags(paths: Sequence[Path]) -> list[str]:
@@ -158,7 +164,7 @@ def run_bench(
     paths = [Path(p) for p in codes_paths]
     kinds = list(index_types) if index_types is not None else list(DEFAULT_SWEEPS)
     ks = sorted({int(k) for k in ks})
-    _check_settings(ks, kinds, runs, threads)
+    _check_settings(ks, kinds, runs, threads, latency_queries)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FghashError(

@@ -293,6 +293,8 @@ def test_bench_without_labels_or_features_says_so(tmp_path):
         (["GOOD", "--k", "1,x"], "comma-separated"),
         (["GOOD", "--k", "0"], "positive"),
         (["GOOD", "--index-types", "flat,annoy"], "unknown index type"),
+        (["GOOD", "--runs", "0"], "--runs"),
+        (["GOOD", "--latency-queries", "-1"], "--latency-queries"),
         (["NOQUERY"], "no query split"),
     ],
 )
