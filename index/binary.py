@@ -172,6 +172,9 @@ class BinaryIndex:
             ``(D, I)``: int32 distances and int64 database positions, both ``[nq, k]``,
             nearest first; ``I = -1`` (and ``D = MISSING_DISTANCE``) where fewer than
             ``k`` items were found. Order within ties: see :mod:`index.binary`.
+
+        Search-time overrides are set on the FAISS object for the call and restored
+        afterwards, so concurrent searches on one index must not pass different ones.
         """
         q = self._check_queries(xq)
         k = self._check_k(k)

@@ -9,6 +9,7 @@ from typing import Any
 from fghash.codes import hex_to_code, read_attrs, read_codes
 from fghash.errors import FghashError
 from index.bundle import is_bundle, load_index, read_bundle_meta
+from index.gpu import GPU_MAX_K
 from index.items import ItemMeta, search_items
 
 __all__ = ["search_bundle", "describe"]
@@ -32,7 +33,8 @@ def search_bundle(
     Exactly one of ``codes`` (a codes file; its ``split``, first ``limit`` rows) and
     ``code`` (hex, byte 0 first, as :func:`fghash.codes.code_to_hex` writes) is given.
     Returns one dict per query as :func:`index.items.search_items` describes; for a hex
-    code the query's id, label and path are None.
+    code the query's id, label and path are None. ``device="auto"`` stays on the CPU
+    when ``k`` exceeds what the GPU index can return (2048).
     """
     if (codes is None) == (code is None):
         raise FghashError(
@@ -68,6 +70,8 @@ def search_bundle(
             labels=None if s.labels is None else s.labels[:n],
             paths=None if s.paths is None else s.paths[:n],
         )
+    if device == "auto" and k > GPU_MAX_K:
+        device = "cpu"  # GpuIndexBinaryFlat cannot return more than GPU_MAX_K neighbours
     index, items = load_index(bundle, device=device)
     return search_items(
         index, items, xq, k, queries=queries, nprobe=nprobe, ef_search=ef_search, nflip=nflip

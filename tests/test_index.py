@@ -330,3 +330,19 @@ def test_build_from_codes_records_source(tmp_path) -> None:
     assert meta["codes"]["checksum"] == items.source["checksum"]
     with pytest.raises(FghashError, match="no split 'query'"):
         build_from_codes(cpath, split="query")
+
+
+def test_index_package_never_imports_torch() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys, numpy as np\n"
+        "import index, index.binary, index.bundle, index.gpu, index.items, index.padding, index.query\n"
+        "index.build_index(np.zeros((3, 1), np.uint8), 8, 'flat', device='auto').search(np.zeros((1, 1), np.uint8), 2)\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
