@@ -1,1 +1,18 @@
-"""Retrieval metrics, throughput timing, float baselines, reports and benchmark scripts."""
+"""Retrieval metrics, throughput timing, float baselines, reports and benchmark scripts.
+
+Modules (import what you need; nothing here imports torch):
+
+- :mod:`bench.ranking` – rank queries against a database (Hamming or float) in chunks,
+  keeping per-distance counts and the stable ranking's relevance.
+- :mod:`bench.metrics` – mAP@all/@k, precision/recall@k (``tie-aware`` and ``stable``),
+  PR by Hamming radius, precision within radius 2, k-NN recall; the ``METRICS`` registry.
+- :mod:`bench.evaluate` – all quality figures of one codes file.
+- :mod:`bench.timing` – ``RepeatTimer`` (warm-up, runs, median).
+- :mod:`bench.throughput` – build time, size, QPS, latency and accuracy per index
+  configuration, and of exact float search.
+- :mod:`bench.report`, :mod:`bench.plots`, :mod:`bench.machine` – ``fghash bench``.
+- Scripts: ``python -m bench.paper_table`` (Table 1 layout), ``python -m
+  bench.bench_map_speed`` (tie-aware mAP@all at Food-101 size).
+"""
+
+__all__: list[str] = []

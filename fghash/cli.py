@@ -510,6 +510,103 @@ def encode_cmd(
 # --- fghash bench ------------------------------------------------------------------
 
 
+def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated integers such as 1,10,100, got {value!r}."
+        ) from None
+
+
+@main.command("bench")
+@click.argument(
+    "codes",
+    metavar="CODES.h5 [CODES2.h5 ...]",
+    nargs=-1,
+    required=True,
+    type=click.Path(path_type=Path),
+)
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for report.json, report.md and plots.",
+)
+@click.option(
+    "--index-types",
+    default="flat,ivf,hnsw,hash,multihash",
+    show_default=True,
+    help="Comma-separated index types to time (flat, ivf, hnsw, hash, multihash).",
+)
+@click.option(
+    "--k",
+    "ks",
+    default="1,10,100",
+    show_default=True,
+    callback=_int_list,
+    help="Comma-separated k for @k metrics.",
+)
+@click.option("--threads", type=int, help="FAISS threads for every timing (default: FAISS's own).")
+@click.option(
+    "--runs",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Timed runs per configuration, after one warm-up.",
+)
+@click.option(
+    "--latency-queries",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Single queries timed for latency percentiles.",
+)
+@device_option()
+@click.option("--force", is_flag=True, help="Run again even if --out already holds a report.")
+def bench_cmd(
+    codes: tuple[Path, ...],
+    out: Path,
+    index_types: str,
+    ks: list[int],
+    threads: int | None,
+    runs: int,
+    latency_queries: int,
+    device: str,
+    force: bool,
+) -> None:
+    """Benchmark codes files: mAP (tie-aware and stable), float baselines, index speed.
+
+    Ranks each file's query split against its database split, times every index type over
+    its parameter sweep, and writes report.json, report.md and PNG plots to --out.
+    """
+    from bench.report import run_bench
+
+    res = run_bench(
+        list(codes),
+        out,
+        index_types=[t.strip() for t in index_types.split(",") if t.strip()],
+        ks=ks,
+        threads=threads,
+        runs=runs,
+        latency_queries=latency_queries,
+        device=device,
+        force=force,
+        command=" ".join(
+            ["fghash bench", *map(str, codes), f"--out {out}", f"--index-types {index_types}"]
+            + [f"--k {','.join(map(str, ks))}", f"--runs {runs}", f"--device {device}"]
+            + [f"--latency-queries {latency_queries}"]
+            + ([f"--threads {threads}"] if threads else [])
+        ),
+    )
+    for note in res.notes:
+        click.echo(f"note: {note}", err=True)
+    if not res.skipped:
+        for p in res.paths:
+            click.echo(str(p))
+
+
 # --- fghash baseline ---------------------------------------------------------------
 
 

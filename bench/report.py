@@ -1,0 +1,468 @@
+"""``fghash bench``: quality, speed and size of one or more codes files, as a report.
+
+For every codes file: the query split ranked against the database split (mAP@all,
+mAP/precision/recall@k, tie-aware and stable, PR by Hamming radius, precision within
+radius 2), the same for exact float search over ``features``, and the speed/size/
+accuracy of every index configuration (:mod:`bench.throughput`). Writes to ``out_dir``:
+
+* ``report.json`` – every figure, the settings, the machine (CPU model, cores, RAM)
+  and software versions (torch only if already imported), and the FAISS thread count;
+* ``report.md`` – the tables people read (:func:`render_markdown` of the JSON);
+* PNG plots – ``pr_curves.png``, ``qps_recall_<tag>.png``, ``qps_map_<tag>.png`` and,
+  for several codes files, ``map_vs_bits.png``.
+
+An existing ``report.json`` is left alone unless ``force=True`` (ann-benchmarks habit:
+results are expensive, reruns are explicit). Files are written to a temporary name and
+renamed, so an interrupted run never leaves half a report.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.evaluate import check_bench_file, evaluate_codes, load_for_bench
+from bench.machine import machine_info, software_info
+from bench.metrics import METRICS, TIES
+from bench.throughput import DEFAULT_SWEEPS, run_throughput
+from fghash.codes import file_checksum
+from fghash.errors import FghashError
+
+__all__ = [
+    "REPORT_VERSION",
+    "BenchResult",
+    "run_bench",
+    "render_markdown",
+    "write_text_atomic",
+    "default_file_mode",
+]
+
+logger = logging.getLogger(__name__)
+
+REPORT_VERSION = 1
+
+
+@dataclass
+class BenchResult:
+    """What :func:`run_bench` wrote (or found, when ``skipped``)."""
+
+    out_dir: Path
+    report_json: Path
+    report_md: Path
+    plots: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    skipped: bool = False
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.report_json, self.report_md, *self.plots]
+
+
+def default_file_mode() -> int:
+    """``0o666`` less the process umask: the mode ``open(path, "w")`` would give."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; reports are for sharing
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def _check_settings(
+    ks: Sequence[int],
+    index_types: Sequence[str],
+    runs: int,
+    threads: int | None,
+    latency_queries: int,
+) -> None:
+    if not ks or any(isinstance(k, bool) or int(k) < 1 for k in ks):
+        raise FghashError(
+            f"--k must be a list of positive integers such as 1,10,100, got {list(ks)}."
+        )
+    unknown = [t for t in index_types if t not in DEFAULT_SWEEPS]
+    if unknown:
+        raise FghashError(
+            f"unknown index type(s) {', '.join(unknown)}; choose from {', '.join(DEFAULT_SWEEPS)}."
+        )
+    if runs < 1:
+        raise FghashError(f"--runs must be at least 1, got {runs}.")
+    if threads is not None and threads < 1:
+        raise FghashError(f"--threads must be at least 1, got {threads}.")
+    if latency_queries < 0:
+        raise FghashError(f"--latency-queries must be 0 or more, got {latency_queries}.")
+
+
+def _tags(paths: Sequence[Path]) -> list[str]:
+    """Short unique names for plot files: the stem, else parent-stem, else numbered."""
+    stems = [p.stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    longer = [f"{p.parent.name}-{p.stem}" for p in paths]
+    if len(set(longer)) == len(longer):
+        return longer
+    return [f"{i}-{s}" for i, s in enumerate(stems)]
+
+
+def run_bench(
+    codes_paths: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    index_types: Sequence[str] | None = None,
+    ks: Sequence[int] = (1, 10, 100),
+    threads: int | None = None,
+    runs: int = 5,
+    warmup: int = 1,
+    latency_queries: int = 200,
+    max_seconds: float | None = 30.0,
+    device: str = "auto",
+    force: bool = False,
+    command: str | None = None,
+    progress: bool | None = None,
+) -> BenchResult:
+    """Benchmark every codes file and write ``report.json``, ``report.md`` and plots.
+
+    ``index_types`` defaults to all kinds (:data:`bench.throughput.DEFAULT_SWEEPS`);
+    ``threads`` is the FAISS thread count for every row (default: FAISS's own);
+    ``runs`` timed batch runs after ``warmup``; ``device`` as in ``fghash build-index``
+    (``auto`` adds GPU rows when possible). ``command`` is recorded in the report.
+    """
+    if not codes_paths:
+        raise FghashError("give at least one codes file to benchmark.")
+    paths = [Path(p) for p in codes_paths]
+    kinds = list(index_types) if index_types is not None else list(DEFAULT_SWEEPS)
+    ks = sorted({int(k) for k in ks})
+    _check_settings(ks, kinds, runs, threads, latency_queries)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FghashError(
+            f"--out {out} exists and is not a folder; choose a folder for the report."
+        )
+    res = BenchResult(out, out / "report.json", out / "report.md")
+    if res.report_json.exists() and not force:
+        res.skipped = True
+        res.notes.append(
+            f"{res.report_json} already exists; pass --force to run the benchmark again."
+        )
+        res.plots = sorted(out.glob("*.png"))
+        return res
+    for p in paths:  # fail on a bad file before any long work
+        check_bench_file(p)
+    out.mkdir(parents=True, exist_ok=True)
+
+    report: dict[str, Any] = {
+        "format": "fghash.bench",
+        "version": REPORT_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "machine": machine_info(),
+        "settings": {
+            "index_types": kinds,
+            "k": ks,
+            "runs": runs,
+            "warmup": warmup,
+            "latency_queries": latency_queries,
+            "max_seconds_per_config": max_seconds,
+            "device": device,
+            "ties": list(TIES),
+            "sweeps": {
+                k: {"parameter": DEFAULT_SWEEPS[k][0], "values": list(DEFAULT_SWEEPS[k][1])}
+                for k in kinds
+            },
+        },
+        "metrics": {
+            name: {"description": m.description, "higher_is_better": m.worst == float("-inf")}
+            for name, m in METRICS.items()
+        },
+        "codes": [],
+    }
+    tags = _tags(paths)
+    for path, tag in zip(paths, tags, strict=True):
+        logger.info("benchmarking %s", path)
+        cf = load_for_bench(path)
+        ev = evaluate_codes(cf, ks, progress=progress)
+        res.notes.extend(ev.notes)
+        q, db = cf["query"], cf["database"]
+        labelled = ev.labels is not None
+        tp = run_throughput(
+            db.codes,
+            q.codes,
+            cf.bits,
+            ks,
+            exact_counts=ev.hamming.n,
+            kinds=kinds,
+            qlabels=q.labels if labelled else None,
+            dblabels=db.labels if labelled else None,
+            fb=db.features if ev.features else None,
+            fq=q.features if ev.features else None,
+            threads=threads,
+            runs=runs,
+            warmup=warmup,
+            latency_queries=latency_queries,
+            max_seconds=max_seconds,
+            device=device,
+            progress=progress,
+        )
+        entry = ev.to_json()
+        entry.update(tag=tag, checksum=file_checksum(path), throughput=tp)
+        report["codes"].append(entry)
+    report["threads"] = report["codes"][0]["throughput"]["threads"]
+    report["software"] = software_info()
+
+    res.plots = _plots(report, out)
+    report["plots"] = [p.name for p in res.plots]
+    write_text_atomic(res.report_json, json.dumps(report, indent=1, default=_jsonable) + "\n")
+    write_text_atomic(res.report_md, render_markdown(report))
+    return res
+
+
+def _plot_k(ks: Sequence[int]) -> int:
+    return 10 if 10 in ks else max(ks)
+
+
+def _plots(report: dict[str, Any], out: Path) -> list[Path]:
+    from bench.plots import plot_map_vs_bits, plot_pr, plot_qps
+
+    made: list[Path] = []
+    curves = []
+    for c in report["codes"]:
+        pr = c["quality"].get("hamming", {}).get("pr_by_radius")
+        if pr:
+            curves.append((f"{c['tag']} ({c['bits']} bits)", pr["precision"], pr["recall"]))
+    if curves:
+        made.append(plot_pr(curves, out / "pr_curves.png"))
+    k = _plot_k(report["settings"]["k"])
+    for c in report["codes"]:
+        rows = [r for r in c["throughput"]["rows"] if "qps" in r]
+        if any(r["accuracy"].get(f"knn-recall@{k}") is not None for r in rows):
+            made.append(
+                plot_qps(
+                    rows,
+                    f"knn-recall@{k}",
+                    out / f"qps_recall_{c['tag']}.png",
+                    x_label=f"k-NN recall@{k} vs exact binary (ties counted)",
+                    title=f"{c['tag']}: speed vs recall",
+                )
+            )
+        if any(r["accuracy"].get(f"map@{k}") is not None for r in rows):
+            made.append(
+                plot_qps(
+                    rows,
+                    f"map@{k}",
+                    out / f"qps_map_{c['tag']}.png",
+                    x_label=f"mAP@{k} of returned results",
+                    title=f"{c['tag']}: speed vs mAP",
+                )
+            )
+    pts = [
+        (f"{c['method']} (tie-aware)", c["bits"], c["quality"]["hamming"]["tie-aware"]["map@all"])
+        for c in report["codes"]
+        if "hamming" in c["quality"]
+    ]
+    if len(report["codes"]) > 1 and pts:
+        made.append(plot_map_vs_bits(pts, out / "map_vs_bits.png"))
+    return made
+
+
+# --- Markdown ---------------------------------------------------------------------------
+
+
+def _f(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+            return f"{v:.3g}"
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += [
+        "| " + " | ".join(_f(v) if not isinstance(v, str) else v for v in r) + " |" for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def _quality_table(c: dict[str, Any], ks: Sequence[int]) -> str:
+    header = ["ranking", "ties", "mAP@all"]
+    header += [f"mAP@{k}" for k in ks] + [f"P@{k}" for k in ks] + [f"R@{k}" for k in ks] + ["P@r≤2"]
+    rows = []
+    names = {
+        "hamming": f"Hamming ({c['bits']} bits)",
+        "float-ip": "float IP (exact)",
+        "float-l2": "float L2 (exact)",
+    }
+    for key, q in c["quality"].items():
+        for t in TIES:
+            if t not in q:
+                continue
+            m = q[t]
+            rows.append(
+                [names.get(key, key), t, m["map@all"]]
+                + [m["map@k"][str(k)] for k in ks]
+                + [m["precision@k"][str(k)] for k in ks]
+                + [m["recall@k"][str(k)] for k in ks]
+                + [q.get("precision@r2")]
+            )
+    return _table(header, rows)
+
+
+def _speed_table(c: dict[str, Any], ks: Sequence[int]) -> str:
+    kl = "/".join(str(k) for k in ks)
+    header = [
+        "index",
+        "device",
+        "setting",
+        "build s",
+        "bytes/item",
+        "QPS",
+        "p50 ms",
+        "p99 ms",
+        f"kNN-recall@{kl}",
+        f"mAP@{kl}",
+    ]
+    rows = []
+    for r in c["throughput"]["rows"]:
+        if "skipped" in r:
+            rows.append([r["kind"], r["device"], "skipped: " + r["skipped"]] + [None] * 7)
+            continue
+        acc = r["accuracy"]
+        setting = ", ".join(f"{k}={v}" for k, v in r["sweep"].items()) or "–"
+        rec = "/".join(_f(acc.get(f"knn-recall@{k}"), 3) for k in ks)
+        mp = "/".join(_f(acc.get(f"map@{k}"), 3) for k in ks)
+        rows.append(
+            [
+                r["kind"],
+                r["device"],
+                setting,
+                r["build_s"],
+                r["bytes_per_item"],
+                f"{r['qps']:.0f}",
+                r["latency_p50_ms"],
+                r["latency_p99_ms"],
+                rec,
+                mp,
+            ]
+        )
+    return _table(header, rows)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The human-readable report: settings, machine, then per codes file its quality
+    and speed tables and plots, then mAP against code length."""
+    s, m = report["settings"], report["machine"]
+    ks = s["k"]
+    sw = report.get("software", {})
+    ram = f"{m['ram_bytes'] / 2**30:.1f} GiB" if m.get("ram_bytes") else "unknown RAM"
+    out = [
+        "# fghash benchmark report",
+        "",
+        f"- Created {report['created']}"
+        + (f" by `{report['command']}`" if report.get("command") else ""),
+        f"- Machine: {m['cpu_model']}, {m['cpu_cores']} cores ({m['cpu_cores_usable']} usable), {ram}, "
+        f"{m.get('faiss_gpus', 0)} GPU(s) visible to FAISS",
+        f"- Software: Python {sw.get('python')}, numpy {sw.get('numpy')}, FAISS {sw.get('faiss')}"
+        + (f", torch {sw['torch']}" if sw.get("torch") else ""),
+        f"- FAISS threads: {report.get('threads')}; timed runs: {s['runs']} after {s['warmup']} warm-up "
+        f"(median reported); latency over {s['latency_queries']} single queries",
+        "- Protocol: query split ranked against database split by Hamming distance; relevant = "
+        "same label (multi-hot: a shared label); a query without relevant items counts AP 0. "
+        "`tie-aware` = exact expectation over random order within equal distances; `stable` = "
+        "ties by database position. Float baselines break (rare) ties by position.",
+        "",
+    ]
+    for c in report["codes"]:
+        out += [
+            f"## {c['tag']}: {c['method']}, {c['bits']} bits, {c['dataset']}",
+            "",
+            f"`{c['path']}` ({c['checksum'][:19]}…): {c['n_query']} queries × {c['n_database']} database items, "
+            f"labels: {c['labels'] or 'none'}, features: "
+            + (f"{c['features']['dim']}-d {c['features']['kind']}" if c["features"] else "none"),
+            "",
+        ]
+        out += [f"> {n}" for n in c["notes"]] + ([""] if c["notes"] else [])
+        if c["quality"]:
+            h = c["quality"]["hamming"]
+            out += [
+                "### Retrieval quality",
+                "",
+                _quality_table(c, ks),
+                "",
+                f"Queries without any relevant item: {h['queries_without_relevant']}.",
+                "",
+            ]
+        out += ["### Speed, size and accuracy per index configuration", "", _speed_table(c, ks), ""]
+        for name in report.get("plots", []):
+            if name.endswith(f"_{c['tag']}.png"):
+                out += [f"![{name}]({name})", ""]
+    if "pr_curves.png" in report.get("plots", []):
+        out += ["## Precision–recall by Hamming radius", "", "![pr_curves.png](pr_curves.png)", ""]
+    if len(report["codes"]) > 1:
+        rows = []
+        for c in report["codes"]:
+            q = c["quality"]
+            rows.append(
+                [
+                    c["tag"],
+                    c["method"],
+                    str(c["bits"]),
+                    q.get("hamming", {}).get("tie-aware", {}).get("map@all"),
+                    q.get("hamming", {}).get("stable", {}).get("map@all"),
+                    q.get("float-ip", {}).get("stable", {}).get("map@all"),
+                    q.get("float-l2", {}).get("stable", {}).get("map@all"),
+                ]
+            )
+        out += [
+            "## mAP@all against code length",
+            "",
+            _table(
+                [
+                    "codes",
+                    "method",
+                    "bits",
+                    "Hamming tie-aware",
+                    "Hamming stable",
+                    "float IP",
+                    "float L2",
+                ],
+                rows,
+            ),
+            "",
+        ]
+        if "map_vs_bits.png" in report.get("plots", []):
+            out += ["![map_vs_bits.png](map_vs_bits.png)", ""]
+    return "\n".join(out)

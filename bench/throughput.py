@@ -1,0 +1,393 @@
+"""Speed, size and accuracy of every index configuration, and of exact float search.
+
+One row per (index kind, search parameter): binary ``flat``; ``ivf`` over an ``nprobe``
+sweep; ``hnsw`` over ``efSearch``; ``hash``/``multihash`` over ``nflip``; and the exact
+float baseline, FAISS ``IndexFlatIP``/``IndexFlatL2`` over the codes file's
+``features``. GPU rows (binary flat, float flat) are added when FAISS has GPU support
+and a GPU is visible. Each row holds:
+
+* ``build_s`` – one build (train + add); ``index_bytes`` and ``bytes_per_item`` – the
+  serialized FAISS index (a GPU index is measured through its CPU copy);
+* ``qps`` – the whole query set in one batch, median of ``runs`` after ``warmup``;
+* ``latency_p50_ms``/``latency_p99_ms`` – one query per call over the first
+  ``latency_queries`` queries (after one warm-up pass over a few queries);
+* ``accuracy`` – of exactly what that configuration returned: ``knn-recall@k`` against
+  the exact binary k nearest neighbours, ties counted (binary rows), and, with labels,
+  ``map@k`` and ``precision@k`` of the returned list in the returned order.
+
+The raw FAISS object is timed (queries padded beforehand), not fghash's Python wrapper,
+so rows measure the index. Every row runs with the same FAISS thread count
+(``faiss.omp_set_num_threads``), recorded in the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from bench.metrics import ap_of_ranked, knn_recall, kth_distance
+from bench.ranking import pair_distances
+from bench.timing import RepeatTimer, percentiles_ms
+from fghash.errors import FghashError
+
+__all__ = [
+    "DEFAULT_SWEEPS",
+    "FLOAT_METRICS",
+    "returned_relevance",
+    "measure_binary",
+    "measure_float",
+    "run_throughput",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Search parameter swept for each binary index kind, and its values.
+DEFAULT_SWEEPS: dict[str, tuple[str | None, tuple[int, ...]]] = {
+    "flat": (None, (0,)),
+    "ivf": ("nprobe", (1, 2, 4, 8, 16, 32, 64)),
+    "hnsw": ("ef_search", (16, 32, 64, 128, 256)),
+    "hash": ("nflip", (0, 1, 2, 3)),
+    "multihash": ("nflip", (0, 1, 2)),
+}
+FLOAT_METRICS = ("ip", "l2")
+_GPU_MAX_K = 2048
+_float_gpu_resources: Any = None
+
+
+def returned_relevance(qlabels: np.ndarray, dblabels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Relevance ``bool [nq, k]`` of returned database positions (``-1``: not relevant)."""
+    ids = np.asarray(ids)
+    valid = ids >= 0
+    got = np.asarray(dblabels)[np.where(valid, ids, 0)]
+    ql = np.asarray(qlabels)
+    if ql.ndim == 1:
+        rel = got == ql[:, None]
+    else:
+        rel = (got.astype(bool) & ql.astype(bool)[:, None, :]).any(axis=2)
+    return rel & valid
+
+
+def _accuracy(
+    ids: np.ndarray,
+    ks: Sequence[int],
+    n_db: int,
+    *,
+    qlabels: np.ndarray | None,
+    dblabels: np.ndarray | None,
+    run_dist: np.ndarray | None = None,
+    kth: Mapping[int, np.ndarray] | None = None,
+) -> dict[str, float]:
+    acc: dict[str, float] = {}
+    for k in ks:
+        kk = min(k, n_db)
+        if run_dist is not None and kth is not None:
+            acc[f"knn-recall@{k}"] = float(np.mean(knn_recall(kth[k], run_dist, k, n_db)))
+        if qlabels is not None and dblabels is not None:
+            rel = returned_relevance(qlabels, dblabels, ids[:, :kk])
+            acc[f"map@{k}"] = float(np.mean(ap_of_ranked(rel)))
+            acc[f"precision@{k}"] = float(np.mean(rel.sum(axis=1) / kk))
+    return acc
+
+
+def _timed_search(
+    search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    xq: np.ndarray,
+    k: int,
+    *,
+    runs: int,
+    warmup: int,
+    latency_queries: int,
+    max_seconds: float | None,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Batch timing (median of runs) and single-query latencies of ``search``."""
+    timer = RepeatTimer(warmup=warmup, runs=runs, max_seconds=max_seconds)
+    ids = None
+    for _ in timer:
+        _, ids = search(xq, k)
+    nlat = min(int(latency_queries), xq.shape[0])
+    lat: list[float] = []
+    if nlat:
+        for i in range(min(nlat, 10) if warmup else 0):
+            search(xq[i : i + 1], k)
+        for i in range(nlat):
+            t0 = time.perf_counter()
+            search(xq[i : i + 1], k)
+            lat.append(time.perf_counter() - t0)
+    pct = percentiles_ms(lat) if lat else {"p50": None, "p99": None}
+    row = {
+        "k": k,
+        "batch": timer.summary(),
+        "qps": xq.shape[0] / timer.median,
+        "latency_p50_ms": pct["p50"],
+        "latency_p99_ms": pct["p99"],
+        "latency_queries": nlat,
+    }
+    return row, ids
+
+
+class _Params:
+    """Set one search-time parameter on a FAISS binary index, restoring it afterwards."""
+
+    def __init__(self, fi: Any, name: str | None, value: int) -> None:
+        self.fi, self.name, self.value, self.old = fi, name, value, None
+
+    def _target(self) -> tuple[Any, str]:
+        return (self.fi.hnsw, "efSearch") if self.name == "ef_search" else (self.fi, self.name)
+
+    def __enter__(self) -> _Params:
+        if self.name is not None:
+            obj, attr = self._target()
+            self.old = getattr(obj, attr)
+            setattr(obj, attr, int(self.value))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.name is not None:
+            obj, attr = self._target()
+            setattr(obj, attr, self.old)
+
+
+def measure_binary(
+    xb: np.ndarray,
+    xq: np.ndarray,
+    bits: int,
+    kinds: Iterable[str],
+    ks: Sequence[int],
+    *,
+    exact_counts: np.ndarray,
+    qlabels: np.ndarray | None = None,
+    dblabels: np.ndarray | None = None,
+    sweeps: Mapping[str, tuple[str | None, Sequence[int]]] = DEFAULT_SWEEPS,
+    runs: int = 5,
+    warmup: int = 1,
+    latency_queries: int = 200,
+    max_seconds: float | None = 30.0,
+    gpu: bool = False,
+    progress: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Rows for binary indexes over packed codes ``xb`` (database) and ``xq`` (queries).
+
+    ``exact_counts`` are the exact per-distance counts ``n[q, d]`` of every query
+    (:func:`bench.ranking.rank_hamming`); they give the exact k-th distance for the
+    tie-aware k-NN recall without trusting any index.
+    """
+    import faiss
+    from tqdm.auto import tqdm
+
+    from index import build_index, pad_codes
+
+    n_db = xb.shape[0]
+    k_search = min(max(ks), n_db)
+    kth = {k: kth_distance(exact_counts, k) for k in ks}
+    plan: list[tuple[str, str]] = [(kind, "cpu") for kind in kinds]
+    if gpu:
+        plan.append(("flat", "gpu"))
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(
+        total=sum(len(sweeps[k][1]) for k, _ in plan),
+        desc="index sweep",
+        unit="config",
+        disable=None if progress is None else not progress,
+    )
+    try:
+        for kind, device in plan:
+            bar.set_postfix_str(f"{kind} build")
+            t0 = time.perf_counter()
+            try:
+                bi = build_index(xb, bits, kind, device=device)
+            except FghashError as e:
+                logger.warning("skipping %s index: %s", kind, e)
+                rows.append(
+                    {"backend": "binary", "kind": kind, "device": device, "skipped": str(e)}
+                )
+                bar.update(len(sweeps[kind][1]))
+                continue
+            build_s = time.perf_counter() - t0
+            nbytes = int(faiss.serialize_index_binary(bi.cpu_index()).size)
+            qpad = pad_codes(xq, bits, bi.dim)
+            k = min(k_search, _GPU_MAX_K) if device == "gpu" else k_search
+            pname, values = sweeps[kind]
+            for v in values:
+                if pname == "nprobe" and v > bi.params.get("nlist", v):
+                    bar.update(1)
+                    continue
+                bar.set_postfix_str(f"{kind} {pname or ''}={v if pname else ''}".strip())
+                with _Params(bi.faiss_index, pname, v):
+                    timing, ids = _timed_search(
+                        bi.faiss_index.search,
+                        qpad,
+                        k,
+                        runs=runs,
+                        warmup=warmup,
+                        latency_queries=latency_queries,
+                        max_seconds=max_seconds,
+                    )
+                run_dist = pair_distances(xq, xb, ids)
+                row = {
+                    "backend": "binary",
+                    "kind": kind,
+                    "device": device,
+                    "params": {**bi.params, **({pname: v} if pname else {})},
+                    "sweep": {pname: v} if pname else {},
+                    "build_s": build_s,
+                    "index_bytes": nbytes,
+                    "bytes_per_item": nbytes / n_db,
+                    **timing,
+                    "accuracy": _accuracy(
+                        ids,
+                        [kk for kk in ks if kk <= k] or [k],
+                        n_db,
+                        qlabels=qlabels,
+                        dblabels=dblabels,
+                        run_dist=run_dist,
+                        kth=kth,
+                    ),
+                }
+                rows.append(row)
+                logger.info("%s %s %s: %.0f QPS", kind, device, row["sweep"], row["qps"])
+                bar.update(1)
+            del bi
+    finally:
+        bar.close()
+    return rows
+
+
+def _float_gpu(index: Any) -> Any:
+    global _float_gpu_resources
+    import faiss
+
+    if _float_gpu_resources is None:
+        _float_gpu_resources = faiss.StandardGpuResources()
+    return faiss.index_cpu_to_gpu(_float_gpu_resources, 0, index)
+
+
+def measure_float(
+    fb: np.ndarray,
+    fq: np.ndarray,
+    ks: Sequence[int],
+    *,
+    qlabels: np.ndarray | None = None,
+    dblabels: np.ndarray | None = None,
+    metrics: Iterable[str] = FLOAT_METRICS,
+    runs: int = 5,
+    warmup: int = 1,
+    latency_queries: int = 200,
+    max_seconds: float | None = 30.0,
+    gpu: bool = False,
+) -> list[dict[str, Any]]:
+    """Rows for exact float search (``IndexFlatIP``/``IndexFlatL2``) over features."""
+    import faiss
+
+    fb = np.ascontiguousarray(fb, dtype=np.float32)
+    fq = np.ascontiguousarray(fq, dtype=np.float32)
+    if fb.shape[1] != fq.shape[1]:
+        raise FghashError(
+            f"query features have {fq.shape[1]} dimensions but database features have {fb.shape[1]}."
+        )
+    n_db, d = fb.shape
+    k_search = min(max(ks), n_db)
+    rows = []
+    for metric in metrics:
+        for device in ("cpu", "gpu") if gpu else ("cpu",):
+            t0 = time.perf_counter()
+            fi = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
+            fi.add(fb)
+            nbytes = int(faiss.serialize_index(fi).size)
+            if device == "gpu":
+                fi = _float_gpu(fi)
+            build_s = time.perf_counter() - t0
+            k = min(k_search, _GPU_MAX_K) if device == "gpu" else k_search
+            timing, ids = _timed_search(
+                fi.search,
+                fq,
+                k,
+                runs=runs,
+                warmup=warmup,
+                latency_queries=latency_queries,
+                max_seconds=max_seconds,
+            )
+            rows.append(
+                {
+                    "backend": "float",
+                    "kind": f"float-{metric}",
+                    "device": device,
+                    "params": {"metric": metric, "dim": d},
+                    "sweep": {},
+                    "build_s": build_s,
+                    "index_bytes": nbytes,
+                    "bytes_per_item": nbytes / n_db,
+                    **timing,
+                    "accuracy": _accuracy(
+                        ids,
+                        [kk for kk in ks if kk <= k] or [k],
+                        n_db,
+                        qlabels=qlabels,
+                        dblabels=dblabels,
+                    ),
+                }
+            )
+    return rows
+
+
+def run_throughput(
+    xb: np.ndarray,
+    xq: np.ndarray,
+    bits: int,
+    ks: Sequence[int],
+    *,
+    exact_counts: np.ndarray,
+    kinds: Iterable[str] = tuple(DEFAULT_SWEEPS),
+    qlabels: np.ndarray | None = None,
+    dblabels: np.ndarray | None = None,
+    fb: np.ndarray | None = None,
+    fq: np.ndarray | None = None,
+    threads: int | None = None,
+    runs: int = 5,
+    warmup: int = 1,
+    latency_queries: int = 200,
+    max_seconds: float | None = 30.0,
+    device: str = "auto",
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """All rows (binary sweeps, then float baselines when features are given).
+
+    ``device``: ``"cpu"`` never adds GPU rows; ``"auto"`` adds them when FAISS has GPU
+    support and a GPU is visible; ``"gpu"`` requires that. Returns ``{"threads",
+    "gpu", "rows"}``.
+    """
+    import faiss
+
+    from index import resolve_device
+    from index.gpu import gpu_available
+
+    if device == "cpu":
+        gpu = False
+    elif device == "auto":
+        gpu = gpu_available()
+    else:
+        gpu = resolve_device(device) == "gpu"
+    if threads is not None:
+        faiss.omp_set_num_threads(int(threads))
+    used = int(faiss.omp_get_max_threads())
+    common = dict(
+        runs=runs, warmup=warmup, latency_queries=latency_queries, max_seconds=max_seconds, gpu=gpu
+    )
+    rows = measure_binary(
+        xb,
+        xq,
+        bits,
+        kinds,
+        ks,
+        exact_counts=exact_counts,
+        qlabels=qlabels,
+        dblabels=dblabels,
+        progress=progress,
+        **common,
+    )
+    if fb is not None and fq is not None:
+        rows += measure_float(fb, fq, ks, qlabels=qlabels, dblabels=dblabels, **common)
+    return {"threads": used, "gpu": gpu, "rows": rows}
