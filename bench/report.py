@@ -22,7 +22,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from bench.evaluate import check_bench_file, evaluate_codes, load_for_bench
 from bench.machine import machine_info, software_info
 from bench.metrics import METRICS, TIES
 from bench.throughput import DEFAULT_SWEEPS, run_throughput
+from fghash.atomic import atomic_path
 from fghash.codes import file_checksum
 from fghash.errors import FghashError
 
@@ -43,7 +43,6 @@ __all__ = [
     "run_bench",
     "render_markdown",
     "write_text_atomic",
-    "default_file_mode",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,25 +66,11 @@ class BenchResult:
         return [self.report_json, self.report_md, *self.plots]
 
 
-def default_file_mode() -> int:
-    """``0o666`` less the process umask: the mode ``open(path, "w")`` would give."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; reports are for sharing
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 

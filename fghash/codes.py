@@ -22,7 +22,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from fghash.atomic import atomic_path
 from fghash.errors import FghashError
 
 __all__ = [
@@ -344,42 +344,34 @@ def write_codes(path: str | os.PathLike[str], cf: CodesFile, *, overwrite: bool 
     if not path.parent.exists():
         raise CodesFileError(f"{path}: the folder {path.parent} does not exist.")
     created = cf.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["version"] = VERSION
-            f.attrs["bits"] = int(cf.bits)
-            f.attrs["bit_order"] = "little"
-            f.attrs["method"] = str(cf.method)
-            f.attrs["config"] = json.dumps(cf.config, sort_keys=True, default=str)
-            f.attrs["created"] = created
-            if cf.attribute_names is not None:
-                f.create_dataset(
-                    "attribute_names",
-                    data=list(cf.attribute_names),
-                    dtype=h5py.string_dtype("utf-8"),
-                )
-            for name, s in cf.splits.items():
-                g = f.create_group(name)
-                _create(g, "codes", s.codes, np.uint8)
-                _create(g, "ids", s.ids, np.int64)
-                if s.labels is not None:
-                    ldt = np.int64 if s.labels.ndim == 1 else np.uint8
-                    _create(g, "labels", s.labels, ldt)
-                if s.paths is not None:
-                    g.create_dataset("paths", data=s.paths, dtype=h5py.string_dtype("utf-8"))
-                if s.features is not None:
-                    d = _create(g, "features", s.features, np.float32)
-                    d.attrs["kind"] = s.features_kind or "unknown"
-                if s.attributes is not None:
-                    _create(g, "attributes", s.attributes, np.uint8)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["version"] = VERSION
+        f.attrs["bits"] = int(cf.bits)
+        f.attrs["bit_order"] = "little"
+        f.attrs["method"] = str(cf.method)
+        f.attrs["config"] = json.dumps(cf.config, sort_keys=True, default=str)
+        f.attrs["created"] = created
+        if cf.attribute_names is not None:
+            f.create_dataset(
+                "attribute_names",
+                data=list(cf.attribute_names),
+                dtype=h5py.string_dtype("utf-8"),
+            )
+        for name, s in cf.splits.items():
+            g = f.create_group(name)
+            _create(g, "codes", s.codes, np.uint8)
+            _create(g, "ids", s.ids, np.int64)
+            if s.labels is not None:
+                ldt = np.int64 if s.labels.ndim == 1 else np.uint8
+                _create(g, "labels", s.labels, ldt)
+            if s.paths is not None:
+                g.create_dataset("paths", data=s.paths, dtype=h5py.string_dtype("utf-8"))
+            if s.features is not None:
+                d = _create(g, "features", s.features, np.float32)
+                d.attrs["kind"] = s.features_kind or "unknown"
+            if s.attributes is not None:
+                _create(g, "attributes", s.attributes, np.uint8)
     return path
 
 

@@ -18,7 +18,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from fghash.atomic import atomic_path
 from fghash.errors import FghashError
 
 __all__ = [
@@ -212,32 +212,24 @@ def write_features(
         raise FghashError(f"{path} already exists; pass --force to replace it.")
     if not path.parent.exists():
         raise FghashError(f"{path}: the folder {path.parent} does not exist.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FEATURES_FORMAT
-            f.attrs["version"] = FEATURES_VERSION
-            f.attrs["kind"] = str(kind)
-            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            for k, v in extra.items():
-                plain = isinstance(
-                    v, (str, int, float, np.integer, np.floating)
-                ) and not isinstance(v, bool)
-                f.attrs[k] = v if plain else json.dumps(v, sort_keys=True, default=str)
-            for name, s in splits.items():
-                g = f.create_group(name)
-                d = g.create_dataset("features", data=np.ascontiguousarray(s.features, np.float32))
-                d.attrs["kind"] = str(kind)
-                g.create_dataset("ids", data=np.asarray(s.ids, np.int64))
-                if s.labels is not None:
-                    ldt = np.int64 if s.labels.ndim == 1 else np.uint8
-                    g.create_dataset("labels", data=np.asarray(s.labels, ldt))
-                if s.paths is not None:
-                    g.create_dataset("paths", data=s.paths, dtype=h5py.string_dtype("utf-8"))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FEATURES_FORMAT
+        f.attrs["version"] = FEATURES_VERSION
+        f.attrs["kind"] = str(kind)
+        f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        for k, v in extra.items():
+            plain = isinstance(v, (str, int, float, np.integer, np.floating)) and not isinstance(
+                v, bool
+            )
+            f.attrs[k] = v if plain else json.dumps(v, sort_keys=True, default=str)
+        for name, s in splits.items():
+            g = f.create_group(name)
+            d = g.create_dataset("features", data=np.ascontiguousarray(s.features, np.float32))
+            d.attrs["kind"] = str(kind)
+            g.create_dataset("ids", data=np.asarray(s.ids, np.int64))
+            if s.labels is not None:
+                ldt = np.int64 if s.labels.ndim == 1 else np.uint8
+                g.create_dataset("labels", data=np.asarray(s.labels, ldt))
+            if s.paths is not None:
+                g.create_dataset("paths", data=s.paths, dtype=h5py.string_dtype("utf-8"))
     return path

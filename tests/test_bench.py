@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from bench.paper_table import main as paper_main
 from bench.plots import pareto_frontier
-from bench.report import default_file_mode
 from bench.timing import RepeatTimer, percentiles_ms
+from fghash.atomic import default_file_mode
 from fghash.cli import main
 from fghash.codes import Split, make_codes_file, pack_bits, write_codes
 
