@@ -563,6 +563,8 @@ def _demo_summary(rep: Any, out: Path, seconds: dict[str, float]) -> str:
         f"mAP@all, {rep.n_query} queries (test split) against {rep.n_database} database "
         "items (training split):",
         _table(rows, indent="  "),
+        "  (the float search compares network outputs on both sides; the learned database",
+        "  codes also carry the training labels, so they can beat it)",
         "",
         f"speed, CPU, {rep.threads} FAISS thread(s), k={rep.k}, median of {rep.runs} runs "
         f"(tiny database: mostly call overhead):",
