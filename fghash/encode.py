@@ -252,6 +252,12 @@ def encode_run(
                 desc=f"encoding {name} ({src})",
             )
             positions, skipped[name] = enc.positions, enc.skipped
+            if not np.isfinite(enc.relaxed).all():
+                raise FghashError(
+                    f"{run_dir}: the network gives NaN or infinite outputs for split {name} in "
+                    "evaluation mode (BatchNorm running statistics of a very short or unstable "
+                    "run); train longer or with a lower --lr."
+                )
             if features == "relaxed":
                 feats, kind = enc.relaxed, "relaxed_code"
             elif features == "backbone":

@@ -327,7 +327,7 @@ def test_cli_single_bits_writes_exactly_out_and_respects_force(tmp_path):
     args += ["--format", "jsonl"]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output.strip()) == {"method": "itq", "bits": 12, "path": str(out)}
+    assert json.loads(r.stdout.strip()) == {"method": "itq", "bits": 12, "path": str(out)}
     assert read_codes(out).bits == 12
     before = out.read_bytes()
     r = CliRunner().invoke(main, args)

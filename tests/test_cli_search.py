@@ -80,7 +80,7 @@ def test_search_jsonl_matches_brute_force(bundle: tuple[Path, Path]) -> None:
     codes, out = bundle
     r = run("search", out, "--codes", codes, "-k", "5", "--format", "jsonl", "--limit", "4")
     assert r.exit_code == 0, r.output
-    lines = r.output.strip().splitlines()
+    lines = r.stdout.strip().splitlines()  # JSON on stdout; log lines go to stderr
     assert len(lines) == 4
     with h5py.File(codes) as f:
         xb, xq = f["database/codes"][()], f["query/codes"][()]
@@ -105,7 +105,7 @@ def test_search_one_hex_code(bundle: tuple[Path, Path]) -> None:
         code = f["database/codes"][17]
     r = run("search", out, "--code", code_to_hex(code), "-k", "3", "--format", "jsonl")
     assert r.exit_code == 0, r.output
-    obj = json.loads(r.output)
+    obj = json.loads(r.stdout)
     assert obj["query"] == {"id": None, "label": None, "path": None}
     assert obj["results"][0]["distance"] == 0
     table = run("search", out, "--code", code_to_hex(code), "-k", "3")
@@ -116,11 +116,11 @@ def test_info_codes_and_bundle(bundle: tuple[Path, Path]) -> None:
     codes, out = bundle
     r = run("info", codes, "--format", "json")
     assert r.exit_code == 0
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)
     assert d["type"] == "codes" and d["bits"] == 24 and d["method"] == "itq"
     assert d["splits"]["database"]["n"] == 200 and d["splits"]["query"]["n"] == 6
     r = run("info", out, "--format", "json")
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)
     assert (d["type"], d["kind"], d["bits"], d["dim"], d["ntotal"]) == (
         "index",
         "flat",
