@@ -495,6 +495,12 @@ def _markdown(
         f"queries (test split) against {e0['n_database']} database items (training split).",
         f"- Training: {info['config_text']}; seed {info['seed']}; device `{info['device']}`.",
     ]
+    if info["use"]:
+        lines.append(
+            "- Not made by this run, given with `--use`: "
+            + ", ".join(f"`{u}`" for u in info["use"])
+            + "."
+        )
     if which == "1":
         if info["shallow_features"]:
             lines.append(
@@ -598,6 +604,7 @@ def reproduce_tables(
             else f"`fghash encode --features backbone` of the ADSH run at {list(bits)[0]} bits"
         ),
         "float_source": plan.float_source,
+        "use": list(use),
     }
     written = []
     for which in ("1", "2"):
