@@ -11,8 +11,9 @@ Modules (import what you need; nothing here imports torch):
 - :mod:`bench.throughput` – build time, size, QPS, latency and accuracy per index
   configuration, and of exact float search.
 - :mod:`bench.report`, :mod:`bench.plots`, :mod:`bench.machine` – ``fghash bench``.
-- Scripts: ``python -m bench.paper_table`` (Table 1 layout), ``python -m
-  bench.bench_map_speed`` (tie-aware mAP@all at Food-101 size).
+- Scripts: ``python -m bench.paper_table`` (Table 1 layout from codes files), ``python -m
+  bench.reproduce_tables`` (runs the ``fghash`` steps, then the Table 1 and Table 2
+  layouts), ``python -m bench.bench_map_speed`` (tie-aware mAP@all at Food-101 size).
 """
 
 __all__: list[str] = []
