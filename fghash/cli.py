@@ -340,18 +340,6 @@ def search_cmd(
 # --- fghash train ------------------------------------------------------------------
 
 
-def _log_to_stderr() -> None:
-    """Show the library's info and warnings (skipped images, val mAP) on stderr."""
-    import logging
-
-    root = logging.getLogger("fghash")
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-
-
 from fghash.config import METHODS, PRESETS  # noqa: E402  (no torch: plain dataclasses)
 
 
@@ -448,7 +436,6 @@ def train_cmd(
     from fghash.config import parse_bits, resolve_config
     from fghash.train import train_many
 
-    _log_to_stderr()
     if lr_milestones is not None:
         try:
             options["lr_milestones"] = tuple(int(t) for t in lr_milestones.split(",") if t)
@@ -517,7 +504,6 @@ def encode_cmd(
     from fghash.codes import read_attrs
     from fghash.encode import encode_run
 
-    _log_to_stderr()
     path = encode_run(
         run_dir,
         out,

@@ -2,7 +2,7 @@
 
 How a run's configuration is resolved (later wins)::
 
-    TrainConfig defaults  <  DATASET_DEFAULTS[dataset]  <  PRESETS[preset]  <  explicit options
+    TrainConfig defaults  <  DATASET_DEFAULTS[dataset]  <  method defaults  <  PRESETS[preset]  <  explicit options
 
 Explicit options that are ``None`` are dropped first (as timm's factory does), so a CLI
 default never overrides a preset. The resolved config is written as ``config.json`` in the
@@ -206,6 +206,7 @@ def resolve_config(
         values["dataset"] = dataset
     name = values.get("dataset", TrainConfig.dataset)
     values.update(DATASET_DEFAULTS.get(str(name).lower(), {}))
+    values.update(_METHOD_DEFAULTS.get(str(options.get("method")), {}))
     if preset is not None:
         if preset not in PRESETS:
             raise FghashError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}.")
@@ -224,6 +225,12 @@ def resolve_config(
         setattr(cfg, flag, False)
     return cfg.validate()
 
+
+# ``--method adsh`` on its own means vanilla ADSH (the "adsh" preset); A²-Net's loss terms
+# stay available to it, but only when asked for.
+_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "adsh": dict(reconstruction=False, decorrelation=False),
+}
 
 _LACKING: dict[str, tuple[str, ...]] = {
     "adsh": ("attention", "self_consistency"),

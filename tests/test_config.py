@@ -113,3 +113,11 @@ def test_json_round_trip(tmp_path):
     assert load_config(path) == cfg
     with pytest.raises(FghashError, match="no such file"):
         load_config(tmp_path / "missing.json")
+
+
+def test_method_adsh_alone_is_vanilla_adsh():
+    cfg = resolve_config("cub200", method="adsh")
+    flags = (cfg.attention, cfg.reconstruction, cfg.decorrelation, cfg.self_consistency)
+    assert flags == (False, False, False, False)
+    assert resolve_config("cub200", method="adsh", reconstruction=True).reconstruction
+    assert resolve_config("cub200", method="a2net").reconstruction
