@@ -1,13 +1,14 @@
 """Write a clustered synthetic codes file of any size, to benchmark indexes at scale.
 
 The embedded image data set is small; index speed only shows at hundreds of thousands
-of items. This writes a schema-v1 codes file whose structure resembles trained codes:
-``--classes`` classes, each with a random prototype in a ``--dim``-dimensional float
-space; an item is its class prototype plus Gaussian noise (``--noise`` times the
-prototype's norm per dimension, spread evenly), its ``features`` are that float vector
-(the exact float baseline searches them) and its code is the sign of a fixed random
-projection of it to ``--bits`` dimensions (LSH of the features, so Hamming neighbours
-are float neighbours, with the loss that binarising brings).
+of items. This writes a schema-v1 codes file whose structure resembles trained codes,
+which cluster by class: ``--classes`` classes, each with a random prototype code and a
+random prototype vector in ``--dim`` dimensions. An item's code is its class's prototype
+code with each bit flipped with probability ``--flip``; its ``features`` (searched by the
+exact float baseline) are its class's prototype vector plus Gaussian noise of ``--noise``
+times the prototype's norm. Codes and features are drawn independently, so the file
+measures speed, memory and the plumbing, not what binarising a given network costs (the
+learned codes files of ``fghash encode`` measure that).
 
     python -m bench.make_codes --out big-48.h5 --n 100000 --nq 1000 --bits 48 --dim 2048
     fghash bench big-48.h5 --out report-big --threads 2
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fghash.codes import Split, make_codes_file, signs_to_codes, write_codes
+from fghash.codes import Split, make_codes_file, pack_bits, write_codes
 
 __all__ = ["make_clustered_codes", "main"]
 
@@ -28,20 +29,22 @@ __all__ = ["make_clustered_codes", "main"]
 def _split(
     rng: np.random.Generator,
     protos: np.ndarray,
-    proj: np.ndarray,
+    proto_bits: np.ndarray,
     n: int,
     noise: float,
+    flip: float,
     first_id: int,
     block: int = 8192,
 ) -> Split:
     classes, dim = protos.shape
     labels = rng.integers(0, classes, n)
+    bits01 = proto_bits[labels] ^ (rng.random((n, proto_bits.shape[1])) < flip)
     feats = np.empty((n, dim), dtype=np.float32)
     for s in range(0, n, block):
         e = min(n, s + block)
         eps = rng.standard_normal((e - s, dim), dtype=np.float32) * np.float32(noise)
         feats[s:e] = protos[labels[s:e]] + eps
-    codes = signs_to_codes(feats @ proj)
+    codes = pack_bits(bits01.astype(np.uint8))
     ids = np.arange(first_id, first_id + n, dtype=np.int64)
     return Split(codes=codes, ids=ids, labels=labels, features=feats, features_kind="synthetic")
 
@@ -55,16 +58,19 @@ def make_clustered_codes(
     dim: int = 2048,
     classes: int = 200,
     noise: float = 1.5,
+    flip: float = 0.2,
     seed: int = 0,
 ) -> Path:
     """Write the file described in the module docstring and return its path."""
     rng = np.random.default_rng(seed)
     protos = rng.standard_normal((classes, dim), dtype=np.float32) / np.float32(np.sqrt(dim))
-    proj = rng.standard_normal((dim, bits), dtype=np.float32)
+    proto_bits = rng.random((classes, bits)) < 0.5
     sigma = noise / np.sqrt(dim)
-    db = _split(rng, protos, proj, n, sigma, 0)
-    q = _split(rng, protos, proj, nq, sigma, n)
-    config = dict(n=n, nq=nq, bits=bits, dim=dim, classes=classes, noise=noise, seed=seed)
+    db = _split(rng, protos, proto_bits, n, sigma, flip, 0)
+    q = _split(rng, protos, proto_bits, nq, sigma, flip, n)
+    config = dict(
+        n=n, nq=nq, bits=bits, dim=dim, classes=classes, noise=noise, flip=flip, seed=seed
+    )
     cf = make_codes_file(bits, db, q, method="synthetic-clustered", config=config)
     return write_codes(out, cf)
 
@@ -78,10 +84,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dim", type=int, default=2048, help="float feature dimension")
     p.add_argument("--classes", type=int, default=200)
     p.add_argument("--noise", type=float, default=1.5, help="noise norm / prototype norm")
+    p.add_argument("--flip", type=float, default=0.2, help="bit flip probability")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    if not 0.0 <= a.flip <= 0.5:
+        p.error(f"--flip must lie in [0, 0.5], got {a.flip}")
     path = make_clustered_codes(
-        a.out, n=a.n, nq=a.nq, bits=a.bits, dim=a.dim, classes=a.classes, noise=a.noise, seed=a.seed
+        a.out,
+        n=a.n,
+        nq=a.nq,
+        bits=a.bits,
+        dim=a.dim,
+        classes=a.classes,
+        noise=a.noise,
+        flip=a.flip,
+        seed=a.seed,
     )
     print(f"wrote {path}: {a.n} database + {a.nq} query items, {a.bits} bits, {a.dim}-d features")
 
