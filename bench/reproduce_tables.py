@@ -126,14 +126,14 @@ _EXTRA_RUNS: dict[str, tuple[tuple[str, ...], str]] = {
 DEFAULT_METHODS = "lsh,pcah,itq,sdh,dpsh,hashnet,adsh,a2net,float"
 
 #: ``--small``: a CPU configuration (minutes, not days) — ResNet-18 from random weights,
-#: 64-pixel crops, 2 attention maps, 10 outer iterations of 3 epochs over 480 sampled
+#: 64-pixel crops, 2 attention maps, 18 outer iterations of 3 epochs over 480 sampled
 #: images, lr 0.01, and the demo's fixes for tiny data sets (``fghash.demo``): soft
 #: similarity targets and γ = 20, without which the learned codes collapse to one code.
 SMALL_TRAIN_ARGS: tuple[str, ...] = (
     "--backbone", "resnet18",
     "--image-size", "64",
     "--num-attention", "2",
-    "--max-iter", "10",
+    "--max-iter", "18",
     "--epochs", "3",
     "--num-samples", "480",
     "--batch-size", "16",
