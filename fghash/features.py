@@ -33,6 +33,7 @@ __all__ = [
     "FEATURES_VERSION",
     "FeatureSplit",
     "read_features",
+    "read_features_config",
     "write_features",
 ]
 
@@ -173,6 +174,24 @@ def read_features(
             f"{path}: splits have different feature dimensions ({', '.join(f'{k}={v}' for k, v in dims.items())})."
         )
     return out
+
+
+def read_features_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``config`` file attribute (JSON) of a features or codes file, ``{}`` if absent."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("config")
+    except OSError:
+        raise FghashError(f"{path} is not an HDF5 file (or it is damaged).") from None
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(_decode(raw))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def write_features(

@@ -284,7 +284,9 @@ def test_parse_bits_and_output_names(tmp_path):
 @pytest.mark.parametrize("method", ["itq", "lsh", "pcah", "sdh"])
 def test_cli_writes_valid_codes_files_that_retrieve_better_than_random(tmp_path, method):
     feats = split_sets(seed=11)
-    fpath = write_features(tmp_path / "feats.h5", feats, kind="backbone")
+    fpath = write_features(
+        tmp_path / "feats.h5", feats, kind="backbone", attrs={"config": {"dataset": "cub200"}}
+    )
     out = tmp_path / "codes.h5"
     res = CliRunner().invoke(
         main,
@@ -299,6 +301,7 @@ def test_cli_writes_valid_codes_files_that_retrieve_better_than_random(tmp_path,
         assert cf.bits == bits and cf.method == method
         assert cf.config["features"]["checksum"] == file_checksum(fpath)
         assert cf.config["params"]["bits"] == bits and cf.config["seed"] == 0
+        assert cf.config["dataset"] == "cub200"  # carried over, so tables group by data set
         np.testing.assert_array_equal(cf["database"].ids, db.ids)
         np.testing.assert_array_equal(cf["database"].labels, db.labels)
         np.testing.assert_array_equal(cf["query"].features, q.features)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from fghash.baselines._registry import create_baseline, get_baseline
 from fghash.codes import MAX_BITS, CodesFile, Split, file_checksum, write_codes
 from fghash.errors import FghashError
-from fghash.features import read_features
+from fghash.features import read_features, read_features_config
 
 __all__ = ["run_baseline", "output_paths", "parse_bits"]
 
@@ -117,6 +117,7 @@ def run_baseline(
         except FghashError as e:
             raise FghashError(f"{features_path}: {e}") from None
     checksum = file_checksum(features_path)
+    source = read_features_config(features_path)
     written: list[Path] = []
     for model, out in tqdm(
         list(zip(models, outs, strict=True)), desc=cls.name, unit="length", disable=None
@@ -136,6 +137,7 @@ def run_baseline(
         }
         config = {
             "method": cls.name,
+            **({"dataset": source["dataset"]} if isinstance(source.get("dataset"), str) else {}),
             "params": model.params(),
             "seed": seed,
             "train_split": "database",
