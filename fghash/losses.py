@@ -84,7 +84,8 @@ class HashLoss(nn.Module):
 
 
 class FeatureReconstructionLoss(HashLoss):
-    """Attribute-vector reconstruction, A²-Net Eq. 6–7 (tied encoder–decoder):
+    """Attribute-vector reconstruction, A²-Net Eq. 6–7, the first term of Eq. 13 (tied
+    encoder–decoder):
 
         L_rec = mean_{i,d} (x_i − Wᵀ v′_i)²  +  λ · mean_{i,b} (W x_i − v′_i)²,   v′ = tanh(W x).
 
@@ -110,7 +111,8 @@ class FeatureReconstructionLoss(HashLoss):
 
 
 class DecorrelationLoss(HashLoss):
-    """Decorrelation of the attribute vectors (A²-Net, feature decorrelation constraint):
+    """Decorrelation of the attribute vectors (A²-Net, feature decorrelation constraint; the
+    α-term of Eq. 13):
 
         L_dec = α · mean_{a,b} ((V′ᵀ V′ − n I_k)²_{ab}),   V′ ∈ R^{n×k},
 
@@ -136,7 +138,7 @@ class DecorrelationLoss(HashLoss):
 
 
 class AsymmetricHashLoss(HashLoss):
-    """ADSH's asymmetric similarity loss as used by A²-Net:
+    """ADSH's asymmetric similarity loss as used by A²-Net (the β-term of Eq. 13):
 
         L_hash = β / (n N) · Σ_{i∈Ω} Σ_{j∈Γ} (u_iᵀ b_j − k S̃_ij)²,   u_i = tanh(W F(I_i)),
 
@@ -165,7 +167,8 @@ class AsymmetricHashLoss(HashLoss):
 
 
 class QuantizationLoss(HashLoss):
-    """ADSH's quantization term: relaxed codes of the batch close to their database codes,
+    """ADSH's quantization term (the γ-term of Eq. 13): relaxed codes of the batch close to
+    their database codes,
 
         L_quant = γ β / (n N) · Σ_{i∈Ω} ‖u_i − b_{ω_i}‖²,
 
@@ -214,7 +217,7 @@ class ImageReconstructionLoss(HashLoss):
 
 
 class A2NetLoss(HashLoss):
-    """The A²-Net objective: the sum of the enabled terms (each a module above).
+    """The A²-Net objective, Eq. 13: the sum of the enabled terms (each a module above).
 
         L = L_rec + L_dec + L_hash + L_quant (+ L_img with self-consistency)
 
