@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from typing import Any
 
 import torch
 
 from fghash.device import resolve_device
+from fghash.errors import FghashError
 from fghash.models import create_model
 
 __all__ = ["time_step", "main"]
@@ -77,10 +79,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     a = p.parse_args(argv)
-    device = resolve_device(a.device)
-    rows = []
-    for name in a.models.split(","):
-        rows.append(
+    if a.runs < 1 or a.batch_size < 1:
+        p.error("--runs and --batch-size must be positive")
+    try:
+        device = resolve_device(a.device)
+        rows = [
             time_step(
                 name.strip(),
                 backbone=a.backbone,
@@ -91,7 +94,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 device=device,
                 num_attention=a.num_attention,
             )
-        )
+            for name in a.models.split(",")
+        ]
+    except FghashError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(2)
     print(
         f"{a.backbone}, {a.image_size} px, batch {a.batch_size}, {a.bits} bits, device {device}, "
         f"torch threads {torch.get_num_threads()}, median of {a.runs} steps after 1 warm-up"

@@ -17,11 +17,13 @@ learned codes files of ``fghash encode`` measure that).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from fghash.codes import Split, make_codes_file, pack_bits, write_codes
+from fghash.errors import FghashError
 
 __all__ = ["make_clustered_codes", "main"]
 
@@ -60,8 +62,16 @@ def make_clustered_codes(
     noise: float = 1.5,
     flip: float = 0.2,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> Path:
     """Write the file described in the module docstring and return its path."""
+    for name, value in (("n", n), ("nq", nq), ("dim", dim), ("classes", classes)):
+        if value < 1:
+            raise FghashError(f"--{name} must be a positive integer, got {value}.")
+    if not 0.0 <= flip <= 0.5:
+        raise FghashError(f"--flip must lie between 0 and 0.5, got {flip}.")
+    if Path(out).exists() and not overwrite:
+        raise FghashError(f"{out} already exists; pass --force to replace it.")
     rng = np.random.default_rng(seed)
     protos = rng.standard_normal((classes, dim), dtype=np.float32) / np.float32(np.sqrt(dim))
     proto_bits = rng.random((classes, bits)) < 0.5
@@ -72,7 +82,7 @@ def make_clustered_codes(
         n=n, nq=nq, bits=bits, dim=dim, classes=classes, noise=noise, flip=flip, seed=seed
     )
     cf = make_codes_file(bits, db, q, method="synthetic-clustered", config=config)
-    return write_codes(out, cf)
+    return write_codes(out, cf, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,20 +96,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--noise", type=float, default=1.5, help="noise norm / prototype norm")
     p.add_argument("--flip", type=float, default=0.2, help="bit flip probability")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     a = p.parse_args(argv)
-    if not 0.0 <= a.flip <= 0.5:
-        p.error(f"--flip must lie in [0, 0.5], got {a.flip}")
-    path = make_clustered_codes(
-        a.out,
-        n=a.n,
-        nq=a.nq,
-        bits=a.bits,
-        dim=a.dim,
-        classes=a.classes,
-        noise=a.noise,
-        flip=a.flip,
-        seed=a.seed,
-    )
+    try:
+        path = make_clustered_codes(
+            a.out,
+            n=a.n,
+            nq=a.nq,
+            bits=a.bits,
+            dim=a.dim,
+            classes=a.classes,
+            noise=a.noise,
+            flip=a.flip,
+            seed=a.seed,
+            overwrite=a.force,
+        )
+    except FghashError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(2)
     print(f"wrote {path}: {a.n} database + {a.nq} query items, {a.bits} bits, {a.dim}-d features")
 
 

@@ -2,7 +2,7 @@
 
 How a run's configuration is resolved (later wins)::
 
-    TrainConfig defaults  <  DATASET_DEFAULTS[dataset]  <  method defaults  <  PRESETS[preset]  <  explicit options
+    TrainConfig defaults  <  DATASET_DEFAULTS[dataset]  <  PRESETS[preset or method]  <  explicit options
 
 Explicit options that are ``None`` are dropped first (as timm's factory does), so a CLI
 default never overrides a preset. The resolved config is written as ``config.json`` in the
@@ -146,42 +146,11 @@ def _positive(name: str, value: int, hi: int | None = None) -> None:
 # Table 2 of A²-Net (NeurIPS 2021): start from ADSH and add one part at a time; the last
 # row is the journal extension. Each preset sets the method and every ablation flag.
 _FLAGS = ("attention", "reconstruction", "decorrelation", "self_consistency")
+_ROWS = ("adsh", "+attention", "+reconstruction", "+decorrelation", "+self-consistency")
+# Row i switches on the first i flags; every row past the first is the A²-Net network.
 PRESETS: dict[str, dict[str, Any]] = {
-    "adsh": dict(
-        method="adsh",
-        attention=False,
-        reconstruction=False,
-        decorrelation=False,
-        self_consistency=False,
-    ),
-    "+attention": dict(
-        method="a2net",
-        attention=True,
-        reconstruction=False,
-        decorrelation=False,
-        self_consistency=False,
-    ),
-    "+reconstruction": dict(
-        method="a2net",
-        attention=True,
-        reconstruction=True,
-        decorrelation=False,
-        self_consistency=False,
-    ),
-    "+decorrelation": dict(
-        method="a2net",
-        attention=True,
-        reconstruction=True,
-        decorrelation=True,
-        self_consistency=False,
-    ),
-    "+self-consistency": dict(
-        method="a2net",
-        attention=True,
-        reconstruction=True,
-        decorrelation=True,
-        self_consistency=True,
-    ),
+    row: dict(method="adsh" if i == 0 else "a2net", **{f: j < i for j, f in enumerate(_FLAGS)})
+    for i, row in enumerate(_ROWS)
 }
 PRESETS["a2net"] = dict(PRESETS["+decorrelation"])
 
@@ -206,7 +175,9 @@ def resolve_config(
         values["dataset"] = dataset
     name = values.get("dataset", TrainConfig.dataset)
     values.update(DATASET_DEFAULTS.get(str(name).lower(), {}))
-    values.update(_METHOD_DEFAULTS.get(str(options.get("method")), {}))
+    if preset is None and options.get("method") in PRESETS:
+        # a method named like a preset means that preset: --method adsh is vanilla ADSH
+        values.update(PRESETS[options["method"]])
     if preset is not None:
         if preset not in PRESETS:
             raise FghashError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}.")
@@ -225,12 +196,6 @@ def resolve_config(
         setattr(cfg, flag, False)
     return cfg.validate()
 
-
-# ``--method adsh`` on its own means vanilla ADSH (the "adsh" preset); A²-Net's loss terms
-# stay available to it, but only when asked for.
-_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "adsh": dict(reconstruction=False, decorrelation=False),
-}
 
 _LACKING: dict[str, tuple[str, ...]] = {
     "adsh": ("attention", "self_consistency"),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bench.make_codes import make_clustered_codes
 from fghash.codes import read_codes, unpack_bits
+from fghash.errors import FghashError
 
 
 def test_clustered_codes_file_is_valid_and_clusters(tmp_path):
@@ -19,3 +21,14 @@ def test_clustered_codes_file_is_valid_and_clusters(tmp_path):
     dist = (qb[:, None, :] != dbb[None, :, :]).sum(axis=2)
     nn = dist.argmin(axis=1)
     assert np.mean(db.labels[nn] == q.labels) > 0.6
+
+
+def test_existing_file_is_kept_and_bad_sizes_refused(tmp_path):
+    path = tmp_path / "c.h5"
+    path.write_bytes(b"precious")
+    with pytest.raises(FghashError, match="already exists"):
+        make_clustered_codes(path, n=10, nq=2, bits=8, dim=4, classes=2)
+    assert path.read_bytes() == b"precious"
+    with pytest.raises(FghashError, match="--flip"):
+        make_clustered_codes(tmp_path / "d.h5", n=10, nq=2, flip=0.7)
+    assert not (tmp_path / "d.h5").exists()
