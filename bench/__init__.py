@@ -2,10 +2,11 @@
 
 Modules (import what you need; nothing here imports torch):
 
-- :mod:`bench.ranking` – rank queries against a database (Hamming or float) in chunks,
-  keeping per-distance counts and the stable ranking's relevance.
-- :mod:`bench.metrics` – mAP@all/@k, precision/recall@k (``tie-aware`` and ``stable``),
-  PR by Hamming radius, precision within radius 2, k-NN recall; the ``METRICS`` registry.
+- The ranking and metric code lives below both training and ``bench/``, in
+  :mod:`fghash.ranking` (rank queries against a database in chunks, keeping per-distance
+  counts) and :mod:`fghash.metrics` (mAP@all/@k, P@k, R@k tie-aware and stable, PR by
+  radius, k-NN recall; the ``METRICS`` registry), so training's validation uses them
+  without importing ``bench/``.
 - :mod:`bench.evaluate` – all quality figures of one codes file.
 - :mod:`bench.timing` – ``RepeatTimer`` (warm-up, runs, median).
 - :mod:`bench.throughput` – build time, size, QPS, latency and accuracy per index

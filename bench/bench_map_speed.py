@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from bench.metrics import average_precision
-from bench.ranking import rank_hamming
+from fghash.metrics import average_precision
+from fghash.ranking import rank_hamming
 
 __all__ = ["main"]
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.metrics import TIES, summarize
-from bench.ranking import DEFAULT_CHUNK_BYTES, RankingStats, rank_float, rank_hamming
 from fghash.codes import CodesFile, read_attrs, read_codes
 from fghash.errors import FghashError
+from fghash.metrics import TIES, summarize
+from fghash.ranking import DEFAULT_CHUNK_BYTES, RankingStats, rank_float, rank_hamming
 
 __all__ = ["CodesEval", "check_bench_file", "load_for_bench", "dataset_name", "evaluate_codes"]
 
@@ -107,7 +107,7 @@ def evaluate_codes(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: bool | None = None,
 ) -> CodesEval:
-    """Rank ``query`` against ``database`` and compute every metric (see :mod:`bench.metrics`)."""
+    """Rank ``query`` against ``database`` and compute every metric (see :mod:`fghash.metrics`)."""
     q, db = cf["query"], cf["database"]
     where = str(cf.path or "codes file")
     labelled = q.labels is not None and db.labels is not None

@@ -35,11 +35,11 @@ import numpy as np
 
 from bench.evaluate import dataset_name, load_for_bench
 from bench.machine import software_info
-from bench.metrics import TIES, average_precision
-from bench.ranking import rank_float, rank_hamming
 from bench.report import write_text_atomic
 from fghash.codes import file_checksum
 from fghash.errors import FghashError
+from fghash.metrics import TIES, average_precision
+from fghash.ranking import rank_float, rank_hamming
 
 __all__ = [
     "LAYOUTS",

@@ -31,11 +31,11 @@ import numpy as np
 
 from bench.evaluate import check_bench_file, evaluate_codes, load_for_bench
 from bench.machine import machine_info, software_info
-from bench.metrics import METRICS, TIES
 from bench.throughput import DEFAULT_SWEEPS, run_throughput
 from fghash.atomic import atomic_path
 from fghash.codes import file_checksum
 from fghash.errors import FghashError
+from fghash.metrics import METRICS, TIES
 
 __all__ = [
     "REPORT_VERSION",

@@ -76,11 +76,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from bench.machine import machine_info, software_info
-from bench.metrics import TIES
 from bench.paper_table import build_table, render_table, score_codes, score_float
 from bench.report import write_text_atomic
 from fghash.config import parse_bits
 from fghash.errors import FghashError
+from fghash.metrics import TIES
 
 __all__ = [
     "DEEP",

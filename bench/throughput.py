@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.metrics import ap_of_ranked, knn_recall, kth_distance
-from bench.ranking import pair_distances
 from bench.timing import RepeatTimer, percentiles_ms
 from fghash.errors import FghashError
+from fghash.metrics import ap_of_ranked, knn_recall, kth_distance
+from fghash.ranking import pair_distances
 
 __all__ = [
     "DEFAULT_SWEEPS",
@@ -172,7 +172,7 @@ def measure_binary(
     """Rows for binary indexes over packed codes ``xb`` (database) and ``xq`` (queries).
 
     ``exact_counts`` are the exact per-distance counts ``n[q, d]`` of every query
-    (:func:`bench.ranking.rank_hamming`); they give the exact k-th distance for the
+    (:func:`fghash.ranking.rank_hamming`); they give the exact k-th distance for the
     tie-aware k-NN recall without trusting any index.
     """
     import faiss

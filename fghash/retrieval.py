@@ -1,22 +1,22 @@
 """mAP by Hamming ranking for validation during training: ±1 codes in, one number out.
 
-A thin adapter over the benchmark metrics (:mod:`bench.ranking`, :mod:`bench.metrics`,
+A thin adapter over the ranking and metric modules (:mod:`fghash.ranking`, :mod:`fghash.metrics`,
 NumPy only), so training watches exactly the number ``fghash bench`` reports.
 
 Ties matter here: early in training many codes coincide, and breaking ties by database
 position on a class-sorted database rewards collapsed codes. So the default is the
 *tie-aware* AP, the exact expectation over a uniformly random order inside every Hamming
-distance (derivation in :mod:`bench.metrics`).
+distance (derivation in :mod:`fghash.metrics`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from bench.metrics import TIES, average_precision
-from bench.ranking import rank_hamming
 from fghash.codes import signs_to_codes
 from fghash.errors import FghashError
+from fghash.metrics import TIES, average_precision
+from fghash.ranking import rank_hamming
 
 __all__ = ["hamming_map"]
 

@@ -16,7 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.metrics import (
+from fghash.codes import pack_bits
+from fghash.errors import FghashError
+from fghash.metrics import (
     METRICS,
     ap_of_ranked,
     average_precision,
@@ -29,9 +31,7 @@ from bench.metrics import (
     recall_at_k,
     summarize,
 )
-from bench.ranking import hamming_matrix, pair_distances, rank_float, rank_hamming
-from fghash.codes import pack_bits
-from fghash.errors import FghashError
+from fghash.ranking import hamming_matrix, pair_distances, rank_float, rank_hamming
 
 # --- plain reference ------------------------------------------------------------------
 

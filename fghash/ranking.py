@@ -10,7 +10,7 @@ Here every query chunk is reduced to
 * ``n[q, d]`` – how many database items are at Hamming distance ``d`` from query ``q``,
 * ``r[q, d]`` – how many of those are relevant to ``q``,
 
-from which every tie-aware metric follows in closed form (:mod:`bench.metrics`), and,
+from which every tie-aware metric follows in closed form (:mod:`fghash.metrics`), and,
 when asked for, to the ``stable`` ranking (ties broken by ascending database position,
 exactly what ``np.argsort(d, kind="stable")`` gives): its AP over the whole list and
 the relevance of its first ``kmax`` items.

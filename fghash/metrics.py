@@ -60,7 +60,7 @@ the groups before the cut, ``B(h)`` that of the cut group. Expected precision an
 recall at ``k`` are linear: ``E[X_k] = R_c + m r / n``.
 
 All of this costs ``O(b)`` per query (``O(b + k)`` for ``@k``) after the counts
-(:mod:`bench.ranking`), never a sort of ``N`` items.
+(:mod:`fghash.ranking`), never a sort of ``N`` items.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.ranking import RankingStats
 from fghash.errors import FghashError
+from fghash.ranking import RankingStats
 
 __all__ = [
     "TIES",
