@@ -36,6 +36,7 @@ from fghash.codes import Split, make_codes_file, pack_bits, signs_to_codes, writ
 from fghash.config import ASYMMETRIC_METHODS, TrainConfig, load_config
 from fghash.device import resolve_device
 from fghash.errors import FghashError
+from fghash.progress import Progress
 
 __all__ = [
     "Encoded",
@@ -227,6 +228,7 @@ def encode_run(
     splits: dict[str, Split] = {}
     skipped: dict[str, int] = {}
     attribute_names = None
+    phases = Progress("encoding, splits", len(smap), logger=log)
     for name, src in smap.items():
         ds = dataset(src)
         if src == "train":
@@ -288,6 +290,7 @@ def encode_run(
             features_kind=kind,
             attributes=np.asarray(attrs)[ids].astype(np.uint8) if attrs is not None else None,
         )
+        phases.step(f"{name} = {src} split, {len(ids)} items")
     config = {
         **cfg.to_dict(),
         "encode": {
