@@ -699,7 +699,9 @@ def demo_cmd(out: Path, device: str, quick: bool, force: bool, **overrides: Any)
 # --- fghash bench ------------------------------------------------------------------
 
 
-def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
     try:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
@@ -733,10 +735,10 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
     "-k",
     "--k",
     "ks",
-    default="1,10,100",
-    show_default=True,
+    default=None,
     callback=_int_list,
-    help="Comma-separated k for @k metrics.",
+    help="Comma-separated k for @k metrics, each at most the database size "
+    "[default: 1,10,100, those the database can answer].",
 )
 @click.option("--threads", type=int, help="FAISS threads for every timing (default: FAISS's own).")
 @click.option(
@@ -759,7 +761,7 @@ def bench_cmd(
     codes: tuple[Path, ...],
     out: Path,
     index_types: str,
-    ks: list[int],
+    ks: list[int] | None,
     threads: int | None,
     runs: int,
     latency_queries: int,
@@ -785,7 +787,8 @@ def bench_cmd(
         force=force,
         command=" ".join(
             ["fghash bench", *map(str, codes), f"--out {out}", f"--index-types {index_types}"]
-            + [f"--k {','.join(map(str, ks))}", f"--runs {runs}", f"--device {device}"]
+            + ([f"--k {','.join(map(str, ks))}"] if ks else [])
+            + [f"--runs {runs}", f"--device {device}"]
             + [f"--latency-queries {latency_queries}"]
             + ([f"--threads {threads}"] if threads else [])
         ),

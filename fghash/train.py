@@ -69,6 +69,7 @@ from fghash.checkpoint import (
     save_checkpoint,
 )
 from fghash.config import ASYMMETRIC_METHODS, TrainConfig, load_config, parse_bits, save_config
+from fghash.datacheck import record_training_data
 from fghash.device import resolve_device
 from fghash.errors import FghashError
 from fghash.progress import Progress
@@ -550,6 +551,7 @@ def train(
     if state is not None:
         run.restore(state)
     save_config(cfg, run_dir / "config.json")
+    record_training_data(cfg.dataset, cfg.data_root, run.ds, run_dir)
     run.metrics = _Metrics(run_dir / "metrics.jsonl", state["metrics_lines"] if state else 0)
 
     history: list[dict[str, Any]] = []
