@@ -540,8 +540,8 @@ def train_cmd(
     show_default=True,
     help="Float features stored per item.",
 )
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--num-workers", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--data-root",
     type=click.Path(file_okay=False),
