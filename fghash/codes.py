@@ -22,7 +22,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,9 @@ __all__ = [
     "read_attrs",
     "file_checksum",
     "is_codes_file",
+    "ids_unique",
+    "SplitReader",
+    "open_split",
 ]
 
 FORMAT = "fghash.codes"
@@ -160,6 +163,32 @@ def _check_padding_zero(codes: np.ndarray, bits: int, where: str) -> None:
             )
 
 
+def ids_unique(ids: np.ndarray, block: int = 1 << 20) -> bool:
+    """True when no value of the 1-d integer array ``ids`` repeats.
+
+    Ids that strictly increase (``ids[i] < ids[i+1]`` for all i, as ``0..N-1`` does) are
+    recognised block by block in linear time without a copy; otherwise one sort,
+    ``O(N log N)`` time and one copy, and a comparison of neighbours in sorted order.
+    (``numpy.unique`` does the same sort but costs far more at ten million ids.)
+    """
+    a = np.asarray(ids).ravel()
+    n = a.shape[0]
+    increasing = True
+    for s in range(0, max(n - 1, 0), block):
+        e = min(n - 1, s + block)
+        if not np.all(a[s + 1 : e + 1] > a[s:e]):
+            increasing = False
+            break
+    if increasing:
+        return True
+    srt = np.sort(a)
+    for s in range(0, n - 1, block):
+        e = min(n - 1, s + block)
+        if np.any(srt[s + 1 : e + 1] == srt[s:e]):
+            return False
+    return True
+
+
 @dataclass
 class Split:
     """One split of a codes file (e.g. ``database`` or ``query``).
@@ -261,7 +290,7 @@ def _validate(cf: CodesFile, where: str) -> None:
             raise _fail(
                 where, f"{g}/ids", f"expected int64 [{n}], got {ids.dtype} {list(ids.shape)}"
             )
-        if n and np.unique(ids).shape[0] != n:
+        if n and not ids_unique(ids):
             raise _fail(where, f"{g}/ids", "ids must be unique within the split")
         if s.labels is not None:
             lab = s.labels
@@ -574,3 +603,120 @@ def make_codes_file(
 
 
 __all__ += ["make_codes_file"]
+
+
+class SplitReader:
+    """One split of a codes file, open for reading in row blocks without loading it whole.
+
+    Opening checks the header and every dataset's dtype and shape (cheap);
+    :meth:`validate` checks the contents a full read would check (unused high bits 0,
+    unique ids) block by block, in memory bounded by one block plus, only when the ids
+    are not increasing, one sorted copy of them. Use as a context manager or call
+    :meth:`close`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], split: str = "database") -> None:
+        self.path = Path(path)
+        self.split = split
+        where = str(self.path)
+        self._f = _open(self.path)
+        try:
+            head = _check_header(self._f, where)
+            self.bits = _check_bits(head["bits"])
+            self.method: str = head["method"]
+            self.config: dict[str, Any] = head["config"]
+            names = [k for k, v in self._f.items() if hasattr(v, "keys")]
+            if split not in names:
+                raise CodesFileError(
+                    f"{where} has no split {split!r}; it has {', '.join(sorted(names)) or 'none'}."
+                )
+            self._g = self._f[split]
+            self.n = self._check_shapes(where)
+        except BaseException:
+            self._f.close()
+            raise
+
+    def _check_shapes(self, where: str) -> int:
+        g, name, nb = self._g, f"/{self.split}", nbytes_for(self.bits)
+        for ds in ("codes", "ids"):
+            if ds not in g:
+                raise _fail(where, f"{name}/{ds}", "missing")
+        c = g["codes"]
+        if c.dtype != np.uint8 or c.ndim != 2 or c.shape[1] != nb:
+            raise _fail(
+                where,
+                f"{name}/codes",
+                f"expected uint8 [N, {nb}] for {self.bits} bits, got {c.dtype} {list(c.shape)}",
+            )
+        n = int(c.shape[0])
+        ids = g["ids"]
+        if ids.ndim != 1 or ids.shape[0] != n or not np.issubdtype(ids.dtype, np.integer):
+            raise _fail(
+                where, f"{name}/ids", f"expected int64 [{n}], got {ids.dtype} {list(ids.shape)}"
+            )
+        for ds in ("labels", "paths", "features", "attributes"):
+            if ds in g and (g[ds].ndim < 1 or g[ds].shape[0] != n):
+                raise _fail(where, f"{name}/{ds}", f"expected {n} rows, got {list(g[ds].shape)}")
+        if "labels" in g:
+            lab = g["labels"]
+            if lab.ndim > 2 or (lab.ndim == 1 and not np.issubdtype(lab.dtype, np.integer)):
+                raise _fail(
+                    where,
+                    f"{name}/labels",
+                    f"expected int64 [{n}] or uint8 [{n}, C], got {lab.dtype} {list(lab.shape)}",
+                )
+        return n
+
+    def __enter__(self) -> SplitReader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HDF5 file."""
+        self._f.close()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def has(self, name: str) -> bool:
+        """True when the split holds dataset ``name`` (``labels``, ``paths``, ...)."""
+        return name in self._g
+
+    def read(self, name: str, start: int = 0, stop: int | None = None) -> Any:
+        """Rows ``start:stop`` of dataset ``name``; ``paths`` come back as a list of str."""
+        rows = self._g[name][start : self.n if stop is None else stop]
+        if name == "paths":
+            return [p.decode() if isinstance(p, bytes) else str(p) for p in rows]
+        return rows
+
+    def blocks(self, rows: int = 1 << 20) -> Iterator[tuple[int, int]]:
+        """``(start, stop)`` row ranges of at most ``rows`` rows covering the split."""
+        for s in range(0, self.n, max(1, int(rows))):
+            yield s, min(self.n, s + rows)
+
+    def validate(self, rows: int = 1 << 20) -> None:
+        """Check unused high bits and id uniqueness, one block of rows at a time."""
+        where, name = str(self.path), f"/{self.split}"
+        ids = self._g["ids"]
+        last = None
+        increasing = True
+        for s, e in self.blocks(rows):
+            try:
+                _check_padding_zero(self._g["codes"][s:e], self.bits, "codes")
+            except FghashError as err:
+                raise _fail(where, f"{name}/codes", str(err).rstrip(".")) from None
+            if increasing:
+                b = ids[s:e]
+                if (last is not None and b.shape[0] and b[0] <= last) or not np.all(b[1:] > b[:-1]):
+                    increasing = False
+                elif b.shape[0]:
+                    last = b[-1]
+        if not increasing and not ids_unique(ids[()]):
+            raise _fail(where, f"{name}/ids", "ids must be unique within the split")
+
+
+def open_split(path: str | os.PathLike[str], split: str = "database") -> SplitReader:
+    """Open one split of a codes file for block-wise reading (see :class:`SplitReader`)."""
+    return SplitReader(path, split)

@@ -204,6 +204,16 @@ class BinaryIndex:
                 I[s : s + _QUERY_BLOCK] = Ib
         return D, I
 
+    def add(self, xb: np.ndarray) -> None:
+        """Append packed codes (uint8 ``[n, ceil(bits/8)]``) after the current items.
+
+        They take positions ``ntotal .. ntotal + n - 1``. An ``ivf`` index keeps its
+        trained lists (new items go to their nearest centroid), so nothing is rebuilt.
+        """
+        codes = check_codes(xb, self.bits, "new codes")
+        if codes.shape[0]:
+            _add(self.faiss_index, pad_codes(codes, self.bits, self.dim))
+
     def _check_queries(self, xq: np.ndarray) -> np.ndarray:
         q = np.asarray(xq)
         if q.ndim == 2 and q.dtype == np.uint8 and q.shape[1] != self.nbytes:

@@ -21,13 +21,15 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fghash.codes import file_checksum, nbytes_for, read_codes
+from fghash.codes import SplitReader, file_checksum, nbytes_for, open_split
 from fghash.errors import FghashError
-from index.binary import BinaryIndex, build_index, wrap_faiss_index
-from index.items import ItemMeta, read_items, write_items
+from index.binary import BinaryIndex, build_index, default_hash_params, wrap_faiss_index
+from index.items import ItemMeta, ItemsWriter, read_items, write_items
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -41,6 +43,9 @@ __all__ = [
     "is_bundle",
     "build_from_codes",
     "build_bundle",
+    "bundle_folder",
+    "index_meta",
+    "write_meta",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,6 +55,8 @@ BUNDLE_VERSION = 1
 INDEX_FILE = "index.faiss"
 ITEMS_FILE = "items.h5"
 META_FILE = "index.json"
+# Rows read from a codes file at a time while building (8 MB of 64-bit codes).
+_READ_ROWS = 1 << 20
 
 
 def is_bundle(path: str | os.PathLike[str]) -> bool:
@@ -95,6 +102,81 @@ def read_bundle_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
+def _check_target(path: Path, overwrite: bool) -> None:
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise FghashError(
+                f"{path} already exists; pass --force (overwrite=True) to replace it."
+            )
+        if not is_bundle(path) or path.is_file():
+            raise FghashError(
+                f"{path} exists and is not an fghash index bundle; refusing to replace it."
+            )
+    if not path.parent.is_dir():
+        raise FghashError(f"cannot write {path}: the folder {path.parent} does not exist.")
+
+
+@contextmanager
+def bundle_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it replaces ``path``.
+
+    An exception (or Ctrl-C) inside the block removes the temporary folder and leaves
+    ``path`` as it was. Only an existing *bundle* is ever replaced, and only with
+    ``overwrite=True``.
+    """
+    path = Path(path)
+    _check_target(path, overwrite)
+    parent = path.parent
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    old: Path | None = None
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+            old.rmdir()
+            os.rename(path, old)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.rename(old, path)
+                old = None
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def index_meta(index: BinaryIndex, source: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``index.json`` of a FAISS bundle holding ``index`` built from ``source``."""
+    import faiss
+
+    return {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "kind": index.kind,
+        "bits": index.bits,
+        "dim": index.dim,
+        "code_bytes": nbytes_for(index.bits),
+        "stored_bytes": index.dim // 8,
+        "padded": index.padded,
+        "params": index.params,
+        "ntotal": index.ntotal,
+        "built_on": index.device,
+        "faiss_version": faiss.__version__,
+        "codes": source,
+        "files": {"index": INDEX_FILE, "items": ITEMS_FILE},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    """Write ``index.json`` into ``folder``."""
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", "utf-8")
+
+
 def save_index(
     index: BinaryIndex,
     path: str | os.PathLike[str],
@@ -115,57 +197,10 @@ def save_index(
         raise FghashError(
             f"item metadata lists {len(items)} items but the index holds {index.ntotal}."
         )
-    if path.exists() or path.is_symlink():
-        if not overwrite:
-            raise FghashError(
-                f"{path} already exists; pass --force (overwrite=True) to replace it."
-            )
-        if not is_bundle(path) or path.is_file():
-            raise FghashError(
-                f"{path} exists and is not an fghash index bundle; refusing to replace it."
-            )
-    parent = path.parent
-    if not parent.is_dir():
-        raise FghashError(f"cannot write {path}: the folder {parent} does not exist.")
-    meta = {
-        "format": BUNDLE_FORMAT,
-        "version": BUNDLE_VERSION,
-        "kind": index.kind,
-        "bits": index.bits,
-        "dim": index.dim,
-        "code_bytes": nbytes_for(index.bits),
-        "stored_bytes": index.dim // 8,
-        "padded": index.padded,
-        "params": index.params,
-        "ntotal": index.ntotal,
-        "built_on": index.device,
-        "faiss_version": faiss.__version__,
-        "codes": items.source,
-        "files": {"index": INDEX_FILE, "items": ITEMS_FILE},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
-    old: Path | None = None
-    try:
+    with bundle_folder(path, overwrite=overwrite) as tmp:
         faiss.write_index_binary(index.cpu_index(), str(tmp / INDEX_FILE))
         write_items(tmp / ITEMS_FILE, items)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", "utf-8")
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
-            old.rmdir()
-            os.rename(path, old)
-        try:
-            os.rename(tmp, path)
-        except BaseException:
-            if old is not None:
-                os.rename(old, path)
-                old = None
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        write_meta(tmp, index_meta(index, items.source))
     logger.info("saved %s index (%d items) to %s", index.kind, index.ntotal, path)
     return path
 
@@ -207,6 +242,56 @@ def load_index(
     return index, items
 
 
+def _source(codes_path: Path, split: str, method: str) -> dict[str, Any]:
+    return {
+        "path": str(codes_path.resolve()),
+        "split": split,
+        "checksum": file_checksum(codes_path),
+        "method": method,
+    }
+
+
+def _index_from_reader(
+    r: SplitReader, kind: str, nlist: int | None, device: str, **build_kw: Any
+) -> BinaryIndex:
+    """Build an index over a split, adding block by block where the kind allows.
+
+    ``ivf`` trains its k-means on the whole split, so it reads all codes at once; the
+    other kinds hold one block of rows beside the index, whatever the split's size.
+    """
+    if r.n == 0:
+        raise FghashError("the database is empty; an index needs at least one item.")
+    if kind == "ivf":
+        return build_index(r.read("codes"), r.bits, kind, nlist=nlist, device=device, **build_kw)
+    if kind in ("hash", "multihash") and build_kw.get("hash_b") is None:
+        b, nh = default_hash_params(r.bits, r.n, kind)
+        build_kw["hash_b"] = b
+        if kind == "multihash" and build_kw.get("nhash") is None:
+            build_kw["nhash"] = nh
+    blocks = iter(r.blocks(_READ_ROWS))
+    s, e = next(blocks)
+    index = build_index(r.read("codes", s, e), r.bits, kind, nlist=nlist, device=device, **build_kw)
+    for s, e in blocks:
+        index.add(r.read("codes", s, e))
+    return index
+
+
+def _copy_items(r: SplitReader, dst: Path) -> None:
+    """Write the ids, labels and paths of a split into an ``items.h5``, block by block."""
+    labels = None
+    if r.has("labels"):
+        lab = r.read("labels", 0, 1)
+        labels = ("multi", lab.shape[1]) if lab.ndim == 2 else "single"
+    with ItemsWriter(dst, r.n, labels=labels, paths=r.has("paths")) as w:
+        for s, e in r.blocks(_READ_ROWS):
+            w.write(
+                s,
+                r.read("ids", s, e),
+                r.read("labels", s, e) if labels else None,
+                r.read("paths", s, e) if r.has("paths") else None,
+            )
+
+
 def build_from_codes(
     codes_path: str | os.PathLike[str],
     *,
@@ -222,16 +307,16 @@ def build_from_codes(
     and its SHA-256 as ``source``, which :func:`save_index` writes into ``index.json``.
     """
     codes_path = Path(codes_path)
-    cf = read_codes(codes_path, splits=[split], features=False, attributes=False)
-    s = cf[split]
-    index = build_index(s.codes, cf.bits, kind, nlist=nlist, device=device, **build_kw)
-    source = {
-        "path": str(codes_path.resolve()),
-        "split": split,
-        "checksum": file_checksum(codes_path),
-        "method": cf.method,
-    }
-    return index, ItemMeta.from_split(s, source=source)
+    with open_split(codes_path, split) as r:
+        r.validate()
+        index = _index_from_reader(r, kind, nlist, device, **build_kw)
+        items = ItemMeta(
+            ids=r.read("ids"),
+            labels=r.read("labels") if r.has("labels") else None,
+            paths=r.read("paths") if r.has("paths") else None,
+            source=_source(codes_path, split, r.method),
+        )
+    return index, items
 
 
 def build_bundle(
@@ -247,13 +332,22 @@ def build_bundle(
 ) -> tuple[BinaryIndex, Path]:
     """``fghash build-index``: index one split of a codes file and save it as a bundle.
 
-    Refuses an existing ``out`` (without ``overwrite``) before doing any work. Returns
-    the index (its ``device`` says where it was built) and the bundle folder.
+    Refuses an existing ``out`` (without ``overwrite``) before doing any work. Reads
+    the codes file block by block: besides the index itself, memory holds one block of
+    rows (all codes for ``ivf``, whose k-means trains on them). Returns the index (its
+    ``device`` says where it was built) and the bundle folder.
     """
+    import faiss
+
     out = Path(out)
-    if (out.exists() or out.is_symlink()) and not overwrite:
-        raise FghashError(f"{out} already exists; pass --force (overwrite=True) to replace it.")
-    index, items = build_from_codes(
-        codes_path, split=split, kind=kind, nlist=nlist, device=device, **build_kw
-    )
-    return index, save_index(index, out, items, overwrite=overwrite)
+    codes_path = Path(codes_path)
+    _check_target(out, overwrite)
+    with open_split(codes_path, split) as r:
+        r.validate()
+        index = _index_from_reader(r, kind, nlist, device, **build_kw)
+        with bundle_folder(out, overwrite=overwrite) as tmp:
+            faiss.write_index_binary(index.cpu_index(), str(tmp / INDEX_FILE))
+            _copy_items(r, tmp / ITEMS_FILE)
+            write_meta(tmp, index_meta(index, _source(codes_path, split, r.method)))
+    logger.info("saved %s index (%d items) to %s", index.kind, index.ntotal, out)
+    return index, out
