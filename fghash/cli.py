@@ -744,8 +744,27 @@ def _baseline_methods() -> list[str]:
     return list_baselines()
 
 
+class _LazyChoice(click.Choice):
+    """A click.Choice whose choices are computed on first use, so that loading the CLI
+    (``fghash --help``) does not import what computes them (numpy, the baselines)."""
+
+    def __init__(self, load: Any, case_sensitive: bool = True) -> None:
+        self._load, self._choices = load, None
+        super().__init__([], case_sensitive=case_sensitive)
+
+    @property  # type: ignore[override]
+    def choices(self) -> Any:
+        if self._choices is None:
+            self._choices = tuple(self._load())
+        return self._choices
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass
+
+
 @main.command("baseline")
-@click.argument("method", type=click.Choice(_baseline_methods(), case_sensitive=False))
+@click.argument("method", type=_LazyChoice(_baseline_methods, case_sensitive=False))
 @click.option(
     "--features",
     "features_path",

@@ -237,9 +237,7 @@ def labels_form(labels: np.ndarray | None) -> Any:
 def write_items(path: str | os.PathLike[str], items: ItemMeta, block: int = 1 << 20) -> None:
     """Write ``items`` to an HDF5 file (``ids``, optional ``labels`` and ``paths``)."""
     n = len(items)
-    with ItemsWriter(
-        path, n, labels=labels_form(items.labels), paths=items.paths is not None
-    ) as w:
+    with ItemsWriter(path, n, labels=labels_form(items.labels), paths=items.paths is not None) as w:
         for s in range(0, n, block):
             e = min(n, s + block)
             w.write(
