@@ -46,6 +46,7 @@ __all__ = [
     "bundle_folder",
     "index_meta",
     "write_meta",
+    "milvus_meta",
 ]
 
 logger = logging.getLogger(__name__)
@@ -172,6 +173,25 @@ def index_meta(index: BinaryIndex, source: dict[str, Any] | None) -> dict[str, A
     }
 
 
+def milvus_meta(index: Any, source: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``index.json`` of a Milvus bundle: where the collection lives, no local index."""
+    return {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "kind": "milvus",
+        "bits": index.bits,
+        "dim": index.dim,
+        "code_bytes": nbytes_for(index.bits),
+        "padded": False,
+        "params": index.params,
+        "ntotal": index.ntotal,
+        "built_on": "milvus",
+        "codes": source,
+        "files": {},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def write_meta(folder: Path, meta: dict[str, Any]) -> None:
     """Write ``index.json`` into ``folder``."""
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", "utf-8")
@@ -211,11 +231,16 @@ def load_index(
     """Load a bundle written by :func:`save_index`: the folder or its ``index.faiss``.
 
     ``device`` as in :func:`index.gpu.resolve_device`; only flat indexes move to GPU.
-    A missing or damaged bundle raises :class:`FghashError`.
+    A missing or damaged bundle raises :class:`FghashError`. A Milvus bundle returns
+    an :class:`index.milvus.MilvusIndex` and its :class:`index.milvus.MilvusItems`.
     """
+    meta = read_bundle_meta(path)
+    if meta["kind"] == "milvus":
+        from index.milvus import open_milvus
+
+        return open_milvus(meta)  # type: ignore[return-value]
     import faiss
 
-    meta = read_bundle_meta(path)
     folder = _folder(path)
     index_path = folder / INDEX_FILE
     if not index_path.is_file():
