@@ -141,7 +141,14 @@ def _info_text(d: dict[str, Any]) -> str:
             ),
             ("items", str(d["ntotal"])),
             ("params", params),
-            ("built on", f"{d.get('built_on', '?')}, FAISS {d.get('faiss_version', '?')}"),
+            (
+                ("built on", f"{d.get('built_on', '?')}, FAISS {d.get('faiss_version', '?')}")
+                if d["kind"] != "milvus"
+                else (
+                    "milvus",
+                    f"collection {d['params'].get('collection')} at {d['params'].get('uri')}",
+                )
+            ),
             ("codes", f"{src.get('path', '-')} (split {src.get('split', '-')})"),
             ("checksum", str(src.get("checksum", "-"))),
             ("created", str(d.get("created", "-"))),
@@ -425,7 +432,13 @@ def add_cmd(
     trained --run. Their ids must be new; the bundle's codes file gets them too
     (unless --no-codes-file) and index.json its new checksum. Nothing is half written.
     """
-    from index.append import add_to_bundle, encode_new_items, next_id, read_new_items
+    from index.append import (
+        add_to_bundle,
+        codes_features_kind,
+        encode_new_items,
+        next_id,
+        read_new_items,
+    )
 
     if (new_codes is None) == (not images):
         raise UserError("give the new items either as NEW.h5 or as --run RUN --images PATH.")
@@ -438,6 +451,7 @@ def add_cmd(
             list(images),
             first_id=start,
             label=label,
+            features=codes_features_kind(index_path) if codes_file else None,
             batch_size=batch_size,
             device=device,
         )

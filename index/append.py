@@ -22,7 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from fghash.codes import Split, append_codes, file_checksum, ids_unique, read_attrs, read_codes
+from fghash.codes import (
+    Split,
+    append_codes,
+    file_checksum,
+    ids_unique,
+    read_attrs,
+    read_codes,
+    signs_to_codes,
+)
 from fghash.errors import FghashError
 from index.bundle import (
     INDEX_FILE,
@@ -36,7 +44,13 @@ from index.bundle import (
 )
 from index.items import ItemMeta, ItemsWriter, labels_form
 
-__all__ = ["add_to_bundle", "read_new_items", "encode_new_items", "next_id"]
+__all__ = [
+    "add_to_bundle",
+    "read_new_items",
+    "encode_new_items",
+    "next_id",
+    "codes_features_kind",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +70,7 @@ def encode_new_items(
     *,
     first_id: int,
     label: int | None = None,
+    features: str | None = None,
     batch_size: int = 64,
     device: str = "auto",
 ) -> tuple[int, Split]:
@@ -63,7 +78,8 @@ def encode_new_items(
 
     Uses :func:`fghash.encode.load` (the run's evaluation transform and network). Ids
     are ``first_id, first_id + 1, ...``; paths are the files as given; ``label`` (one
-    class for all, or None) becomes their labels.
+    class for all, or None) becomes their labels; ``features`` ``"relaxed_code"`` or
+    ``"backbone"`` also stores those float features (as ``fghash encode`` does).
     """
     from fghash.encode import load
 
@@ -76,11 +92,32 @@ def encode_new_items(
     if not files:
         raise FghashError("no images to add: give image files or folders holding images.")
     enc = load(run_dir, device=device)
-    codes = enc.encode(files, batch_size=batch_size)
+    feats = None
+    if features == "relaxed_code":
+        feats = enc.encode_relaxed(files, batch_size=batch_size)
+        codes = signs_to_codes(feats)
+    else:
+        codes = enc.encode(files, batch_size=batch_size)
+        if features == "backbone":
+            feats = enc.features(files, batch_size=batch_size)
+        elif features is not None:
+            raise FghashError(f"cannot compute features of kind {features!r} for new images.")
     n = len(files)
     labels = None if label is None else np.full(n, int(label), dtype=np.int64)
     ids = np.arange(first_id, first_id + n, dtype=np.int64)
-    return enc.bits, Split(codes=codes, ids=ids, labels=labels, paths=files)
+    return enc.bits, Split(
+        codes=codes, ids=ids, labels=labels, paths=files, features=feats, features_kind=features
+    )
+
+
+def codes_features_kind(bundle: str | os.PathLike[str]) -> str | None:
+    """The kind of float features the bundle's codes file stores for its split, if any."""
+    source = read_bundle_meta(bundle).get("codes") or {}
+    path = source.get("path")
+    if not path or not Path(path).is_file():
+        return None
+    feats = read_attrs(path)["splits"].get(source.get("split", "database"), {}).get("features")
+    return feats["kind"] if feats else None
 
 
 def _check_compatible(meta: dict[str, Any], items: Any, bits: int, new: Split, where: str) -> None:

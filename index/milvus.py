@@ -82,21 +82,21 @@ def _normalise_uri(uri: str) -> str:
 
 
 def _client(uri: str) -> Any:
-    try:
-        import warnings
+    import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # milvus-lite 2.5 imports pkg_resources
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # milvus-lite 2.5 imports pkg_resources on connect
+        try:
             from pymilvus import MilvusClient
-    except ImportError:
-        raise FghashError(
-            "the Milvus backend needs pymilvus (and milvus-lite for a local .db file): "
-            "pip install 'fghash[milvus]'."
-        ) from None
-    try:
-        return MilvusClient(uri)
-    except Exception as e:  # pymilvus raises its own MilvusException and grpc errors
-        raise FghashError(f"cannot connect to Milvus at {uri}: {_reason(e)}") from None
+        except ImportError:
+            raise FghashError(
+                "the Milvus backend needs pymilvus (and milvus-lite for a local .db file): "
+                "pip install 'fghash[milvus]'."
+            ) from None
+        try:
+            return MilvusClient(uri)
+        except Exception as e:  # pymilvus raises its own MilvusException and grpc errors
+            raise FghashError(f"cannot connect to Milvus at {uri}: {_reason(e)}") from None
 
 
 def _reason(e: Exception) -> str:

@@ -257,3 +257,69 @@ def test_cli_help_does_not_import_numpy() -> None:
         text=True,
     ).stdout
     assert "itq" in out
+
+
+@pytest.mark.slow
+def test_add_images_encoded_by_a_run(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    import fghash
+    from fghash.config import resolve_config
+    from fghash.data import generate_synthetic
+    from fghash.train import train
+
+    root = generate_synthetic(
+        tmp_path / "birds", num_classes=2, train_per_class=3, test_per_class=1, image_size=32
+    )
+    cfg = resolve_config(
+        "synthetic",
+        "a2net",
+        data_root=str(root),
+        backbone="resnet18",
+        image_size=32,
+        bits=12,
+        num_attention=2,
+        num_samples=6,
+        batch_size=3,
+        max_iter=1,
+        epochs=1,
+        device="cpu",
+    )
+    train(cfg, tmp_path / "run", progress=False)
+    path = tmp_path / "codes.h5"
+    r = run("encode", tmp_path / "run", "--out", path, "--device", "cpu")  # relaxed features
+    assert r.exit_code == 0, r.output
+    with h5py.File(path, "r+") as f:  # new images have no ground-truth attributes
+        del f["database/attributes"]
+    bundle = tmp_path / "b"
+    assert run("build-index", path, "--out", bundle, "--device", "cpu").exit_code == 0
+    db = read_codes(path)["database"]
+    images = sorted(str(p) for p in root.rglob("*.png"))[:3]
+    assert images, "the synthetic set should hold PNG images"
+    r = run(
+        "add",
+        bundle,
+        "--run",
+        tmp_path / "run",
+        "--images",
+        images[0],
+        "--images",
+        images[1],
+        "--images",
+        images[2],
+        "--label",
+        1,
+        "--device",
+        "cpu",
+    )
+    assert r.exit_code == 0, r.output
+    want = fghash.load(tmp_path / "run", device="cpu").encode(images)
+    index, items = load_index(bundle)
+    assert index.ntotal == len(db) + 3
+    np.testing.assert_array_equal(items.ids[-3:], int(db.ids.max()) + 1 + np.arange(3))
+    assert list(items.paths[-3:]) == images and (items.labels[-3:] == 1).all()
+    D, I = index.search(want, 1)
+    assert (D[:, 0] == 0).all()
+    after = read_codes(path)["database"]
+    np.testing.assert_array_equal(after.codes[-3:], want)
+    relaxed = fghash.load(tmp_path / "run", device="cpu").encode_relaxed(images)
+    np.testing.assert_allclose(after.features[-3:], relaxed, atol=1e-6)
