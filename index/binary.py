@@ -58,7 +58,7 @@ MISSING_DISTANCE = int(np.iinfo(np.int32).max)
 # Queries per FAISS call: big enough to keep all threads busy, small enough for a
 # progress bar that moves.
 _QUERY_BLOCK = 8192
-_ADD_BLOCK = 1 << 16
+_ADD_BLOCK = 1 << 18
 # Default search-time parameters (FAISS's own defaults are 1 / 16 / 0, too timid).
 _DEFAULT_NPROBE = 16
 _DEFAULT_EF_SEARCH = 64

@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -267,11 +268,13 @@ def load_index(
     return index, items
 
 
-def _source(codes_path: Path, split: str, method: str) -> dict[str, Any]:
+def _source(
+    codes_path: Path, split: str, method: str, checksum: str | None = None
+) -> dict[str, Any]:
     return {
         "path": str(codes_path.resolve()),
         "split": split,
-        "checksum": file_checksum(codes_path),
+        "checksum": checksum or file_checksum(codes_path),
         "method": method,
     }
 
@@ -367,12 +370,15 @@ def build_bundle(
     out = Path(out)
     codes_path = Path(codes_path)
     _check_target(out, overwrite)
-    with open_split(codes_path, split) as r:
+    with open_split(codes_path, split) as r, ThreadPoolExecutor(1) as pool:
         r.validate()
+        # hashing the codes file (I/O and hashlib release the GIL) overlaps the build
+        checksum = pool.submit(file_checksum, codes_path)
         index = _index_from_reader(r, kind, nlist, device, **build_kw)
         with bundle_folder(out, overwrite=overwrite) as tmp:
             faiss.write_index_binary(index.cpu_index(), str(tmp / INDEX_FILE))
             _copy_items(r, tmp / ITEMS_FILE)
-            write_meta(tmp, index_meta(index, _source(codes_path, split, r.method)))
+            source = _source(codes_path, split, r.method, checksum.result())
+            write_meta(tmp, index_meta(index, source))
     logger.info("saved %s index (%d items) to %s", index.kind, index.ntotal, out)
     return index, out
