@@ -33,13 +33,13 @@ from fghash.codes import (
 )
 from fghash.errors import FghashError
 from index.bundle import (
-    INDEX_FILE,
     ITEMS_FILE,
     bundle_folder,
     index_meta,
     load_index,
     milvus_meta,
     read_bundle_meta,
+    write_index_file,
     write_meta,
 )
 from index.items import ItemMeta, ItemsWriter, labels_form
@@ -303,13 +303,11 @@ def _add_faiss(
     source: dict[str, Any],
     meta: dict[str, Any],
 ) -> None:
-    import faiss
-
     index.add(new.codes)
     with bundle_folder(bundle, overwrite=True) as tmp:
-        faiss.write_index_binary(index.cpu_index(), str(tmp / INDEX_FILE))
+        record = write_index_file(index, tmp)
         _write_items(tmp / ITEMS_FILE, items, new)
-        out = index_meta(index, source)
+        out = index_meta(index, source, record)
         out["created"] = meta.get("created", out["created"])
         out["updated"] = index_meta(index, None)["created"]
         write_meta(tmp, out)

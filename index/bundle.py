@@ -27,9 +27,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fghash.atomic import remove_stale, temp_prefix
 from fghash.codes import SplitReader, file_checksum, nbytes_for, open_split
-from fghash.errors import FghashError
+from fghash.errors import FghashError, os_error_from_message
 from index.binary import BinaryIndex, build_index, default_hash_params, wrap_faiss_index
+from index.checks import check_index_file, codes_origin, file_record
 from index.items import ItemMeta, ItemsWriter, read_items, write_items
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "index_meta",
     "write_meta",
     "milvus_meta",
+    "write_index_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -104,12 +107,29 @@ def read_bundle_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
+def _write_faiss(index: BinaryIndex, path: Path) -> None:
+    """``faiss.write_index_binary``, with FAISS's write failures raised as :class:`OSError`."""
+    import faiss
+
+    try:
+        faiss.write_index_binary(index.cpu_index(), str(path))
+    except RuntimeError as e:  # FAISS reports a full disk as "... write error in ...: 28 (...)"
+        err = os_error_from_message(str(e), str(path))
+        if err is None:
+            raise
+        raise err from None
+
+
+def write_index_file(index: BinaryIndex, folder: Path) -> dict[str, Any]:
+    """Write ``folder/index.faiss``; return its record (size, header, SHA-256) for index.json."""
+    _write_faiss(index, folder / INDEX_FILE)
+    return file_record(folder / INDEX_FILE)
+
+
 def _check_target(path: Path, overwrite: bool) -> None:
     if path.exists() or path.is_symlink():
         if not overwrite:
-            raise FghashError(
-                f"{path} already exists; pass --force (overwrite=True) to replace it."
-            )
+            raise FghashError(f"{path} already exists; pass --force to replace it.")
         if not is_bundle(path) or path.is_file():
             raise FghashError(
                 f"{path} exists and is not an fghash index bundle; refusing to replace it."
@@ -129,12 +149,13 @@ def bundle_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
     path = Path(path)
     _check_target(path, overwrite)
     parent = path.parent
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    remove_stale(parent, path.name)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=parent))
     old: Path | None = None
     try:
         yield tmp
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".old", dir=parent))
             old.rmdir()
             os.rename(path, old)
         try:
@@ -151,11 +172,14 @@ def bundle_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
         shutil.rmtree(old, ignore_errors=True)
 
 
-def index_meta(index: BinaryIndex, source: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``index.json`` of a FAISS bundle holding ``index`` built from ``source``."""
+def index_meta(
+    index: BinaryIndex, source: dict[str, Any] | None, index_file: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``index.json`` of a FAISS bundle holding ``index`` built from ``source``;
+    ``index_file`` is :func:`write_index_file`'s record of ``index.faiss``."""
     import faiss
 
-    return {
+    meta = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
         "kind": index.kind,
@@ -172,6 +196,9 @@ def index_meta(index: BinaryIndex, source: dict[str, Any] | None) -> dict[str, A
         "files": {"index": INDEX_FILE, "items": ITEMS_FILE},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if index_file is not None:
+        meta["index_file"] = index_file
+    return meta
 
 
 def milvus_meta(index: Any, source: dict[str, Any] | None) -> dict[str, Any]:
@@ -211,28 +238,28 @@ def save_index(
     then only an existing *bundle* is replaced (never an unrelated file or folder).
     A GPU index is copied to the CPU first. Returns the bundle folder.
     """
-    import faiss
-
     path = Path(path)
     if len(items) != index.ntotal:
         raise FghashError(
             f"item metadata lists {len(items)} items but the index holds {index.ntotal}."
         )
     with bundle_folder(path, overwrite=overwrite) as tmp:
-        faiss.write_index_binary(index.cpu_index(), str(tmp / INDEX_FILE))
+        record = write_index_file(index, tmp)
         write_items(tmp / ITEMS_FILE, items)
-        write_meta(tmp, index_meta(index, items.source))
-    logger.info("saved %s index (%d items) to %s", index.kind, index.ntotal, path)
+        write_meta(tmp, index_meta(index, items.source, record))
+    logger.debug("saved %s index (%d items) to %s", index.kind, index.ntotal, path)
     return path
 
 
 def load_index(
-    path: str | os.PathLike[str], *, device: str = "cpu"
+    path: str | os.PathLike[str], *, device: str = "cpu", verify: bool | None = None
 ) -> tuple[BinaryIndex, ItemMeta]:
     """Load a bundle written by :func:`save_index`: the folder or its ``index.faiss``.
 
     ``device`` as in :func:`index.gpu.resolve_device`; only flat indexes move to GPU.
-    A missing or damaged bundle raises :class:`FghashError`. A Milvus bundle returns
+    A missing or damaged bundle raises :class:`FghashError`: ``index.faiss`` is checked
+    against the size, header and SHA-256 in ``index.json`` (``verify`` as in
+    :func:`index.checks.check_index_file`). A Milvus bundle returns
     an :class:`index.milvus.MilvusIndex` and its :class:`index.milvus.MilvusItems`.
     """
     meta = read_bundle_meta(path)
@@ -246,6 +273,7 @@ def load_index(
     index_path = folder / INDEX_FILE
     if not index_path.is_file():
         raise FghashError(f"{index_path}: no such file; the bundle is incomplete.")
+    check_index_file(index_path, meta.get("index_file"), verify=verify)
     try:
         fi = faiss.read_index_binary(str(index_path))
     except RuntimeError:
@@ -268,14 +296,14 @@ def load_index(
     return index, items
 
 
-def _source(
-    codes_path: Path, split: str, method: str, checksum: str | None = None
-) -> dict[str, Any]:
+def _source(r: SplitReader, checksum: str | None = None) -> dict[str, Any]:
+    """``index.json``'s record of the codes file split ``r`` reads."""
     return {
-        "path": str(codes_path.resolve()),
-        "split": split,
-        "checksum": checksum or file_checksum(codes_path),
-        "method": method,
+        "path": str(r.path.resolve()),
+        "split": r.split,
+        "checksum": checksum or file_checksum(r.path),
+        "method": r.method,
+        "origin": codes_origin(r.config),
     }
 
 
@@ -342,7 +370,7 @@ def build_from_codes(
             ids=r.read("ids"),
             labels=r.read("labels") if r.has("labels") else None,
             paths=r.read("paths") if r.has("paths") else None,
-            source=_source(codes_path, split, r.method),
+            source=_source(r),
         )
     return index, items
 
@@ -365,7 +393,6 @@ def build_bundle(
     rows (all codes for ``ivf``, whose k-means trains on them). Returns the index (its
     ``device`` says where it was built) and the bundle folder.
     """
-    import faiss
 
     out = Path(out)
     codes_path = Path(codes_path)
@@ -376,9 +403,8 @@ def build_bundle(
         checksum = pool.submit(file_checksum, codes_path)
         index = _index_from_reader(r, kind, nlist, device, **build_kw)
         with bundle_folder(out, overwrite=overwrite) as tmp:
-            faiss.write_index_binary(index.cpu_index(), str(tmp / INDEX_FILE))
+            record = write_index_file(index, tmp)
             _copy_items(r, tmp / ITEMS_FILE)
-            source = _source(codes_path, split, r.method, checksum.result())
-            write_meta(tmp, index_meta(index, source))
-    logger.info("saved %s index (%d items) to %s", index.kind, index.ntotal, out)
+            write_meta(tmp, index_meta(index, _source(r, checksum.result()), record))
+    logger.debug("saved %s index (%d items) to %s", index.kind, index.ntotal, out)
     return index, out

@@ -416,7 +416,7 @@ def build_milvus_bundle(
             client.load_collection(name)
             index = MilvusIndex(client, name, r.bits, r.n, params)
             with bundle_folder(out, overwrite=overwrite) as tmp:
-                write_meta(tmp, milvus_meta(index, _source(codes_path, split, r.method)))
+                write_meta(tmp, milvus_meta(index, _source(r)))
         except BaseException as e:
             try:
                 client.drop_collection(name)
