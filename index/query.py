@@ -105,6 +105,12 @@ def describe(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str,
     problems: list[str] = []
     if is_bundle(p):
         meta = read_bundle_meta(p)
+        if meta["kind"] == "milvus":  # no local index file: ask the server for the collection
+            try:
+                load_index(p)
+            except FghashError as e:
+                problems.append(str(e))
+            return {"type": "index", "path": str(p), **meta, "checked": "-", "problems": problems}
         index_path = _folder(p) / INDEX_FILE
         checked = "-"
         try:
