@@ -71,6 +71,18 @@ def _mount(path: Path, options: str) -> bool:
     return r.returncode == 0
 
 
+def _bind_read_only(src: Path, dst: Path) -> bool:
+    dst.mkdir()
+    ok = subprocess.run(["mount", "--bind", str(src), str(dst)], capture_output=True)
+    if ok.returncode != 0:
+        return False
+    ro = subprocess.run(["mount", "-o", "remount,ro,bind", str(dst)], capture_output=True)
+    if ro.returncode != 0:
+        subprocess.run(["umount", "-l", str(dst)], capture_output=True)
+        return False
+    return True
+
+
 def _fill(path: Path) -> None:
     """Fill the file system at ``path`` completely."""
     with open(path / "filler", "wb", buffering=0) as fh:
@@ -136,8 +148,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             if _mount(root / f"mnt-{key}", options):
                 w[key] = root / f"mnt-{key}"
                 mounts.append(w[key])
-        if "full" in w:
+        if "full" in w:  # a bundle to grow on a full disk
+            shutil.copytree(w["flat"], w["full"] / "b")
             _fill(w["full"])
+        shutil.copytree(w["flat"], root / "ro-src" / "b")  # and one on a read-only mount
+        if "ro" in w and _bind_read_only(root / "ro-src", root / "mnt-robind"):
+            w["robind"] = root / "mnt-robind"
+            mounts.append(w["robind"])
         yield w
     finally:
         for m in mounts:
@@ -154,7 +171,7 @@ class Case:
     needle: str  # expected in the Error line (case-insensitive)
     code: int = 2
     setup: Callable[[Path, dict[str, Path]], None] | None = None
-    needs: str | None = None  # "ro" or "full": a mount the case writes into
+    needs: str | None = None  # "ro", "robind" or "full": a mount the case writes into
 
 
 def _copy_bundle(src: str, dst: str = "b") -> Callable[[Path, dict[str, Path]], None]:
@@ -509,6 +526,58 @@ CASES = [
     Case(
         "baseline-disk-full",
         ["baseline", "lsh", "--features", "{codes}", "--bits", "8", "--out", "{full}/c.h5"],
+        "no space",
+        needs="full",
+    ),
+    # --- add ---
+    Case("add-missing-bundle", ["add", "{tmp}/nope", "{codes}"], "no such index bundle"),
+    Case(
+        "add-missing-new", ["add", "{tmp}/b", "{tmp}/new.h5"], "no such", setup=_copy_bundle("flat")
+    ),
+    Case("add-neither", ["add", "{tmp}/b"], "either", setup=_copy_bundle("flat")),
+    Case(
+        "add-images-no-run",
+        ["add", "{tmp}/b", "--images", "{text}"],
+        "--run",
+        setup=_copy_bundle("flat"),
+    ),
+    Case("add-text-file", ["add", "{tmp}/b", "{text}"], "hdf5", setup=_copy_bundle("flat")),
+    Case(
+        "add-other-width",
+        ["add", "{tmp}/b", "{codes16}", "--split", "query"],
+        "16",
+        setup=_copy_bundle("flat"),
+    ),
+    Case(
+        "add-duplicate-ids",
+        ["add", "{tmp}/b", "{codes}"],
+        "already in the index",
+        setup=_copy_bundle("flat"),
+    ),
+    Case(
+        "add-split", ["add", "{tmp}/b", "{codes}", "--split", "x"], "x", setup=_copy_bundle("flat")
+    ),
+    Case(
+        "add-corrupt-bundle",
+        ["add", "{tmp}/b", "{codes}", "--split", "query"],
+        "sha-256",
+        setup=_corrupt(),
+    ),
+    Case(
+        "add-read-only",
+        ["add", "{robind}/b", "{codes}", "--split", "query", "--no-codes-file"],
+        "read-only",
+        needs="robind",
+    ),
+    Case(
+        "add-disk-full",
+        ["add", "{full}/b", "{codes}", "--split", "query", "--no-codes-file"],
+        "no space",
+        needs="full",
+    ),
+    Case(
+        "add-disk-full-codes-file",
+        ["add", "{full}/b", "{codes}", "--split", "query"],
         "no space",
         needs="full",
     ),
