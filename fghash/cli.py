@@ -639,7 +639,8 @@ def train_cmd(
     for r in train_many(cfg, lengths, out, resume=resume):
         vm = "" if r.val_map is None else f", val mAP {r.val_map:.4f}"
         click.echo(
-            f"{r.config.bits} bits: {r.run_dir} ({r.iterations} outer iterations, "
+            f"{r.config.bits} bits: {r.run_dir} ({r.iterations} outer "
+            f"iteration{'' if r.iterations == 1 else 's'}, "
             f"{len(r.database_codes)} database codes{vm})"
         )
 

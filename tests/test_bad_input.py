@@ -796,3 +796,28 @@ def test_os_error_sentences() -> None:
     assert os_error_sentence(h5).startswith("/x/y.h5: no space left on device")
     faiss_msg = OSError("write error in /i/index.faiss: 3 != 8 (No space left on device)")
     assert "no space left" in os_error_sentence(faiss_msg)
+
+
+def test_encode_takes_moved_data_and_refuses_other_data(world: dict[str, Path], tmp_path) -> None:
+    from fghash.data.synthetic import generate_synthetic
+
+    moved = tmp_path / "moved"
+    shutil.copytree(world["data"], moved)
+    args = ["encode", str(world["run"]), "--device", "cpu", "--features", "none"]
+    r = CliRunner().invoke(
+        main, [*args, "--out", str(tmp_path / "a.h5"), "--data-root", str(moved)]
+    )
+    assert r.exit_code == 0, r.output
+    # a run written before data.json: the learned codes' training items are compared
+    old = tmp_path / "old-run"
+    shutil.copytree(world["run"], old)
+    (old / "data.json").unlink()
+    bigger = generate_synthetic(
+        tmp_path / "bigger", num_classes=4, train_per_class=10, test_per_class=4, image_size=32
+    )
+    r = CliRunner().invoke(
+        main,
+        ["encode", str(old), "--out", str(tmp_path / "b.h5"), "--data-root", str(bigger)],
+    )
+    assert r.exit_code == 2 and "learned codes for 32 training items" in r.stderr
+    assert not (tmp_path / "b.h5").exists()
