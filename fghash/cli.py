@@ -735,6 +735,146 @@ def bench_cmd(
             click.echo(str(p))
 
 
+# --- fghash explain ----------------------------------------------------------------
+
+
+@main.command("explain")
+@click.argument(
+    "codes",
+    metavar="CODES.h5 [CODES2.h5 ...]",
+    nargs=-1,
+    required=True,
+    type=click.Path(path_type=Path),
+)
+@click.option(
+    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Folder for the report."
+)
+@click.option(
+    "--run",
+    type=click.Path(file_okay=False),
+    help="Run folder: encodes relaxed values the codes file lacks; its data root is a fallback.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    help="Folder the codes file's image paths are relative to (default: the recorded one).",
+)
+@click.option(
+    "--split", default="database", show_default=True, help="Split whose bits are explained."
+)
+@click.option("--bits-to-show", help="Bits for the per-bit grids, e.g. 0,3,5-7 [all].")
+@click.option(
+    "--per-bit", type=int, default=8, show_default=True, help="Images per side in a bit's grid."
+)
+@click.option("--queries", help="Query ids for the retrieval examples, comma-separated.")
+@click.option(
+    "--num-queries", type=int, default=4, show_default=True, help="Random queries otherwise."
+)
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Results per query.")
+@click.option(
+    "--rotations", type=int, default=20, show_default=True, help="Random rotations in the null."
+)
+@click.option(
+    "--attributes-from",
+    type=click.Path(dir_okay=False),
+    help="Codes file whose attributes describe the same items (matched by id), e.g. for ITQ.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_option(("auto", "cpu", "cuda"))
+@click.option("--force", is_flag=True, help="Replace a report already in --out.")
+def explain_cmd(
+    codes: tuple[Path, ...],
+    out: Path,
+    run: str | None,
+    data_root: str | None,
+    split: str,
+    bits_to_show: str | None,
+    per_bit: int,
+    queries: str | None,
+    num_queries: int,
+    k: int,
+    rotations: int,
+    attributes_from: str | None,
+    seed: int,
+    device: str,
+    force: bool,
+) -> None:
+    """What the bits mean: per-bit image grids, bit-attribute AUC against a rotation null,
+    bit statistics and retrieval examples, in --out (explain.md, explain.json, PNGs).
+
+    With several codes files, their attribute-awareness scores side by side.
+    """
+    from bench.explain import compare, explain, parse_bits_to_show
+    from bench.explain_inputs import load_input
+
+    if min(per_bit, num_queries, k, rotations) < 1:
+        raise UserError("--per-bit, --num-queries, -k and --rotations must be at least 1.")
+    try:
+        qids = [int(q) for q in queries.split(",") if q.strip()] if queries else None
+    except ValueError:
+        raise UserError(f"--queries must be comma-separated ids, got {queries!r}.") from None
+    inputs = [
+        load_input(
+            c,
+            split=split,
+            run=run,
+            data_root=data_root,
+            attributes_from=attributes_from,
+            device=device,
+        )
+        for c in codes
+    ]
+    command = "fghash explain " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
+    if len(inputs) > 1:
+        doc = compare(inputs, out, rotations=rotations, seed=seed, force=force, command=command)
+        rows = [("codes file", "per bit", "null", "per attribute", "null")]
+        for r in doc["rows"]:
+            if "per_bit" not in r:
+                rows.append((r["name"], "-", "-", "-", "-"))
+                continue
+            n = r["null"]
+            rows.append(
+                (
+                    r["name"],
+                    f"{r['per_bit']:.3f}",
+                    f"{n['per_bit_mean']:.3f}±{n['per_bit_std']:.3f}",
+                    f"{r['per_attribute']:.3f}",
+                    f"{n['per_attribute_mean']:.3f}±{n['per_attribute_std']:.3f}",
+                )
+            )
+        click.echo("attribute awareness (mean best |AUC-0.5|; null: random rotations):")
+        click.echo(_table(rows, indent="  "))
+    else:
+        inp = inputs[0]
+        doc = explain(
+            inp,
+            out,
+            bits_to_show=parse_bits_to_show(bits_to_show, inp.cf.bits),
+            per_side=per_bit,
+            queries=qids,
+            num_queries=num_queries,
+            k=k,
+            rotations=rotations,
+            seed=seed,
+            force=force,
+            command=command,
+        )
+        aw = doc["awareness"]
+        if "per_bit" in aw:
+            n = aw["null"]
+            click.echo(
+                f"attribute awareness per bit {aw['per_bit']:.3f} (rotation null "
+                f"{n['per_bit_mean']:.3f}±{n['per_bit_std']:.3f}), per attribute "
+                f"{aw['per_attribute']:.3f} (null {n['per_attribute_mean']:.3f}"
+                f"±{n['per_attribute_std']:.3f})"
+            )
+    for s in doc["skipped"]:
+        click.echo(f"skipped: {s}", err=True)
+    click.echo(
+        f"wrote {out / 'explain.md'}, {out / 'explain.json'} and {len(doc['figures'])} PNG(s)"
+    )
+
+
 # --- fghash baseline ---------------------------------------------------------------
 
 
