@@ -58,9 +58,11 @@ def draw_retrieval(
         q = ex["query"]
         if q.get("file") is not None:
             qimg = image(Path(q["file"]).parent, Path(q["file"]).name)
+            qcap = "query image"
         else:
             qimg = image(root, q.get("path"))
-        row: list[Tile | None] = [Tile(qimg, f"label {_label_text(q.get('label'))}", "query"), None]
+            qcap = f"label {_label_text(q.get('label'))}"
+        row: list[Tile | None] = [Tile(qimg, qcap, "query"), None]
         for r in ex["results"]:
             rel = r.get("relevant")
             frame = None if rel is None else ("relevant" if rel else "irrelevant")

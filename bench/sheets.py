@@ -145,12 +145,12 @@ def draw_sheet(
     if handles:
         fig.legend(
             handles=handles,
-            loc="lower right",
-            bbox_to_anchor=(1.0, 1.0),
+            loc="upper right",
+            bbox_to_anchor=(1.0, 0.0),
             ncol=len(handles),
             fontsize=8,
             frameon=False,
         )
     if note:
-        fig.text(0.02, -0.01, note, fontsize=8, ha="left", va="top", color="#444444")
+        fig.text(0.02, -0.04, note, fontsize=8, ha="left", va="top", color="#444444")
     return save_figure(fig, Path(path), dpi=dpi), len(boxes)

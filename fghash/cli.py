@@ -295,6 +295,28 @@ def _search_text(results: list[dict[str, Any]]) -> str:
 @click.option("--nprobe", type=int, help="ivf: lists to visit.")
 @click.option("--ef-search", type=int, help="hnsw: search beam width.")
 @click.option("--nflip", type=int, help="hash/multihash: bit flips explored per bucket.")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Query image (repeatable), encoded by the index's run; imports torch.",
+)
+@click.option(
+    "--run",
+    type=click.Path(file_okay=False),
+    help="Run folder to encode --image with [default: the run the index records].",
+)
+@click.option(
+    "--grid",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --image: PNG of each query beside its results.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    help="With --grid: folder the indexed paths are relative to [default: the run's].",
+)
 @device_option()
 @format_option("table", "jsonl")
 def search_cmd(
@@ -307,10 +329,14 @@ def search_cmd(
     nprobe: int | None,
     ef_search: int | None,
     nflip: int | None,
+    images: tuple[Path, ...],
+    run: str | None,
+    grid: Path | None,
+    data_root: str | None,
     device: str,
     fmt: str,
 ) -> None:
-    """Search the index bundle at PATH with queries from --codes or one --code.
+    """Search the index bundle at PATH with queries from --codes, one --code or --image files.
 
     Prints a table per query, or with --format jsonl one JSON object per query:
     {"query": {"id", "label", "path"}, "results": [{"rank", "id", "distance", "label",
@@ -318,6 +344,19 @@ def search_cmd(
     """
     from index import search_bundle
 
+    if (grid or run or data_root) and not images:
+        raise UserError("--run, --grid and --data-root go with --image.")
+    xq = run_dir = None
+    if images:
+        from fghash.image_query import encode_query_images, query_run
+        from index import read_bundle_meta
+
+        meta = read_bundle_meta(index_path)
+        run_dir = query_run(run, meta, index_path)
+        if grid is not None and not grid.parent.is_dir():
+            raise UserError(f"--grid {grid}: the folder {grid.parent} does not exist.")
+        torch_device = {"gpu": "cuda"}.get(device, device)
+        xq = encode_query_images(images, run_dir, int(meta["bits"]), torch_device)
     results = search_bundle(
         index_path,
         k,
@@ -329,12 +368,21 @@ def search_cmd(
         ef_search=ef_search,
         nflip=nflip,
         device=device,
+        xq=xq,
+        query_paths=[str(p) for p in images] if images else None,
     )
     if fmt == "jsonl":
         for r in results:
             echo_json(r)
     else:
         click.echo(_search_text(results))
+    if grid is not None and run_dir is not None:
+        from bench.search_grid import write_search_grid
+
+        path, missing = write_search_grid(results, grid, run_dir, data_root)
+        if missing:
+            click.echo(f"note: {missing} image(s) could not be read (grey squares)", err=True)
+        click.echo(f"wrote {path}", err=True)
 
 
 # --- fghash train ------------------------------------------------------------------

@@ -218,8 +218,9 @@ def build_from_codes(
 ) -> tuple[BinaryIndex, ItemMeta]:
     """Read one split of a codes file and index it (see :func:`index.binary.build_index`).
 
-    The returned :class:`ItemMeta` records the codes file's absolute path, the split
-    and its SHA-256 as ``source``, which :func:`save_index` writes into ``index.json``.
+    The returned :class:`ItemMeta` records the codes file's absolute path, the split,
+    its SHA-256 and (when the codes file names it) the run folder that encoded it as
+    ``source``, which :func:`save_index` writes into ``index.json``.
     """
     codes_path = Path(codes_path)
     cf = read_codes(codes_path, splits=[split], features=False, attributes=False)
@@ -231,6 +232,9 @@ def build_from_codes(
         "checksum": file_checksum(codes_path),
         "method": cf.method,
     }
+    run = (cf.config.get("encode") or {}).get("run_dir")  # set by fghash encode
+    if run:  # the run folder whose network made the codes: fghash search --image uses it
+        source["run"] = str(Path(run).resolve()) if Path(run).is_dir() else str(run)
     return index, ItemMeta.from_split(s, source=source)
 
 
