@@ -13,8 +13,8 @@ For one codes file (:func:`explain`) it writes to ``OUT``:
   FAISS index returns them);
 * ``explain.json`` (every number) and ``explain.md`` (the summary, what was skipped).
 
-For several codes files (:func:`compare`) it writes the awareness scores side by side
-(``compare.png``, ``explain.json``, ``explain.md``).
+For several codes files, :func:`bench.explain_compare.compare` puts the awareness scores
+side by side.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from bench.explain_inputs import ExplainInput
-from bench.explain_plots import plot_auc_heatmap, plot_bit_stats, plot_compare, plot_null
+from bench.explain_plots import plot_auc_heatmap, plot_bit_stats, plot_null
 from bench.explain_stats import (
     auc_matrix,
     awareness,
@@ -45,7 +45,7 @@ from bench.sheets import Tile, draw_sheet, load_image, placeholder
 from fghash.errors import FghashError
 from fghash.ranking import hamming_matrix, relevance
 
-__all__ = ["awareness_summary", "explain", "compare", "parse_bits_to_show"]
+__all__ = ["awareness_summary", "explain", "parse_bits_to_show", "jsonable", "prepare_out"]
 
 logger = logging.getLogger(__name__)
 
@@ -308,7 +308,8 @@ def _markdown(inp: ExplainInput, doc: dict[str, Any], figures: list[Path], out: 
     return "\n".join(lines) + "\n"
 
 
-def _jsonable(o: Any) -> Any:
+def jsonable(o: Any) -> Any:
+    """``json.dumps`` default: numpy arrays (NaN → null) and scalars."""
     if isinstance(o, np.ndarray):
         return np.where(np.isnan(o), None, o).tolist() if o.dtype.kind == "f" else o.tolist()
     if isinstance(o, (np.integer, np.floating)):
@@ -316,7 +317,8 @@ def _jsonable(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _prepare_out(out: Path, force: bool) -> None:
+def prepare_out(out: Path, force: bool) -> None:
+    """Create ``out``; refuse one holding a report unless ``force``."""
     if (out / "explain.json").exists() and not force:
         raise FghashError(f"{out} already holds an explain report; pass --force to replace it.")
     if out.exists() and not out.is_dir():
@@ -341,7 +343,7 @@ def explain(
 ) -> dict[str, Any]:
     """Write the one-file report (module docstring) into ``out``; returns the JSON document."""
     out = Path(out)
-    _prepare_out(out, force)
+    prepare_out(out, force)
     skipped = list(inp.skipped)
     figures: list[Path] = []
     doc: dict[str, Any] = {
@@ -409,84 +411,5 @@ def explain(
     doc["skipped"] = skipped
     doc["figures"] = [str(p.relative_to(out)) for p in figures]
     write_text_atomic(out / "explain.md", _markdown(inp, doc, figures, out))
-    write_text_atomic(out / "explain.json", json.dumps(doc, indent=1, default=_jsonable) + "\n")
-    return doc
-
-
-def compare(
-    inputs: Sequence[ExplainInput],
-    out: str | os.PathLike[str],
-    *,
-    rotations: int = 20,
-    seed: int = 0,
-    force: bool = False,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Attribute-awareness of several codes files side by side, each next to its rotation null."""
-    out = Path(out)
-    _prepare_out(out, force)
-    rows, skipped = [], []
-    for inp in inputs:
-        aw = awareness_summary(inp, rotations=rotations, seed=seed)
-        row = {
-            "name": inp.name,
-            "codes": str(inp.path),
-            "method": inp.cf.method,
-            "bits": inp.cf.bits,
-        }
-        if "per_bit" not in aw:
-            skipped.append(f"{inp.path.name}: no attributes, left out of the comparison")
-            row["skipped"] = "no attributes"
-        else:
-            row.update(
-                {key: aw[key] for key in ("scores_from", "per_bit", "per_attribute", "null")}
-            )
-        rows.append(row)
-    scored = [r for r in rows if "per_bit" in r]
-    figures = []
-    if scored:
-        figures.append(
-            plot_compare(
-                scored,
-                out / "compare.png",
-                title="attribute awareness of each codes file vs. random rotations of its codes",
-            )
-        )
-    lines = [
-        "# Attribute awareness, side by side",
-        "",
-        "Score: mean over bits (or attributes) of the best |AUC − 0.5| of a bit's relaxed value "
-        f"(its sign where no relaxed values exist) for a ground-truth attribute; max 0.5. Null: "
-        f"the same codes under {rotations} random orthogonal rotations (mean ± sd; p = share of "
-        "rotations scoring at least as high).",
-        "",
-        "| codes file | scored from | per bit | null | p | per attribute | null | p |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in scored:
-        n = r["null"]
-        lines.append(
-            f"| {r['name']} | {r['scores_from']} | **{r['per_bit']:.3f}** | "
-            f"{n['per_bit_mean']:.3f} ± {n['per_bit_std']:.3f} | {n['per_bit_p']:.3f} | "
-            f"**{r['per_attribute']:.3f}** | {n['per_attribute_mean']:.3f} ± "
-            f"{n['per_attribute_std']:.3f} | {n['per_attribute_p']:.3f} |"
-        )
-    lines += ["", f"Command: `{command or '(called from Python)'}`"]
-    for inp in inputs:
-        skipped += [f"{inp.path.name}: {s}" for s in inp.skipped if s.startswith("attributes")]
-    if skipped:
-        lines += ["", "## Skipped", ""] + [f"- {s}" for s in dict.fromkeys(skipped)]
-    doc = {
-        "format": "fghash.explain.compare",
-        "version": 1,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command or "(called from Python)",
-        "rotations": rotations,
-        "seed": seed,
-        "rows": rows,
-        "skipped": list(dict.fromkeys(skipped)),
-        "figures": [p.name for p in figures],
-    }
-    write_text_atomic(out / "explain.md", "\n".join(lines) + "\n")
-    write_text_atomic(out / "explain.json", json.dumps(doc, indent=1, default=_jsonable) + "\n")
+    write_text_atomic(out / "explain.json", json.dumps(doc, indent=1, default=jsonable) + "\n")
     return doc

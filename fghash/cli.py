@@ -852,7 +852,8 @@ def explain_cmd(
 
     With several codes files, their attribute-awareness scores side by side.
     """
-    from bench.explain import compare, explain, parse_bits_to_show
+    from bench.explain import explain, parse_bits_to_show
+    from bench.explain_compare import compare
     from bench.explain_inputs import load_input
 
     if min(per_bit, num_queries, k, rotations) < 1:

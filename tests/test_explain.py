@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -20,7 +21,7 @@ from bench.explain_stats import (
 )
 from bench.sheets import Tile, compose, draw_sheet
 from fghash.cli import main
-from fghash.codes import Split, make_codes_file, signs_to_codes, write_codes
+from fghash.codes import Split, codes_to_signs, make_codes_file, signs_to_codes, write_codes
 from fghash.data import generate_synthetic
 
 
@@ -241,3 +242,23 @@ def test_bad_bits_to_show_is_one_sentence(synth, tmp_path):
     codes, _ = synth
     r = run("explain", codes, "--out", tmp_path / "x", "--bits-to-show", "3,40")
     assert r.exit_code == 2 and "bits 0..11" in r.output and "Traceback" not in r.output
+
+
+def test_attributes_from_another_codes_file_by_id(synth, tmp_path):
+    codes, _ = synth
+    rng = np.random.default_rng(1)
+    n = 20  # the synthetic database: 4 classes x 5 images, ids 0..19
+    ids = rng.permutation(n)
+    db = Split(signs_to_codes(rng.standard_normal((n, 8))), ids=ids, labels=ids % 4)
+    itq = write_codes(tmp_path / "itq.h5", make_codes_file(8, db, method="itq"))
+    out = tmp_path / "ex"
+    r = run("explain", itq, "--out", out, "--rotations", "3", "--attributes-from", codes)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "explain.json").read_text())
+    assert doc["awareness"]["scores_from"] == "signs of the codes"
+    assert not any("attributes" in s for s in doc["skipped"])
+    # row i of itq.h5 is item ids[i]: its attributes are row ids[i] of the synthetic file
+    with h5py.File(codes, "r") as f:
+        attrs = f["database/attributes"][()][ids]
+    signs = codes_to_signs(db.codes, 8)
+    assert doc["awareness"]["per_bit"] == pytest.approx(awareness(auc_matrix(signs, attrs)).per_bit)
