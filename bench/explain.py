@@ -70,7 +70,15 @@ def parse_bits_to_show(text: str | None, bits: int) -> list[int]:
 
 
 def awareness_summary(inp: ExplainInput, *, rotations: int = 20, seed: int = 0) -> dict[str, Any]:
-    """AUC matrix, awareness and its rotation null for one input (``{"skipped": ...}`` without attributes)."""
+    """AUC matrix, awareness and its rotation null for one input (``{"skipped": ...}``
+    without attributes).
+
+    The headline scores use the relaxed values against rotations of the relaxed space.
+    With relaxed values, ``"binary"`` adds the same for their signs (the network's bits)
+    against ``sgn(X Q)``: a rotated real coordinate can combine several informative bits
+    into a better linear detector, which binarising takes away again, so the two nulls
+    answer different questions and both are reported.
+    """
     if inp.attributes is None:
         return {"skipped": "no attributes"}
     values = inp.relaxed if inp.relaxed is not None else inp.signs
@@ -80,7 +88,7 @@ def awareness_summary(inp: ExplainInput, *, rotations: int = 20, seed: int = 0) 
         values, inp.attributes, rotations=rotations, signs=inp.relaxed is None, seed=seed
     )
     names = inp.attribute_names or []
-    return {
+    out: dict[str, Any] = {
         "scores_from": "relaxed values" if inp.relaxed is not None else "signs of the codes",
         "per_bit": aw.per_bit,
         "per_attribute": aw.per_attribute,
@@ -95,6 +103,17 @@ def awareness_summary(inp: ExplainInput, *, rotations: int = 20, seed: int = 0) 
         ],
         "auc": auc,
     }
+    if inp.relaxed is not None:
+        signs = np.where(inp.relaxed >= 0, 1.0, -1.0)
+        bw = awareness(auc_matrix(signs, inp.attributes))
+        bnull = rotation_null(signs, inp.attributes, rotations=rotations, signs=True, seed=seed)
+        out["binary"] = {
+            "scores_from": "signs of the relaxed values",
+            "per_bit": bw.per_bit,
+            "per_attribute": bw.per_attribute,
+            "null": bnull.summary(bw),
+        }
+    return out
 
 
 def _bit_sheets(
@@ -278,11 +297,20 @@ def _markdown(inp: ExplainInput, doc: dict[str, Any], figures: list[Path], out: 
             "| score | learned bits | null mean ± sd | null max | p |",
             "|---|---:|---:|---:|---:|",
         ]
-        for key, label in (("per_bit", "per bit"), ("per_attribute", "per attribute")):
-            lines.append(
-                f"| {label} | **{aw[key]:.3f}** | {nl[key + '_mean']:.3f} ± {nl[key + '_std']:.3f} "
-                f"| {nl[key + '_max']:.3f} | {nl[key + '_p']:.3f} |"
-            )
+        blocks = [("", aw)] + ([("signs: ", aw["binary"])] if "binary" in aw else [])
+        for prefix, a in blocks:
+            nl = a["null"]
+            for key, label in (("per_bit", "per bit"), ("per_attribute", "per attribute")):
+                lines.append(
+                    f"| {prefix}{label} | **{a[key]:.3f}** | {nl[key + '_mean']:.3f} ± "
+                    f"{nl[key + '_std']:.3f} | {nl[key + '_max']:.3f} | {nl[key + '_p']:.3f} |"
+                )
+        if "binary" in aw:
+            lines += [
+                "",
+                '"signs" rows: the same for the signs of the relaxed values (the network\'s '
+                "bits) against sgn(X Q) of the rotated relaxed values.",
+            ]
         lines += ["", "| bit | best attribute | AUC |", "|---:|---|---:|"]
         lines += [f"| {r['bit']} | {r['attribute']} | {r['auc']:.3f} |" for r in aw["best_per_bit"]]
     ret = doc.get("retrieval")

@@ -42,7 +42,8 @@ def awareness_rows(
             "bits": inp.cf.bits,
         }
         if "per_bit" in aw:
-            row.update({k: aw[k] for k in ("scores_from", "per_bit", "per_attribute", "null")})
+            keys = ("scores_from", "per_bit", "per_attribute", "null", "binary")
+            row.update({k: aw[k] for k in keys if k in aw})
         else:
             row["skipped"] = "no attributes"
         rows.append(row)
@@ -57,18 +58,28 @@ def awareness_markdown(rows: Sequence[dict[str, Any]], rotations: int) -> list[s
         f"max 0.5. Null: the same codes under {rotations} random orthogonal rotations (mean ± "
         "sd; p = share of rotations scoring at least as high).",
         "",
-        "| codes | scored from | per bit | null | p | per attribute | null | p |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        '"signs": the same for the signs of the relaxed values (the network\'s bits), against '
+        "the signs of the rotated relaxed values.",
+        "",
+        "| codes | scored from | per bit | null | p | per attribute | null | p "
+        "| signs: per bit | null | p |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def cells(a: dict[str, Any], key: str) -> str:
+        n = a["null"]
+        return (
+            f"**{a[key]:.3f}** | {n[key + '_mean']:.3f} ± {n[key + '_std']:.3f} | "
+            f"{n[key + '_p']:.3f}"
+        )
+
     for r in rows:
         if "per_bit" not in r:
             continue
-        n = r["null"]
+        b = cells(r["binary"], "per_bit") if "binary" in r else "– | – | –"
         lines.append(
-            f"| {r['name']} | {r['scores_from']} | **{r['per_bit']:.3f}** | "
-            f"{n['per_bit_mean']:.3f} ± {n['per_bit_std']:.3f} | {n['per_bit_p']:.3f} | "
-            f"**{r['per_attribute']:.3f}** | {n['per_attribute_mean']:.3f} ± "
-            f"{n['per_attribute_std']:.3f} | {n['per_attribute_p']:.3f} |"
+            f"| {r['name']} | {r['scores_from']} | {cells(r, 'per_bit')} | "
+            f"{cells(r, 'per_attribute')} | {b} |"
         )
     return lines
 

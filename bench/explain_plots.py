@@ -123,24 +123,42 @@ def plot_null(
 
 
 def plot_compare(rows: Sequence[dict[str, Any]], path: Path, *, title: str) -> Path:
-    """Per codes file, observed awareness (per bit) beside its rotation null (mean ± sd)."""
+    """Per codes file, observed awareness (per bit) beside its rotation null (mean ± sd):
+    left from the relaxed values, right from their signs (where the rows have them)."""
     plt = pyplot()
     n = len(rows)
-    fig, ax = plt.subplots(figsize=(max(5.5, 1.3 * n + 2.5), 4.2))
-    x = np.arange(n)
-    obs = [r["per_bit"] for r in rows]
-    nm = [r.get("null", {}).get("per_bit_mean", np.nan) for r in rows]
-    ns = [r.get("null", {}).get("per_bit_std", 0.0) for r in rows]
-    ax.bar(x - 0.2, obs, 0.4, color="#d62728", label="learned bits")
-    ax.bar(
-        x + 0.2, nm, 0.4, yerr=ns, color="#999999", capsize=3, label="random rotations (mean ± sd)"
+    panels = [("relaxed values (or stored signs)", rows)]
+    if any("binary" in r for r in rows):
+        panels.append(("signs of the relaxed values", [r.get("binary", {}) for r in rows]))
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(len(panels) * max(4.5, 1.2 * n + 2.0), 4.4), squeeze=False
     )
-    for xi, v in zip(x, obs, strict=True):
-        ax.text(xi - 0.2, v + 0.005, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x)
-    ax.set_xticklabels([r["name"] for r in rows], fontsize=8, rotation=15, ha="right")
-    ax.set_ylabel("attribute awareness\n(mean over bits of best |AUC − 0.5|)")
-    ax.set_ylim(0, max(0.05, max([*obs, *np.nan_to_num(nm)]) * 1.3))
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")
+    x = np.arange(n)
+    names = [r["name"] for r in rows]
+    for ax, (what, data) in zip(axes[0], panels, strict=True):
+        obs = [d.get("per_bit", np.nan) for d in data]
+        nm = [d.get("null", {}).get("per_bit_mean", np.nan) for d in data]
+        ns = [d.get("null", {}).get("per_bit_std", 0.0) for d in data]
+        ax.bar(x - 0.2, obs, 0.4, color="#d62728", label="learned bits")
+        ax.bar(
+            x + 0.2,
+            nm,
+            0.4,
+            yerr=ns,
+            color="#999999",
+            capsize=3,
+            label="random rotations (mean ± sd)",
+        )
+        for xi, v in zip(x, obs, strict=True):
+            if not np.isnan(v):
+                ax.text(xi - 0.2, v + 0.005, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, fontsize=8, rotation=20, ha="right")
+        ax.set_ylabel("attribute awareness\n(mean over bits of best |AUC − 0.5|)")
+        ax.set_ylim(0, 0.5)
+        ax.set_title(f"from the {what}", fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=9)
     return save_figure(fig, path)

@@ -786,6 +786,19 @@ def bench_cmd(
 # --- fghash explain ----------------------------------------------------------------
 
 
+def _command_line(name: str, args: list[str]) -> str:
+    """The current command as a user would type it: arguments, then non-default options."""
+    ctx = click.get_current_context()
+    parts = ["fghash", name, *args]
+    for p in ctx.command.params:
+        v = ctx.params.get(p.name or "")
+        if not isinstance(p, click.Option) or v in (None, False, p.default):
+            continue
+        flag = max(p.opts, key=len)
+        parts += [flag] if v is True else [flag, str(v)]
+    return " ".join(parts)
+
+
 @main.command("explain")
 @click.argument(
     "codes",
@@ -873,24 +886,19 @@ def explain_cmd(
         )
         for c in codes
     ]
-    command = "fghash explain " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
+    command = _command_line("explain", [str(c) for c in codes])
     if len(inputs) > 1:
         doc = compare(inputs, out, rotations=rotations, seed=seed, force=force, command=command)
-        rows = [("codes file", "per bit", "null", "per attribute", "null")]
+        rows = [("codes file", "per bit", "null", "per attribute", "null", "signs", "null")]
         for r in doc["rows"]:
-            if "per_bit" not in r:
-                rows.append((r["name"], "-", "-", "-", "-"))
-                continue
-            n = r["null"]
-            rows.append(
-                (
-                    r["name"],
-                    f"{r['per_bit']:.3f}",
-                    f"{n['per_bit_mean']:.3f}±{n['per_bit_std']:.3f}",
-                    f"{r['per_attribute']:.3f}",
-                    f"{n['per_attribute_mean']:.3f}±{n['per_attribute_std']:.3f}",
-                )
-            )
+            cells = []
+            for a, key in ((r, "per_bit"), (r, "per_attribute"), (r.get("binary"), "per_bit")):
+                if not a or key not in a:
+                    cells += ["-", "-"]
+                    continue
+                n = a["null"]
+                cells += [f"{a[key]:.3f}", f"{n[key + '_mean']:.3f}±{n[key + '_std']:.3f}"]
+            rows.append((r["name"], *cells))
         click.echo("attribute awareness (mean best |AUC-0.5|; null: random rotations):")
         click.echo(_table(rows, indent="  "))
     else:
