@@ -109,6 +109,7 @@ def main(verbose: bool, quiet: bool) -> None:
       fghash build-index  codes.h5 -> FAISS binary index bundle
       fghash search       index + queries -> ranked neighbours
       fghash bench        codes.h5 -> report.json, report.md, plots
+      fghash explain      codes.h5 -> per-bit image grids, bit-attribute AUC, examples
       fghash info         what a codes file or index holds
       fghash demo         the whole chain on the embedded synthetic data set
 
