@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from fghash import __version__
-from fghash.errors import FghashError
+from fghash.errors import FghashError, os_error_sentence
 
 __all__ = ["main", "UserError"]
 
@@ -36,6 +36,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except FghashError as e:
             raise UserError(str(e)) from None
+        except OSError as e:  # read-only folder, full disk, name too long: one sentence
+            raise UserError(os_error_sentence(e)) from None
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
@@ -144,6 +146,7 @@ def _info_text(d: dict[str, Any]) -> str:
             ("built on", f"{d.get('built_on', '?')}, FAISS {d.get('faiss_version', '?')}"),
             ("codes", f"{src.get('path', '-')} (split {src.get('split', '-')})"),
             ("checksum", str(src.get("checksum", "-"))),
+            ("index.faiss", f"checked: {d.get('checked', '-')}"),
             ("created", str(d.get("created", "-"))),
         ]
         return _table(rows)
@@ -172,15 +175,26 @@ def _info_text(d: dict[str, Any]) -> str:
 @main.command("info")
 @click.argument("path", type=click.Path(path_type=Path))
 @format_option("table", "json")
-def info_cmd(path: Path, fmt: str) -> None:
-    """What a codes file (splits, sizes, bits, method, config) or index bundle holds."""
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Index bundle: compare the SHA-256 of index.faiss with index.json whatever its size.",
+)
+def info_cmd(path: Path, fmt: str, verify: bool) -> None:
+    """What a codes file (splits, sizes, bits, method, config) or index bundle holds.
+
+    Exits with status 2 after the description when the file or bundle is unusable
+    (a damaged index.faiss, duplicate ids, ...), saying why on stderr.
+    """
     from index import describe
 
-    d = describe(path)
+    d = describe(path, verify=verify)
     if fmt == "json":
         echo_json(d)
     else:
         click.echo(_info_text(d))
+    if d.get("problems"):
+        raise UserError(" ".join(d["problems"]))
 
 
 # --- fghash build-index ------------------------------------------------------------
@@ -291,11 +305,23 @@ def _search_text(results: list[dict[str, Any]]) -> str:
     "--split", default="query", show_default=True, help="Split of --codes to search with."
 )
 @click.option("--limit", type=int, help="Only the first N queries of --codes.")
-@click.option("--code", "code_hex", metavar="HEX", help="One query code in hex, byte 0 first.")
-@click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query.")
+@click.option(
+    "--code",
+    "code_hex",
+    metavar="HEX",
+    help="One query code in hex, byte 0 first, two digits per byte (a leading 0x is allowed).",
+)
+@click.option(
+    "-k", "--k", "k", type=int, default=10, show_default=True, help="Neighbours per query."
+)
 @click.option("--nprobe", type=int, help="ivf: lists to visit.")
 @click.option("--ef-search", type=int, help="hnsw: search beam width.")
 @click.option("--nflip", type=int, help="hash/multihash: bit flips explored per bucket.")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Compare the SHA-256 of index.faiss with index.json first, whatever its size.",
+)
 @click.option(
     "--image",
     "images",
@@ -330,6 +356,7 @@ def search_cmd(
     nprobe: int | None,
     ef_search: int | None,
     nflip: int | None,
+    verify: bool,
     images: tuple[Path, ...],
     run: str | None,
     grid: Path | None,
@@ -369,6 +396,7 @@ def search_cmd(
         ef_search=ef_search,
         nflip=nflip,
         device=device,
+        verify=True if verify else None,
         xq=xq,
         query_paths=[str(p) for p in images] if images else None,
     )
@@ -392,12 +420,39 @@ def search_cmd(
 from fghash.config import METHODS, PRESETS  # noqa: E402  (no torch: plain dataclasses)
 
 
+class _LazyChoice(click.Choice):  # type: ignore[type-arg]
+    """A ``click.Choice`` whose names are looked up only when needed (help, parsing)."""
+
+    def __init__(self, names: Any) -> None:
+        self._names = names
+        super().__init__([])
+
+    @property  # type: ignore[override]
+    def choices(self) -> list[str]:
+        return list(self._names())
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass
+
+
+def _dataset_names() -> list[str]:
+    from fghash.data import list_datasets
+
+    return list_datasets()
+
+
 def _flag(name: str, help: str) -> Any:
     return click.option(f"--{name}/--no-{name}", default=None, help=help)
 
 
 @main.command("train", context_settings=CONTEXT_SETTINGS)
-@click.option("--dataset", required=True, help="Data set name (see fghash.data.list_datasets).")
+@click.option(
+    "--dataset",
+    required=True,
+    type=_LazyChoice(_dataset_names),
+    help="Data set name (layouts in docs/datasets.md).",
+)
 @click.option(
     "--data-root",
     required=True,
@@ -420,7 +475,13 @@ def _flag(name: str, help: str) -> Any:
     help="Table-2 ablation row: adsh, +attention, +reconstruction, +decorrelation (= a2net), "
     "+self-consistency (journal).",
 )
-@click.option("--method", type=click.Choice(list(METHODS)), default=None, help="[default: a2net]")
+@click.option(
+    "--method",
+    type=click.Choice(list(METHODS)),
+    default=None,
+    help="Network and loss: a2net (the paper), a2net_efficient (one shared layer4), adsh "
+    "(no attention), dpsh or hashnet (deep baselines) [default: a2net].",
+)
 @click.option("--backbone", default=None, help="torchvision backbone [default: resnet50].")
 @click.option("--weights", default=None, help="torchvision weights name, e.g. DEFAULT.")
 @click.option("--num-attention", type=int, default=None, help="Number of attention maps.")
@@ -679,7 +740,7 @@ def demo_cmd(out: Path, device: str, quick: bool, force: bool, **overrides: Any)
         f"fghash search {bundle} --codes {res.codes_path} --limit 5 -k 10",
         f"fghash bench {res.codes_path} --out {out / 'bench'}",
         f"fghash info {res.codes_path}",
-        f"fghash encode {res.run_dir} --out my-codes.h5 --features backbone",
+        f"fghash encode {res.run_dir} --out {out / 'codes-backbone.h5'} --features backbone",
     ):
         click.echo(f"  {line}")
 
@@ -687,7 +748,9 @@ def demo_cmd(out: Path, device: str, quick: bool, force: bool, **overrides: Any)
 # --- fghash bench ------------------------------------------------------------------
 
 
-def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
     try:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
@@ -718,12 +781,13 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
     help="Comma-separated index types to time (flat, ivf, hnsw, hash, multihash).",
 )
 @click.option(
+    "-k",
     "--k",
     "ks",
-    default="1,10,100",
-    show_default=True,
+    default=None,
     callback=_int_list,
-    help="Comma-separated k for @k metrics.",
+    help="Comma-separated k for @k metrics, each at most the database size "
+    "[default: 1,10,100, those the database can answer].",
 )
 @click.option("--threads", type=int, help="FAISS threads for every timing (default: FAISS's own).")
 @click.option(
@@ -746,7 +810,7 @@ def bench_cmd(
     codes: tuple[Path, ...],
     out: Path,
     index_types: str,
-    ks: list[int],
+    ks: list[int] | None,
     threads: int | None,
     runs: int,
     latency_queries: int,
@@ -772,7 +836,8 @@ def bench_cmd(
         force=force,
         command=" ".join(
             ["fghash bench", *map(str, codes), f"--out {out}", f"--index-types {index_types}"]
-            + [f"--k {','.join(map(str, ks))}", f"--runs {runs}", f"--device {device}"]
+            + ([f"--k {','.join(map(str, ks))}"] if ks else [])
+            + [f"--runs {runs}", f"--device {device}"]
             + [f"--latency-queries {latency_queries}"]
             + ([f"--threads {threads}"] if threads else [])
         ),
@@ -832,7 +897,7 @@ def _command_line(name: str, args: list[str]) -> str:
 @click.option(
     "--num-queries", type=int, default=4, show_default=True, help="Random queries otherwise."
 )
-@click.option("-k", "k", type=int, default=10, show_default=True, help="Results per query.")
+@click.option("-k", "--k", "k", type=int, default=10, show_default=True, help="Results per query.")
 @click.option(
     "--rotations", type=int, default=20, show_default=True, help="Random rotations in the null."
 )

@@ -128,18 +128,25 @@ def code_to_hex(code: np.ndarray) -> str:
 def hex_to_code(text: str, bits: int) -> np.ndarray:
     """Parse a hex string (byte 0 first, as :func:`code_to_hex` writes) into uint8 ``[1, nbytes]``.
 
-    A ``0x`` prefix, spaces and underscores are ignored. The hex must hold exactly
-    ``ceil(bits/8)`` bytes and leave the unused high bits at 0.
+    A leading ``0x`` (as many tools print hex) is accepted and dropped, as are spaces and
+    underscores. The hex must hold exactly ``ceil(bits/8)`` bytes (two digits each) and
+    leave the unused high bits at 0.
     """
     bits = _check_bits(bits)
     t = text.strip().lower().replace(" ", "").replace("_", "")
     if t.startswith("0x"):
         t = t[2:]
     want = nbytes_for(bits)
-    try:
-        raw = bytes.fromhex(t)
-    except ValueError:
-        raise FghashError(f"code {text!r} is not a hexadecimal string.") from None
+    if not t or any(c not in "0123456789abcdef" for c in t):
+        raise FghashError(
+            f"code {text!r} is not a hexadecimal string (digits 0-9 and a-f, byte 0 first)."
+        )
+    if len(t) % 2:
+        raise FghashError(
+            f"code {text!r} has an odd number of hex digits ({len(t)}); each byte takes two, "
+            f"so {bits}-bit codes take {2 * want}."
+        )
+    raw = bytes.fromhex(t)
     if len(raw) != want:
         raise FghashError(
             f"code {text!r} has {len(raw)} bytes but the index holds {bits}-bit codes "
@@ -338,9 +345,7 @@ def write_codes(path: str | os.PathLike[str], cf: CodesFile, *, overwrite: bool 
     path = Path(path)
     cf.validate()
     if path.exists() and not overwrite:
-        raise CodesFileError(
-            f"{path} already exists; pass overwrite=True (or --force) to replace it."
-        )
+        raise CodesFileError(f"{path} already exists; pass --force to replace it.")
     if not path.parent.exists():
         raise CodesFileError(f"{path}: the folder {path.parent} does not exist.")
     created = cf.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

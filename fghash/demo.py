@@ -206,6 +206,10 @@ def _write_marker(out: Path, config: DemoConfig) -> None:
     os.replace(tmp, out / DEMO_FILE)
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _run_state(run_dir: Path) -> str:
     """``"none"``, ``"partial"`` (a checkpoint to resume) or ``"done"``."""
     from fghash.train import CHECKPOINT
@@ -269,7 +273,8 @@ def run_demo(
         say(
             f"[2/3] {verb} {cfg.method} ({cfg.backbone}, {cfg.bits} bits, "
             f"{'random init' if cfg.weights is None else cfg.weights + ' weights'}, "
-            f"{cfg.image_size} px): {cfg.max_iter} outer iterations x {cfg.epochs} epochs "
+            f"{cfg.image_size} px): {_plural(cfg.max_iter, 'outer iteration')} x "
+            f"{_plural(cfg.epochs, 'epoch')} "
             f"over {min(cfg.num_samples, res.n_train)} images, into {run_dir}"
         )
         train(cfg, run_dir, resume=state == "partial", progress=progress)

@@ -69,8 +69,10 @@ from fghash.checkpoint import (
     save_checkpoint,
 )
 from fghash.config import ASYMMETRIC_METHODS, TrainConfig, load_config, parse_bits, save_config
+from fghash.datacheck import record_training_data
 from fghash.device import resolve_device
 from fghash.errors import FghashError
+from fghash.progress import Progress
 from fghash.retrieval import hamming_map
 
 __all__ = [
@@ -549,10 +551,17 @@ def train(
     if state is not None:
         run.restore(state)
     save_config(cfg, run_dir / "config.json")
+    record_training_data(cfg.dataset, cfg.data_root, run.ds, run_dir)
     run.metrics = _Metrics(run_dir / "metrics.jsonl", state["metrics_lines"] if state else 0)
 
     history: list[dict[str, Any]] = []
     db_codes: np.ndarray | None = None
+    epochs_done = Progress(
+        f"training {cfg.bits} bits, epochs",
+        cfg.max_iter * cfg.epochs,
+        done=run.next_iter * cfg.epochs + run.next_epoch,
+        logger=log,
+    )
     while run.next_iter < cfg.max_iter:
         it = run.next_iter
         if run.omega is None:
@@ -564,6 +573,10 @@ def train(
             record = run.epoch(it, run.next_epoch, S)
             run.metrics.write(record)
             history.append(record)
+            epochs_done.step(
+                f"outer iteration {it + 1}/{cfg.max_iter}, epoch {run.next_epoch + 1}/"
+                f"{cfg.epochs}, loss {record.get('total', float('nan')):.4g}"
+            )
             run.next_epoch += 1
             if run.next_epoch < cfg.epochs:
                 run.save()

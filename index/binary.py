@@ -188,6 +188,12 @@ class BinaryIndex:
                     f"indexes only; this index is {self.kind!r}."
                 )
             _check_int(name, value, 0 if name == "nflip" else 1)
+        nlist = int(getattr(self.faiss_index, "nlist", 0)) if self.kind == "ivf" else 0
+        if nprobe is not None and nlist and nprobe > nlist:
+            raise FghashError(
+                f"--nprobe {nprobe} is more than the {nlist} lists of this ivf index; use "
+                f"--nprobe {nlist} or less ({nlist} visits every list: exact search)."
+            )
         q = pad_codes(q, self.bits, self.dim)
         nq = q.shape[0]
         D = np.empty((nq, k), dtype=np.int32)
@@ -379,7 +385,7 @@ def build_index(
     _add(fi, xb_p)
     if where == "gpu":
         fi = to_gpu(fi)
-    logger.info("built %s index: %d items, %d bits stored as %d, on %s", kind, n, bits, dim, where)
+    logger.debug("built %s index: %d items, %d bits stored as %d, on %s", kind, n, bits, dim, where)
     return BinaryIndex(fi, bits=bits, dim=dim, kind=kind, device=where, params=params)
 
 

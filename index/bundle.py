@@ -24,9 +24,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from fghash.atomic import remove_stale, temp_prefix
 from fghash.codes import file_checksum, nbytes_for, read_codes
-from fghash.errors import FghashError
+from fghash.errors import FghashError, os_error_from_message
 from index.binary import BinaryIndex, build_index, wrap_faiss_index
+from index.checks import check_index_file, codes_origin, file_record
 from index.items import ItemMeta, read_items, write_items
 
 __all__ = [
@@ -95,6 +97,19 @@ def read_bundle_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
+def _write_faiss(index: BinaryIndex, path: Path) -> None:
+    """``faiss.write_index_binary``, with FAISS's write failures raised as :class:`OSError`."""
+    import faiss
+
+    try:
+        faiss.write_index_binary(index.cpu_index(), str(path))
+    except RuntimeError as e:  # FAISS reports a full disk as "... write error in ...: 28 (...)"
+        err = os_error_from_message(str(e), str(path))
+        if err is None:
+            raise
+        raise err from None
+
+
 def save_index(
     index: BinaryIndex,
     path: str | os.PathLike[str],
@@ -117,9 +132,7 @@ def save_index(
         )
     if path.exists() or path.is_symlink():
         if not overwrite:
-            raise FghashError(
-                f"{path} already exists; pass --force (overwrite=True) to replace it."
-            )
+            raise FghashError(f"{path} already exists; pass --force to replace it.")
         if not is_bundle(path) or path.is_file():
             raise FghashError(
                 f"{path} exists and is not an fghash index bundle; refusing to replace it."
@@ -144,14 +157,16 @@ def save_index(
         "files": {"index": INDEX_FILE, "items": ITEMS_FILE},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    remove_stale(parent, path.name)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=parent))
     old: Path | None = None
     try:
-        faiss.write_index_binary(index.cpu_index(), str(tmp / INDEX_FILE))
+        _write_faiss(index, tmp / INDEX_FILE)
+        meta["index_file"] = file_record(tmp / INDEX_FILE)
         write_items(tmp / ITEMS_FILE, items)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", "utf-8")
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".old", dir=parent))
             old.rmdir()
             os.rename(path, old)
         try:
@@ -166,17 +181,19 @@ def save_index(
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    logger.info("saved %s index (%d items) to %s", index.kind, index.ntotal, path)
+    logger.debug("saved %s index (%d items) to %s", index.kind, index.ntotal, path)
     return path
 
 
 def load_index(
-    path: str | os.PathLike[str], *, device: str = "cpu"
+    path: str | os.PathLike[str], *, device: str = "cpu", verify: bool | None = None
 ) -> tuple[BinaryIndex, ItemMeta]:
     """Load a bundle written by :func:`save_index`: the folder or its ``index.faiss``.
 
     ``device`` as in :func:`index.gpu.resolve_device`; only flat indexes move to GPU.
-    A missing or damaged bundle raises :class:`FghashError`.
+    A missing or damaged bundle raises :class:`FghashError`: ``index.faiss`` is checked
+    against the size, header and SHA-256 in ``index.json`` (``verify`` as in
+    :func:`index.checks.check_index_file`).
     """
     import faiss
 
@@ -185,6 +202,7 @@ def load_index(
     index_path = folder / INDEX_FILE
     if not index_path.is_file():
         raise FghashError(f"{index_path}: no such file; the bundle is incomplete.")
+    check_index_file(index_path, meta.get("index_file"), verify=verify)
     try:
         fi = faiss.read_index_binary(str(index_path))
     except RuntimeError:
@@ -231,6 +249,7 @@ def build_from_codes(
         "split": split,
         "checksum": file_checksum(codes_path),
         "method": cf.method,
+        "origin": codes_origin(cf.config),
     }
     run = (cf.config.get("encode") or {}).get("run_dir")  # set by fghash encode
     if run:  # the run folder whose network made the codes: fghash search --image uses it
@@ -256,7 +275,7 @@ def build_bundle(
     """
     out = Path(out)
     if (out.exists() or out.is_symlink()) and not overwrite:
-        raise FghashError(f"{out} already exists; pass --force (overwrite=True) to replace it.")
+        raise FghashError(f"{out} already exists; pass --force to replace it.")
     index, items = build_from_codes(
         codes_path, split=split, kind=kind, nlist=nlist, device=device, **build_kw
     )
