@@ -188,6 +188,8 @@ def _retrieval(
     cf, db = inp.cf, inp.cf["database"]
     qname = "query" if "query" in cf.splits else "database"
     query = cf[qname]
+    if len(query) == 0 or len(db) == 0:
+        return {}, [], [f"retrieval: the {qname} or database split is empty"]
     rows = _choose_queries(inp, query, ids, n, seed)
     k = min(k, len(db))
     dist = hamming_matrix(query.codes[rows], db.codes, cf.bits).astype(np.int64)
@@ -346,11 +348,24 @@ def jsonable(o: Any) -> Any:
 
 
 def prepare_out(out: Path, force: bool) -> None:
-    """Create ``out``; refuse one holding a report unless ``force``."""
-    if (out / "explain.json").exists() and not force:
-        raise FghashError(f"{out} already holds an explain report; pass --force to replace it.")
+    """Create ``out``; refuse one holding a report, or anything else, unless ``force``.
+
+    With ``force`` the per-bit PNGs of an earlier report are removed (a rerun may show
+    fewer bits); nothing but this report's own file names is touched.
+    """
     if out.exists() and not out.is_dir():
         raise FghashError(f"--out {out} exists and is not a folder.")
+    if out.is_dir() and not force:
+        if (out / "explain.json").exists():
+            raise FghashError(f"{out} already holds an explain report; pass --force to replace it.")
+        if any(out.iterdir()):
+            raise FghashError(
+                f"--out {out} already holds other files; choose a new or empty folder, or pass "
+                "--force to write the report beside them."
+            )
+    if force and (out / "explain.json").exists():
+        for old in (out / "bits").glob("bit-*.png"):
+            old.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 

@@ -262,3 +262,13 @@ def test_attributes_from_another_codes_file_by_id(synth, tmp_path):
         attrs = f["database/attributes"][()][ids]
     signs = codes_to_signs(db.codes, 8)
     assert doc["awareness"]["per_bit"] == pytest.approx(awareness(auc_matrix(signs, attrs)).per_bit)
+
+
+def test_out_folder_with_other_files_is_refused_and_kept(synth, tmp_path):
+    codes, _ = synth
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.md").write_text("keep me")
+    r = run("explain", codes, "--out", out, "--rotations", "2")
+    assert r.exit_code == 2 and "other files" in r.output and "Traceback" not in r.output
+    assert [p.name for p in out.iterdir()] == ["notes.md"]
