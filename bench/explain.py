@@ -408,7 +408,7 @@ def explain(
             np.array(doc["bit_stats"]["balance"]),
             np.array(doc["bit_stats"]["correlation"]),
             out / "bit_stats.png",
-            title=f"{inp.name}: bit statistics over {len(inp.data)} {inp.split} items",
+            title=f"{inp.name}: statistics of the stored codes of {len(inp.data)} {inp.split} items",
         )
     )
     aw = awareness_summary(inp, rotations=rotations, seed=seed)
