@@ -108,7 +108,8 @@ def main(verbose: bool, quiet: bool) -> None:
     Pipeline:
       fghash train        images -> run dir (checkpoint, learned database codes)
       fghash encode       run dir + images -> codes.h5
-      fghash build-index  codes.h5 -> FAISS binary index bundle
+      fghash build-index  codes.h5 -> FAISS binary index bundle (or Milvus)
+      fghash add          new codes or images -> appended to an index and its codes.h5
       fghash search       index + queries -> ranked neighbours
       fghash bench        codes.h5 -> report.json, report.md, plots
       fghash explain      codes.h5 -> per-bit image grids, bit-attribute AUC, examples
@@ -143,7 +144,14 @@ def _info_text(d: dict[str, Any]) -> str:
             ),
             ("items", str(d["ntotal"])),
             ("params", params),
-            ("built on", f"{d.get('built_on', '?')}, FAISS {d.get('faiss_version', '?')}"),
+            (
+                ("built on", f"{d.get('built_on', '?')}, FAISS {d.get('faiss_version', '?')}")
+                if d["kind"] != "milvus"
+                else (
+                    "milvus",
+                    f"collection {d['params'].get('collection')} at {d['params'].get('uri')}",
+                )
+            ),
             ("codes", f"{src.get('path', '-')} (split {src.get('split', '-')})"),
             ("checksum", str(src.get("checksum", "-"))),
             ("index.faiss", f"checked: {d.get('checked', '-')}"),
@@ -223,6 +231,22 @@ def info_cmd(path: Path, fmt: str, verify: bool) -> None:
 @click.option(
     "--split", default="database", show_default=True, help="Split of the codes file to index."
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["faiss", "milvus"]),
+    default="faiss",
+    show_default=True,
+    help="faiss: a local index file; milvus: a Milvus collection (needs --uri).",
+)
+@click.option("--uri", help="milvus: a Milvus Lite file (PATH.db) or a server (http://host:19530).")
+@click.option("--collection", help="milvus: collection name [fghash_<name of --out>].")
+@click.option(
+    "--milvus-index",
+    type=click.Choice(["BIN_FLAT", "BIN_IVF_FLAT"]),
+    default="BIN_FLAT",
+    show_default=True,
+    help="milvus: exact BIN_FLAT, or BIN_IVF_FLAT (servers only; --nlist lists).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
 def build_index_cmd(
     codes: Path,
@@ -234,10 +258,37 @@ def build_index_cmd(
     nhash: int | None,
     device: str,
     split: str,
+    backend: str,
+    uri: str | None,
+    collection: str | None,
+    milvus_index: str,
     force: bool,
 ) -> None:
-    """Build a FAISS binary index over one split of CODES.h5 and save it as a bundle."""
+    """Build a FAISS binary index (or a Milvus collection) over one split of CODES.h5 and
+    save it as a bundle."""
     from index import build_bundle
+
+    if backend == "milvus":
+        from index.milvus import build_milvus_bundle
+
+        if not uri:
+            raise UserError("--backend milvus needs --uri (a PATH.db file or http://host:19530).")
+        mindex, folder = build_milvus_bundle(
+            codes,
+            out,
+            uri=uri,
+            collection=collection,
+            split=split,
+            index_type=milvus_index,
+            nlist=nlist,
+            overwrite=force,
+        )
+        click.echo(
+            f"loaded {mindex.ntotal} items, {mindex.bits}-bit codes, into Milvus collection "
+            f"{mindex.collection} ({milvus_index}, HAMMING) at {mindex.params['uri']}"
+        )
+        click.echo(f"saved to {folder}")
+        return
 
     index, folder = build_bundle(
         codes,
@@ -414,6 +465,85 @@ def search_cmd(
         click.echo(f"wrote {path}", err=True)
 
 
+# --- fghash add --------------------------------------------------------------------
+
+
+@main.command("add")
+@click.argument("index_path", metavar="PATH", type=click.Path(path_type=Path))
+@click.argument("new_codes", metavar="[NEW.h5]", required=False, type=click.Path(path_type=Path))
+@click.option("--split", default="database", show_default=True, help="Split of NEW.h5 to add.")
+@click.option(
+    "--run", "run_dir", type=click.Path(file_okay=False), help="Trained run to encode --images."
+)
+@click.option(
+    "--images",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Image file or folder to encode with --run and add (repeatable).",
+)
+@click.option("--label", type=int, help="Class of every added image (when the index has labels).")
+@click.option("--first-id", type=int, help="Id of the first added image [largest id + 1].")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@device_option(("auto", "cpu", "cuda"))
+@click.option(
+    "--codes-file/--no-codes-file",
+    default=True,
+    show_default=True,
+    help="Also append to the codes file the index was built from (kept in step).",
+)
+def add_cmd(
+    index_path: Path,
+    new_codes: Path | None,
+    split: str,
+    run_dir: str | None,
+    images: tuple[Path, ...],
+    label: int | None,
+    first_id: int | None,
+    batch_size: int,
+    device: str,
+    codes_file: bool,
+) -> None:
+    """Append new items to the index bundle at PATH without rebuilding it.
+
+    The items come from a codes file NEW.h5 (its --split), or are images encoded with a
+    trained --run. Their ids must be new; the bundle's codes file gets them too
+    (unless --no-codes-file) and index.json its new checksum. Nothing is half written.
+    """
+    from index.append import (
+        add_to_bundle,
+        codes_features_kind,
+        encode_new_items,
+        next_id,
+        read_new_items,
+    )
+
+    if (new_codes is None) == (not images):
+        raise UserError("give the new items either as NEW.h5 or as --run RUN --images PATH.")
+    if images:
+        if run_dir is None:
+            raise UserError("--images needs --run RUN, the trained run that encodes them.")
+        start = next_id(index_path) if first_id is None else first_id
+        bits, new = encode_new_items(
+            run_dir,
+            list(images),
+            first_id=start,
+            label=label,
+            features=codes_features_kind(index_path) if codes_file else None,
+            batch_size=batch_size,
+            device=device,
+        )
+        origin = {"run": str(Path(run_dir).resolve()), "images": len(new)}
+    else:
+        bits, new = read_new_items(new_codes, split)  # type: ignore[arg-type]
+        origin = {"path": str(Path(new_codes).resolve()), "split": split}  # type: ignore[arg-type]
+    total, updated = add_to_bundle(
+        index_path, bits, new, update_codes=codes_file, new_source=origin
+    )
+    click.echo(f"added {len(new)} items to {index_path}: {total} in all")
+    if updated is not None:
+        click.echo(f"appended them to {updated}")
+
+
 # --- fghash train ------------------------------------------------------------------
 
 
@@ -558,7 +688,8 @@ def train_cmd(
     for r in train_many(cfg, lengths, out, resume=resume):
         vm = "" if r.val_map is None else f", val mAP {r.val_map:.4f}"
         click.echo(
-            f"{r.config.bits} bits: {r.run_dir} ({r.iterations} outer iterations, "
+            f"{r.config.bits} bits: {r.run_dir} ({r.iterations} outer "
+            f"iteration{'' if r.iterations == 1 else 's'}, "
             f"{len(r.database_codes)} database codes{vm})"
         )
 
@@ -589,8 +720,8 @@ def train_cmd(
     show_default=True,
     help="Float features stored per item.",
 )
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--num-workers", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--data-root",
     type=click.Path(file_okay=False),
@@ -1007,8 +1138,27 @@ def _baseline_methods() -> list[str]:
     return list_baselines()
 
 
+class _LazyChoice(click.Choice):
+    """A click.Choice whose choices are computed on first use, so that loading the CLI
+    (``fghash --help``) does not import what computes them (numpy, the baselines)."""
+
+    def __init__(self, load: Any, case_sensitive: bool = True) -> None:
+        self._load, self._choices = load, None
+        super().__init__([], case_sensitive=case_sensitive)
+
+    @property  # type: ignore[override]
+    def choices(self) -> Any:
+        if self._choices is None:
+            self._choices = tuple(self._load())
+        return self._choices
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass
+
+
 @main.command("baseline")
-@click.argument("method", type=click.Choice(_baseline_methods(), case_sensitive=False))
+@click.argument("method", type=_LazyChoice(_baseline_methods, case_sensitive=False))
 @click.option(
     "--features",
     "features_path",

@@ -58,7 +58,7 @@ MISSING_DISTANCE = int(np.iinfo(np.int32).max)
 # Queries per FAISS call: big enough to keep all threads busy, small enough for a
 # progress bar that moves.
 _QUERY_BLOCK = 8192
-_ADD_BLOCK = 1 << 16
+_ADD_BLOCK = 1 << 18
 # Default search-time parameters (FAISS's own defaults are 1 / 16 / 0, too timid).
 _DEFAULT_NPROBE = 16
 _DEFAULT_EF_SEARCH = 64
@@ -209,6 +209,16 @@ class BinaryIndex:
                 D[s : s + _QUERY_BLOCK] = Db
                 I[s : s + _QUERY_BLOCK] = Ib
         return D, I
+
+    def add(self, xb: np.ndarray) -> None:
+        """Append packed codes (uint8 ``[n, ceil(bits/8)]``) after the current items.
+
+        They take positions ``ntotal .. ntotal + n - 1``. An ``ivf`` index keeps its
+        trained lists (new items go to their nearest centroid), so nothing is rebuilt.
+        """
+        codes = check_codes(xb, self.bits, "new codes")
+        if codes.shape[0]:
+            _add(self.faiss_index, pad_codes(codes, self.bits, self.dim))
 
     def _check_queries(self, xq: np.ndarray) -> np.ndarray:
         q = np.asarray(xq)

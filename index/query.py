@@ -111,7 +111,7 @@ def describe(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str,
     config, created, splits with sizes, labels and features); ``{"type": "index", ...}``
     carries the bundle's ``index.json`` (kind, bits, dim, ntotal, params, source codes
     file and its checksum) and ``checked``: what of ``index.faiss`` was compared with
-    its record (size and header; the SHA-256 too with ``verify``). ``problems`` lists,
+    its record (size and header; the SHA-256 too for small files and with ``verify``). ``problems`` lists,
     one sentence each, what makes the file or bundle unusable (a damaged
     ``index.faiss``, duplicate ids, anything the full validation of a codes file finds).
     """
@@ -121,12 +121,20 @@ def describe(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str,
     problems: list[str] = []
     if is_bundle(p):
         meta = read_bundle_meta(p)
+        if meta["kind"] == "milvus":  # no local index file: ask the server for the collection
+            try:
+                load_index(p)
+            except FghashError as e:
+                problems.append(str(e))
+            return {"type": "index", "path": str(p), **meta, "checked": "-", "problems": problems}
         index_path = _folder(p) / INDEX_FILE
         checked = "-"
         try:
             if not index_path.is_file():
                 raise FghashError(f"{index_path}: no such file; the bundle is incomplete.")
-            checked = check_index_file(index_path, meta.get("index_file"), verify=verify)
+            checked = check_index_file(
+                index_path, meta.get("index_file"), verify=True if verify else None
+            )
             load_index(p, device="cpu", verify=False)  # header, counts, items.h5
         except FghashError as e:
             problems.append(str(e))
