@@ -52,8 +52,8 @@ def search_bundle(
     """
     if sum(q is not None for q in (codes, code, xq)) != 1:
         raise FghashError(
-            "give the queries as a codes file (--codes CODES.h5), one hex code (--code HEX) "
-            "or images (--image): exactly one of them (not both, and not none)."
+            "give the queries either as a codes file (--codes CODES.h5), as one hex code "
+            "(--code HEX) or as images (--image): one of them, not both and not none."
         )
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise FghashError(f"k must be a positive integer, got {k!r}.")
