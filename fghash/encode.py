@@ -34,8 +34,10 @@ from fghash.batching import PositionDataset
 from fghash.checkpoint import load_checkpoint
 from fghash.codes import Split, make_codes_file, pack_bits, signs_to_codes, write_codes
 from fghash.config import ASYMMETRIC_METHODS, TrainConfig, load_config
+from fghash.datacheck import check_data, check_data_root, fingerprint
 from fghash.device import resolve_device
 from fghash.errors import FghashError
+from fghash.progress import Progress
 
 __all__ = [
     "Encoded",
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 # held-out training items, "test" = the test split)
 DEFAULT_SPLIT_MAP: dict[str, str] = {"query": "test", "database": "train"}
 _DATA_SPLITS = ("train", "val", "test")
+PROGRESS_EVERY_S = 30.0  # seconds between progress lines while a split is encoded
 
 
 @dataclass
@@ -100,6 +103,7 @@ def encode_images(
     rel: list[np.ndarray] = []
     back: list[np.ndarray] = []
     pos: list[np.ndarray] = []
+    images_done = Progress(f"{desc}, images", len(indices), logger=log)
     try:
         for batch in tqdm(loader, desc=desc, leave=False, disable=None if progress else True):
             if batch is None or len(batch[0]) == 0:
@@ -110,6 +114,8 @@ def encode_images(
             if features:
                 back.append(x.cpu().numpy())
             pos.append(np.asarray(p, dtype=np.int64))
+            if progress:
+                images_done.step(n=len(p), every=PROGRESS_EVERY_S)
     finally:
         model.train(was_training)
     k = int(model.config.get("bits", 0)) if hasattr(model, "config") else 0
@@ -206,11 +212,12 @@ def encode_run(
         raise FghashError(f"{out_path}: the folder {out_path.parent} does not exist.")
 
     cfg, state, model = _read_run(run_dir, device)
+    root = str(data_root) if data_root is not None else cfg.data_root
+    check_data_root(cfg.dataset, root, cfg.data_root)  # never generate or download data
     if database == "learned" and cfg.method not in ASYMMETRIC_METHODS:
         log.info("%s learns no database codes; encoding the database images instead", cfg.method)
         database = "encode"
     dev = resolve_device(device)
-    root = str(data_root) if data_root is not None else cfg.data_root
     tf = build_transform(False, cfg.image_size, resize=cfg.resize)
     datasets: dict[str, Any] = {}
 
@@ -223,10 +230,18 @@ def encode_run(
         return datasets[key]
 
     db_idx = state["database_indices"].numpy()
+    check_data(
+        run_dir,
+        fingerprint(cfg.dataset, dataset("train"), dataset("test")),
+        root,
+        database_indices=db_idx,
+        all_train=not cfg.val_fraction,
+    )
     learned_B = state["B"].numpy()
     splits: dict[str, Split] = {}
     skipped: dict[str, int] = {}
     attribute_names = None
+    phases = Progress("encoding, splits", len(smap), logger=log)
     for name, src in smap.items():
         ds = dataset(src)
         if src == "train":
@@ -288,6 +303,7 @@ def encode_run(
             features_kind=kind,
             attributes=np.asarray(attrs)[ids].astype(np.uint8) if attrs is not None else None,
         )
+        phases.step(f"{name} = {src} split, {len(ids)} items")
     config = {
         **cfg.to_dict(),
         "encode": {
