@@ -44,7 +44,11 @@ def prepare_environment(environ: MutableMapping[str, str] | None = None) -> bool
 
 
 def default_threads() -> int:
-    """The number of cores this process may run on (its CPU affinity, else every core)."""
+    """``OMP_NUM_THREADS`` when the user set it to a positive integer, else the number of
+    cores this process may run on (its CPU affinity, else every core)."""
+    users = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if users.isdigit() and int(users) > 0:
+        return int(users)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not Linux

@@ -75,7 +75,17 @@ def test_set_threads_applies_to_torch(keep_threads: int) -> None:
     assert torch.get_num_threads() == 1
     assert runtime.set_threads(None) == runtime.default_threads()
     assert torch.get_num_threads() == runtime.default_threads()
-    assert 1 <= runtime.default_threads() <= (os.cpu_count() or 1)
+
+
+def test_default_threads_follow_the_users_omp_num_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert runtime.default_threads() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    cores = runtime.default_threads()
+    assert cores == len(os.sched_getaffinity(0))
+    for unusable in ("0", "two", ""):
+        monkeypatch.setenv("OMP_NUM_THREADS", unusable)
+        assert runtime.default_threads() == cores
 
 
 @pytest.mark.parametrize("bad", [0, -2, True, 1.5])
