@@ -27,40 +27,49 @@ def keep_threads() -> Iterator[int]:
     torch.set_num_threads(before)
 
 
-def test_wait_policy_set_only_when_the_user_set_none() -> None:
+def test_spin_count_set_only_when_the_user_chose_no_wait_policy() -> None:
     env: dict[str, str] = {}
     assert runtime.prepare_environment(env) is True
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
-    for users in ("ACTIVE", "passive"):
-        env = {"OMP_WAIT_POLICY": users}
+    assert env == {"GOMP_SPINCOUNT": str(runtime.SPIN_COUNT)}
+    for users in (
+        {"OMP_WAIT_POLICY": "ACTIVE"},
+        {"OMP_WAIT_POLICY": "passive"},
+        {"GOMP_SPINCOUNT": "0"},
+        {"GOMP_SPINCOUNT": "infinity"},
+    ):
+        env = dict(users)
         assert runtime.prepare_environment(env) is False
-        assert env == {"OMP_WAIT_POLICY": users}
+        assert env == users
     env = {"OMP_WAIT_POLICY": " "}  # blank is unset for libgomp too
     assert runtime.prepare_environment(env) is True
-    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert env["GOMP_SPINCOUNT"] == str(runtime.SPIN_COUNT)
 
 
-def _policy_seen_by_the_cli(env_policy: str | None) -> str:
+def _waiting_seen_by_the_cli(**users: str) -> str:
     """What the environment holds once the CLI module is loaded, before torch is."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if env_policy is not None:
-        env["OMP_WAIT_POLICY"] = env_policy
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(users)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     code = (
         "import os, sys\n"
         "import fghash.cli\n"
         "assert 'torch' not in sys.modules and 'faiss' not in sys.modules\n"
-        "print(os.environ.get('OMP_WAIT_POLICY'))\n"
+        "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))\n"
     )
     r = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return r.stdout.strip()
 
 
-def test_cli_sets_passive_before_torch_loads_and_keeps_the_users_choice() -> None:
-    assert _policy_seen_by_the_cli(None) == "PASSIVE"
-    assert _policy_seen_by_the_cli("ACTIVE") == "ACTIVE"
+def test_cli_bounds_the_spin_before_torch_loads_and_keeps_the_users_choice() -> None:
+    assert _waiting_seen_by_the_cli() == f"None {runtime.SPIN_COUNT}"
+    assert _waiting_seen_by_the_cli(OMP_WAIT_POLICY="ACTIVE") == "ACTIVE None"
+    assert _waiting_seen_by_the_cli(GOMP_SPINCOUNT="10") == "None 10"
 
 
 def test_module_entry_point_goes_through_the_cli() -> None:
@@ -77,7 +86,9 @@ def test_set_threads_applies_to_torch(keep_threads: int) -> None:
     assert torch.get_num_threads() == runtime.default_threads()
 
 
-def test_default_threads_follow_the_users_omp_num_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_threads_follow_the_users_omp_num_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert runtime.default_threads() == 3
     monkeypatch.delenv("OMP_NUM_THREADS")
@@ -97,7 +108,14 @@ def test_set_threads_refuses_non_positive_counts(bad: Any) -> None:
 @pytest.mark.parametrize("command", ["train", "encode", "demo"])
 def test_threads_option_refuses_zero(command: str, tmp_path: Path) -> None:
     args = {
-        "train": ["--dataset", "synthetic", "--data-root", str(tmp_path), "--out", str(tmp_path)],
+        "train": [
+            "--dataset",
+            "synthetic",
+            "--data-root",
+            str(tmp_path),
+            "--out",
+            str(tmp_path),
+        ],
         "encode": [str(tmp_path), "--out", str(tmp_path / "c.h5")],
         "demo": ["--out", str(tmp_path / "d")],
     }[command]
@@ -120,7 +138,15 @@ def test_train_threads_reach_torch_before_training(
     target = 2 if keep_threads == 1 else 1
     r = CliRunner().invoke(
         main,
-        ["train", "--dataset", "synthetic", "--data-root", str(tmp_path), "--out", str(tmp_path)]
+        [
+            "train",
+            "--dataset",
+            "synthetic",
+            "--data-root",
+            str(tmp_path),
+            "--out",
+            str(tmp_path),
+        ]
         + ["--threads", str(target)],
     )
     assert r.exit_code == 0, r.output
