@@ -1065,6 +1065,9 @@ def explain_cmd(
     from bench.explain import explain, parse_bits_to_show
     from bench.explain_compare import compare
     from bench.explain_inputs import load_input
+    from bench.outdir import removing_on_failure
+
+    explain, compare = removing_on_failure(explain, out), removing_on_failure(compare, out)
 
     if min(per_bit, num_queries, k, rotations) < 1:
         raise UserError("--per-bit, --num-queries, -k and --rotations must be at least 1.")
