@@ -6,6 +6,10 @@ queries share a code and no work is saved by de-duplication (trained codes repea
 lot, which makes real files faster than this).
 
     python -m bench.bench_map_speed [--nq 25250] [--nb 75750] [--bits 48] [--stable]
+                                    [--device cpu|cuda]
+
+``--device cuda`` counts with torch on the GPU (:mod:`fghash.ranking_torch`); the time
+then includes moving the codes to the GPU and the counts back, after one warm-up run.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import os
 import platform
 import time
+from functools import partial
 
 import numpy as np
 
@@ -32,6 +37,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--classes", type=int, default=101)
     p.add_argument("--stable", action="store_true", help="also time the stable ranking")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="cpu: numpy; cuda: torch"
+    )
     a = p.parse_args(argv)
     rng = np.random.default_rng(a.seed)
     nbytes = (a.bits + 7) // 8
@@ -39,8 +47,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     b = np.packbits(rng.random((a.nb, a.bits)) < 0.5, axis=1, bitorder="little")[:, :nbytes]
     ql = rng.integers(0, a.classes, a.nq)
     bl = rng.integers(0, a.classes, a.nb)
+    kw = {"stable": a.stable, "kmax": 100 if a.stable else 0}
+    if a.device == "cpu":
+        rank = rank_hamming
+    else:
+        from fghash.ranking_torch import rank_hamming_torch
+
+        rank = partial(rank_hamming_torch, device=a.device)
+        rank(q[:64], b, a.bits, ql[:64], bl, **kw)  # warm-up: CUDA context, kernels
     t0 = time.perf_counter()
-    st = rank_hamming(q, b, a.bits, ql, bl, stable=a.stable, kmax=100 if a.stable else 0)
+    st = rank(q, b, a.bits, ql, bl, **kw)
     t1 = time.perf_counter()
     m = float(np.mean(average_precision(st, None, "tie-aware")))
     t2 = time.perf_counter()
@@ -49,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "n_database": a.nb,
         "bits": a.bits,
         "stable_too": a.stable,
+        "device": a.device,
         "counts_s": round(t1 - t0, 3),
         "map_from_counts_s": round(t2 - t1, 3),
         "total_s": round(t2 - t0, 3),

@@ -142,7 +142,8 @@ def run_bench(
     ``index_types`` defaults to all kinds (:data:`bench.throughput.DEFAULT_SWEEPS`);
     ``threads`` is the FAISS thread count for every row (default: FAISS's own);
     ``runs`` timed batch runs after ``warmup``; ``device`` as in ``fghash build-index``
-    (``auto`` adds GPU rows when possible). ``command`` is recorded in the report.
+    (``auto`` adds GPU rows when possible), and for the Hamming ranking
+    (:func:`bench.evaluate.ranking_device`). ``command`` is recorded in the report.
     """
     if not codes_paths:
         raise FghashError("give at least one codes file to benchmark.")
@@ -197,7 +198,7 @@ def run_bench(
     for path, tag in zip(paths, tags, strict=True):
         logger.info("benchmarking %s", path)
         cf = load_for_bench(path)
-        ev = evaluate_codes(cf, ks, progress=progress)
+        ev = evaluate_codes(cf, ks, progress=progress, device=device)
         res.notes.extend(ev.notes)
         q, db = cf["query"], cf["database"]
         labelled = ev.labels is not None

@@ -296,6 +296,15 @@ def _search_text(results: list[dict[str, Any]]) -> str:
 @click.option("--ef-search", type=int, help="hnsw: search beam width.")
 @click.option("--nflip", type=int, help="hash/multihash: bit flips explored per bucket.")
 @device_option()
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "faiss", "tensor"]),
+    default="auto",
+    show_default=True,
+    help="faiss: FAISS's index; tensor: exact search with torch (flat bundles; on a CPU "
+    "only to check results); auto: FAISS, or on --device gpu the tensor engine where "
+    "FAISS cannot serve the search.",
+)
 @format_option("table", "jsonl")
 def search_cmd(
     index_path: Path,
@@ -308,6 +317,7 @@ def search_cmd(
     ef_search: int | None,
     nflip: int | None,
     device: str,
+    engine: str,
     fmt: str,
 ) -> None:
     """Search the index bundle at PATH with queries from --codes or one --code.
@@ -329,6 +339,7 @@ def search_cmd(
         ef_search=ef_search,
         nflip=nflip,
         device=device,
+        engine=engine,
     )
     if fmt == "jsonl":
         for r in results:

@@ -11,6 +11,7 @@ from fghash.errors import FghashError
 from index.bundle import is_bundle, load_index, read_bundle_meta
 from index.gpu import GPU_MAX_K
 from index.items import ItemMeta, search_items
+from index.tensor import pick_engine, tensor_from_binary
 
 __all__ = ["search_bundle", "describe"]
 
@@ -27,6 +28,7 @@ def search_bundle(
     ef_search: int | None = None,
     nflip: int | None = None,
     device: str = "cpu",
+    engine: str = "auto",
 ) -> list[dict[str, Any]]:
     """Search the index bundle at ``bundle`` with queries from a codes file or one hex code.
 
@@ -34,7 +36,9 @@ def search_bundle(
     ``code`` (hex, byte 0 first, as :func:`fghash.codes.code_to_hex` writes) is given.
     Returns one dict per query as :func:`index.items.search_items` describes; for a hex
     code the query's id, label and path are None. ``device="auto"`` stays on the CPU
-    when ``k`` exceeds what the GPU index can return (2048).
+    when ``k`` exceeds what the GPU index can return (2048). ``engine`` (``auto``,
+    ``faiss``, ``tensor``) is chosen as :func:`index.tensor.pick_engine` says; only the
+    tensor engine imports torch, and it searches flat bundles only.
     """
     if (codes is None) == (code is None):
         raise FghashError(
@@ -70,9 +74,14 @@ def search_bundle(
             labels=None if s.labels is None else s.labels[:n],
             paths=None if s.paths is None else s.paths[:n],
         )
-    if device == "auto" and k > GPU_MAX_K:
-        device = "cpu"  # GpuIndexBinaryFlat cannot return more than GPU_MAX_K neighbours
-    index, items = load_index(bundle, device=device)
+    engine, device = pick_engine(engine, device, k)
+    if engine == "tensor":
+        index, items = load_index(bundle, device="cpu")
+        index = tensor_from_binary(index, device=device)
+    else:
+        if device == "auto" and k > GPU_MAX_K:
+            device = "cpu"  # GpuIndexBinaryFlat cannot return more than GPU_MAX_K neighbours
+        index, items = load_index(bundle, device=device)
     return search_items(
         index, items, xq, k, queries=queries, nprobe=nprobe, ef_search=ef_search, nflip=nflip
     )
