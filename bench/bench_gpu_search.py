@@ -5,8 +5,10 @@ queries for every engine):
 
 * ``faiss-gpu``: ``GpuIndexBinaryFlat`` (k ≤ 2048), when the installed FAISS has GPU
   support — skipped with a note otherwise (the script needs only torch and numpy);
-* ``tensor/<method>``: :class:`index.tensor.TensorIndex` (±1 fp16 products and
-  counting selection), for each histogram method of :mod:`fghash.hamming_torch`;
+* ``tensor/count/<method>``: :class:`index.tensor.TensorIndex` (±1 fp16 products and
+  two-pass counting selection), for each histogram method of :mod:`fghash.hamming_torch`;
+* ``tensor/stream/<method>``: the same engine with one-pass selection (the first block
+  counted, later blocks only offer items below the running k-th distance), first method;
 * ``topk``: the plain version, fp16 products and ``torch.topk`` per block (the issue's
   baseline; its order within ties is arbitrary).
 
@@ -165,6 +167,7 @@ def _search_rows(
     mem = _Memory(dev)
     memory = int(a.memory_gb * 2**30) if a.memory_gb else None
     methods = [m for m in a.methods.split(",") if m.strip()]
+    variants = [("count", m) for m in methods] + [("stream", methods[0])] * (not a.no_stream)
     rows: list[dict[str, Any]] = []
     for bits in _ints(a.bits):
         xq = _codes(rng, a.nq, bits)
@@ -180,11 +183,18 @@ def _search_rows(
             for k in _ints(a.k):
                 base = {"n": n, "bits": bits, "k": k, "nq": a.nq}
                 group: list[tuple[dict[str, Any], Any]] = []
-                for m in methods:
+                for sel, m in variants:
                     mem.reset()
-                    ti = TensorIndex(xb, bits, device=str(dev), memory_bytes=memory, count_method=m)
+                    ti = TensorIndex(
+                        xb,
+                        bits,
+                        device=str(dev),
+                        memory_bytes=memory,
+                        count_method=m,
+                        selection=sel,
+                    )
                     t, out = timer(ti.search, xq, k)
-                    row = {**base, "engine": f"tensor/{m}", "s": t, "gpu_gib": mem.peak_gib()}
+                    row = {**base, "engine": f"tensor/{sel}/{m}", "s": t, "gpu_gib": mem.peak_gib()}
                     group.append(({**row, "blocks": list(ti.blocks(a.nq, k))}, out))
                     del ti
                 ref = group[0][1]
@@ -266,6 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--runs", type=int, default=3, help="timed runs after one warm-up")
     p.add_argument("--methods", default="bincount,compare", help="histogram methods to time")
     p.add_argument("--no-topk", action="store_true", help="skip the plain topk baseline")
+    p.add_argument("--no-stream", action="store_true", help="skip the one-pass selection")
     p.add_argument("--check", type=int, default=20, help="queries checked against brute force")
     p.add_argument("--map-size", default="25250,75750", help="queries,database of the mAP line")
     p.add_argument("--memory-gb", type=float, help="engine working memory (default: half free)")

@@ -22,6 +22,11 @@ instead of sorting (as FAISS's CPU flat search does with its counting heap):
 4. a stable sort of the ``k`` gathered items per query by distance — they were gathered
    in ascending position — gives FAISS's CPU order: by distance, ties by position.
 
+**One-pass variant** (``selection="stream"``): the first database block is selected by
+counting; each later block offers only items strictly closer than the running ``k``-th
+distance, merged by a stable sort. Same answer, one pass and no recomputed products;
+``bench/bench_gpu_search.py`` measures which variant is faster on a GPU.
+
 **Blocks.** Query and database blocks are sized so the working tensors (about
 ``itemsize + 12`` bytes per distance) fit ``memory_bytes``: on CUDA half the free
 memory (``torch.cuda.mem_get_info``), on the CPU 256 MiB. The CPU path exists for
@@ -55,14 +60,16 @@ from index.padding import check_codes
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ENGINES", "TensorIndex", "tensor_from_binary", "pick_engine"]
+__all__ = ["ENGINES", "SELECTIONS", "TensorIndex", "tensor_from_binary", "pick_engine"]
 
 logger = logging.getLogger(__name__)
 
 ENGINES = ("auto", "faiss", "tensor")
 # Bytes of working memory per distance beyond the distance itself: the int32 key of the
 # histogram (or int32 tie ranks) and three bool masks, rounded up.
-_EXTRA_BYTES = 12
+# With "stream", a block's nonzero() may in the worst case return every pair (16 bytes).
+_EXTRA_BYTES = {"count": 12, "stream": 28}
+SELECTIONS = ("count", "stream")
 # Bytes per gathered neighbour (row, position, distance, sort key and order, twice).
 _GATHER_BYTES = 64
 _MAX_QUERY_BLOCK = 4096
@@ -85,6 +92,9 @@ class TensorIndex:
         device: ``"cpu"``, ``"gpu"``/``"cuda"`` or ``"auto"`` (CUDA when torch sees one).
         memory_bytes: working memory for blocks (default: see the module docstring).
         count_method: how histograms are counted (:data:`fghash.hamming_torch.COUNT_METHODS`).
+        selection: ``"count"`` (two passes, the module docstring) or ``"stream"`` (one
+            pass; :meth:`_stream_block`). Same results; which is faster on a GPU is
+            what ``bench/bench_gpu_search.py`` measures.
         query_block, db_block: force block sizes (tests; default: from the memory).
     """
 
@@ -99,6 +109,7 @@ class TensorIndex:
         device: str = "auto",
         memory_bytes: int | None = None,
         count_method: str = "bincount",
+        selection: str = "count",
         query_block: int | None = None,
         db_block: int | None = None,
     ) -> None:
@@ -107,7 +118,12 @@ class TensorIndex:
             raise FghashError("the database is empty; an index needs at least one item.")
         self.bits = int(bits)
         self.dim = self.bits
-        self.params: dict[str, Any] = {"count_method": count_method}
+        if selection not in SELECTIONS:
+            raise FghashError(
+                f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}."
+            )
+        self.params: dict[str, Any] = {"count_method": count_method, "selection": selection}
+        self._selection = selection
         self._dev = torch_device(device)
         self.device = device_name(self._dev)
         self._memory = memory_budget(self._dev, memory_bytes)
@@ -143,7 +159,7 @@ class TensorIndex:
 
     def blocks(self, nq: int, k: int) -> tuple[int, int]:
         """``(query block, database block)`` sizes for ``nq`` queries and ``k``."""
-        per = self._xb.element_size() + _EXTRA_BYTES
+        per = self._xb.element_size() + _EXTRA_BYTES[self._selection]
         elems = max(1, min(_MAX_BLOCK_ELEMS, self._memory // per))
         qb = self._query_block or max(
             1, min(nq, _MAX_QUERY_BLOCK, (self._memory // 4) // (k * _GATHER_BYTES) or 1)
@@ -195,7 +211,8 @@ class TensorIndex:
         for s in tqdm(
             starts, desc="search", unit="block", disable=None if len(starts) > 1 else True
         ):
-            Dt, It = self._search_block(q[s : s + qb], k, nb)
+            block = self._search_block if self._selection == "count" else self._stream_block
+            Dt, It = block(q[s : s + qb], k, nb)
             D[s : s + qb] = Dt.cpu().numpy()
             I[s : s + qb] = It.cpu().numpy()
         return D, I
@@ -203,18 +220,21 @@ class TensorIndex:
     def _distances(self, qop: torch.Tensor, start: int, nb: int) -> torch.Tensor:
         return qop @ self._xb[start : start + nb].T
 
-    def _search_block(self, q: np.ndarray, k: int, nb: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Counting selection for one query block (module docstring, steps 1–4)."""
+    def _search_block(
+        self, q: np.ndarray, k: int, nb: int, distances: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Counting selection for one query block (module docstring, steps 1–4); with
+        ``distances`` given, over those columns alone (positions from 0)."""
         import torch
 
         nbins = self.bits + 1
-        qop = query_operand(q, self.bits, self._dev)
-        rows = qop.shape[0]
-        starts = range(0, self.ntotal, nb)
-        cached = None
+        qop = query_operand(q, self.bits, self._dev) if distances is None else None
+        rows = q.shape[0]
+        starts = range(0, self.ntotal, nb) if distances is None else range(1)
+        cached = distances
         hists = []  # per database block: [rows, nbins]
         for s in starts:
-            d = self._distances(qop, s, nb)
+            d = cached if cached is not None else self._distances(qop, s, nb)
             hists.append(row_counts(d, nbins, self._count_method))
             if len(starts) == 1:
                 cached = d
@@ -248,6 +268,50 @@ class TensorIndex:
         if order.numel() != rows * k:  # the histogram guarantees exactly k per row
             raise RuntimeError(f"tensor engine gathered {order.numel()} items for {rows}×{k}")
         return dist[order].view(rows, k).to(torch.int32), pos[order].view(rows, k)
+
+    def _stream_block(self, q: np.ndarray, k: int, nb: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One-pass selection for one query block: keep each query's best ``k`` so far.
+
+        The first database block is selected by counting (its histogram gives its own
+        ``k``-th distance, :meth:`_search_block`); every later block only offers items
+        *strictly* closer than the current ``k``-th distance ``T`` — an item at ``T`` comes
+        after ``k`` earlier items at ``≤ T`` in database order, so it can never enter —
+        and those few are merged by a stable sort on (distance, position). ``T`` only
+        falls, so after the first block little is gathered.
+        """
+        import torch
+
+        nbins = self.bits + 1
+        qop = query_operand(q, self.bits, self._dev)
+        rows = qop.shape[0]
+        kept: tuple[torch.Tensor, ...] = ()
+        for s in range(0, self.ntotal, nb):
+            d = self._distances(qop, s, nb)
+            if not kept:
+                k1 = min(k, d.shape[1])
+                dist, pos = self._search_block(q, k1, nb, distances=d)
+                row = torch.arange(rows, device=d.device).repeat_interleave(k1)
+                kept = (row, pos.reshape(-1), dist.reshape(-1).to(torch.int64))
+                continue
+            row, pos, dist = kept
+            per_row = torch.bincount(row, minlength=rows)
+            last = torch.cumsum(per_row, 0) - 1
+            thr = torch.where(per_row >= k, dist[last], nbins)  # T; no bound while < k kept
+            r, c = torch.nonzero(d < thr[:, None].to(d.dtype), as_tuple=True)
+            if r.numel() == 0:
+                continue
+            row, pos, dist = (
+                torch.cat([row, r]),
+                torch.cat([pos, c + s]),
+                torch.cat([dist, d[r, c].to(torch.int64)]),
+            )
+            order = torch.sort(row * nbins + dist, stable=True).indices  # kept ones first in ties
+            row, pos, dist = row[order], pos[order], dist[order]
+            n = torch.bincount(row, minlength=rows)
+            keep = torch.arange(row.numel(), device=d.device) - (torch.cumsum(n, 0) - n)[row] < k
+            kept = (row[keep], pos[keep], dist[keep])
+        _, pos, dist = kept
+        return dist.view(rows, k).to(torch.int32), pos.view(rows, k)
 
     @staticmethod
     def _first_ties(

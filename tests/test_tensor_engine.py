@@ -37,10 +37,13 @@ def test_every_k_matches_flat_index_and_brute_force(bits: int) -> None:
     blocks = TensorIndex(xb, bits, device="cpu", query_block=2, db_block=7)
     singles = TensorIndex(xb, bits, device="cpu", query_block=4, db_block=1)
     compare = TensorIndex(xb, bits, device="cpu", db_block=20, count_method="compare")
+    stream = TensorIndex(xb, bits, device="cpu", query_block=3, db_block=9, selection="stream")
+    stream1 = TensorIndex(xb, bits, device="cpu", query_block=4, db_block=1, selection="stream")
     for k in range(1, n + 1):
         Df, If = flat.search(xq, k)
         Db, Ib = brute_force_knn(xq, xb, k)
-        engines = [one_block, blocks] + ([singles, compare] if k in (1, 2, 30, n - 1, n) else [])
+        few = k in (1, 2, 30, n - 1, n)
+        engines = [one_block, blocks, stream] + ([singles, compare, stream1] if few else [])
         for eng in engines:
             D, I = eng.search(xq, k)
             assert D.dtype == np.int32 and I.dtype == np.int64
@@ -55,12 +58,13 @@ def test_k_equals_database_size_and_huge_ties_over_blocks() -> None:
     bits, n = 12, 3000
     xb = _tied_codes(rng, n, bits, pool=5)  # ~600 copies of each code
     xq = pack_bits(rng.integers(0, 2, (7, bits)))
-    eng = TensorIndex(xb, bits, device="cpu", query_block=3, db_block=101)
-    for k in (1, 599, 600, 601, 1777, n):
-        D, I = eng.search(xq, k)
-        Db, Ib = brute_force_knn(xq, xb, k)
-        np.testing.assert_array_equal(D, Db)
-        np.testing.assert_array_equal(I, Ib)
+    for selection in ("count", "stream"):
+        eng = TensorIndex(xb, bits, device="cpu", query_block=3, db_block=101, selection=selection)
+        for k in (1, 599, 600, 601, 1777, n):
+            D, I = eng.search(xq, k)
+            Db, Ib = brute_force_knn(xq, xb, k)
+            np.testing.assert_array_equal(D, Db)
+            np.testing.assert_array_equal(I, Ib)
 
 
 def test_default_blocks_follow_the_memory_budget() -> None:
@@ -89,6 +93,8 @@ def test_bad_requests_and_empty_queries() -> None:
         eng.search(np.zeros((2, 4), np.uint8), 3)
     with pytest.raises(FghashError, match="nprobe"):
         eng.search(xb[:2], 3, nprobe=4)
+    with pytest.raises(FghashError, match="selection must be"):
+        TensorIndex(xb, 24, device="cpu", selection="sort")
     with pytest.raises(FghashError, match="empty"):
         TensorIndex(np.zeros((0, 3), np.uint8), 24, device="cpu")
 
