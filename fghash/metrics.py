@@ -106,6 +106,7 @@ def harmonic(n: int) -> np.ndarray:
 
 
 def _log_factorial(n: int) -> np.ndarray:
+    """``log(i!)`` for ``i = 0..n`` (float64, ``lgamma(i + 1)``)."""
     return np.array([math.lgamma(i + 1.0) for i in range(int(n) + 1)])
 
 
@@ -116,10 +117,8 @@ def _group_sum(
     c, n, r, rc = np.broadcast_arrays(c, n, r, rc)
     s = h[c + n] - h[c]
     nf, rf = n.astype(np.float64), r.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pair = np.where(n > 1, (rf - 1) / (nf - 1), 0.0) * (nf - (c + 1) * s)
-        out = np.where(n > 0, rf / nf * ((rc + 1) * s + pair), 0.0)
-    return out
+    pair = np.where(n > 1, (rf - 1) / np.maximum(nf - 1, 1.0), 0.0) * (nf - (c + 1) * s)
+    return np.where(n > 0, rf / np.maximum(nf, 1.0) * ((rc + 1) * s + pair), 0.0)
 
 
 def _counts(n: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -151,8 +150,7 @@ def expected_hits(n: np.ndarray, r: np.ndarray, k: int) -> np.ndarray:
     idx = np.arange(len(n))
     r_in = np.where(np.arange(n.shape[1]) < b[:, None], r, 0).sum(axis=1)
     nb = n[idx, b]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        part = np.where(nb > 0, m * r[idx, b] / np.maximum(nb, 1), 0.0)
+    part = np.where(nb > 0, m * r[idx, b] / np.maximum(nb, 1), 0.0)
     return r_in + part
 
 
@@ -169,7 +167,7 @@ def expected_ap(n: np.ndarray, r: np.ndarray, k: int | None = None) -> np.ndarra
         return out
     total = n.sum(axis=1)
     h = harmonic(int(total.max()))
-    lf = _log_factorial(int(total.max())) if k is not None else None
+    lf = np.zeros(1)  # log-factorials up to the largest cut group seen so far
     for s in range(0, nq, _BLOCK):
         sl = slice(s, min(nq, s + _BLOCK))
         nn, rr = n[sl], r[sl]
@@ -186,6 +184,8 @@ def expected_ap(n: np.ndarray, r: np.ndarray, k: int | None = None) -> np.ndarra
         r_in = np.where(inside, rr, 0).sum(axis=1)
         idx = np.arange(len(nn))
         gn, gr = nn[idx, b], rr[idx, b]
+        if len(lf) <= gn.max():
+            lf = _log_factorial(int(gn.max()))
         hmax = int(np.minimum(gr, m).max())
         hh = np.arange(hmax + 1)[None, :]
         valid = (hh <= np.minimum(gr, m)[:, None]) & (m[:, None] - hh <= (gn - gr)[:, None])
@@ -199,7 +199,7 @@ def expected_ap(n: np.ndarray, r: np.ndarray, k: int | None = None) -> np.ndarra
             - lf[np.where(valid, (gn - gr)[:, None] - m[:, None] + hc, 0)]
             - (lf[gn] - lf[m] - lf[gn - m])[:, None]
         )
-        p = np.where(valid, np.exp(logp), 0.0)
+        p = np.exp(np.where(valid, logp, -np.inf))  # exp(-inf) = 0: no overflow when masked
         bsum = _group_sum(before[:, None], m[:, None], hc, r_in[:, None], h)
         den = r_in[:, None] + hh
         term = np.divide(a[:, None] + bsum, den, out=np.zeros(p.shape), where=den > 0)

@@ -15,10 +15,13 @@ when asked for, to the ``stable`` ranking (ties broken by ascending database pos
 exactly what ``np.argsort(d, kind="stable")`` gives): its AP over the whole list and
 the relevance of its first ``kmax`` items.
 
-Distances use one float32 matrix product per chunk. With ``u, x`` in ``{-1, +1}^b``,
-``d(u, x) = (b - u·x) / 2``; appending a constant column folds the offset into the
-product, ``d = [-u/2, 1/2] · [x, b]``, and every partial sum is a multiple of 1/2 below
-2^23, so float32 BLAS gives the exact integer.
+Distances are XOR + popcount on 64-bit words (:mod:`fghash.hamming`), a block of
+queries against a chunk of the database at a time, and each query row is counted into
+``b + 1`` bins; the relevant counts ``r`` come from the same row gathered at the
+query's class (single labels, ``N / classes`` items) or from the bins of
+``d + (b + 1)·rel`` (multi-hot). This is ``O(N)`` cheap passes per query, no sort and
+no ``N``-sized temporary per query set, so memory stays at the counts plus a few cached
+blocks whatever ``N``.
 
 Float features (the exact float baseline) are ranked by inner product or by L2 distance;
 ties among float scores are rare and broken by database position (``stable``).
@@ -27,14 +30,16 @@ ties among float scores are rare and broken by database position (``stable``).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
 
-from fghash.codes import nbytes_for, unpack_bits
+from fghash.codes import nbytes_for
 from fghash.errors import FghashError
+from fghash.hamming import default_workers, hamming_block, histogram, padded_codes
 
 __all__ = [
     "RankingStats",
@@ -44,11 +49,14 @@ __all__ = [
     "rank_hamming",
     "rank_float",
     "DEFAULT_CHUNK_BYTES",
+    "DB_CHUNK",
 ]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_BYTES = 256 << 20  # working memory per query chunk
+DEFAULT_CHUNK_BYTES = 256 << 20  # working memory per query chunk (stable and float rankings)
+DB_CHUNK = 1 << 20  # database items per distance block when only counts are needed
+_BLOCK_BYTES = 4 << 20  # int32 distances per counting block: stays in cache
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
@@ -93,36 +101,16 @@ def relevance(qlabels: np.ndarray, dblabels: np.ndarray) -> np.ndarray:
     return (ql.astype(np.float32) @ dl.astype(np.float32).T) > 0
 
 
-def _signs(codes: np.ndarray, bits: int) -> np.ndarray:
-    return unpack_bits(codes, bits).astype(np.float32) * 2 - 1
-
-
-def _db_operand(dbcodes: np.ndarray, bits: int) -> np.ndarray:
-    """``[x, b]^T`` as float32 ``[bits+1, N]`` (C order, the layout BLAS likes here)."""
-    x = np.empty((bits + 1, dbcodes.shape[0]), dtype=np.float32)
-    x[:bits] = _signs(dbcodes, bits).T
-    x[bits] = bits
-    return x
-
-
-def _query_operand(qcodes: np.ndarray, bits: int) -> np.ndarray:
-    """``[-u/2, 1/2]`` as float32 ``[nq, bits+1]``."""
-    u = np.empty((qcodes.shape[0], bits + 1), dtype=np.float32)
-    u[:, :bits] = _signs(qcodes, bits) * -0.5
-    u[:, bits] = 0.5
-    return u
-
-
 def _dist_dtype(bits: int) -> type:
     return np.uint8 if 2 * bits + 1 < 256 else np.uint16
 
 
 def hamming_matrix(qcodes: np.ndarray, dbcodes: np.ndarray, bits: int) -> np.ndarray:
-    """All Hamming distances ``[nq, N]`` (uint8 or uint16) between packed codes, one product."""
+    """All Hamming distances ``[nq, N]`` (uint8 or uint16) between packed codes."""
     _check_codes(qcodes, bits, "query codes")
     _check_codes(dbcodes, bits, "database codes")
-    g = _query_operand(qcodes, bits) @ _db_operand(dbcodes, bits)
-    return g.astype(_dist_dtype(bits))
+    d = hamming_block(padded_codes(qcodes, bits), padded_codes(dbcodes, bits))
+    return d.astype(_dist_dtype(bits))
 
 
 def pair_distances(qcodes: np.ndarray, dbcodes: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -158,6 +146,8 @@ def _dedupe_queries(
     Queries with the same code and label have identical rankings; trained codes repeat
     a lot (whole classes collapse onto a few codes), so this often saves most of the work.
     """
+    if len(qcodes) == 0:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
     parts = [np.ascontiguousarray(qcodes, dtype=np.uint8)]
     if qlabels is not None:
         lab = np.asarray(qlabels)
@@ -202,6 +192,33 @@ def _stable_from_order(rel_sorted: np.ndarray, kmax: int) -> tuple[np.ndarray, n
     return ap, top
 
 
+class _LabelSegments:
+    """Where each single-label query's relevant database items are, chunk by chunk.
+
+    The database positions are sorted by label (stably, so positions ascend inside a
+    label); the items of label ``c`` in chunk ``[c0, c1)`` are then one contiguous run of
+    that order, found by binary search once per distinct label and chunk.
+    """
+
+    def __init__(self, uql: np.ndarray, dl: np.ndarray, step: int) -> None:
+        self.order = np.argsort(dl, kind="stable")
+        self.local = self.order % max(step, 1)  # position inside its chunk
+        ulab, self.label_of = np.unique(uql, return_inverse=True)
+        srt = dl[self.order]
+        self.lo = np.searchsorted(srt, ulab, side="left")
+        self.hi = np.searchsorted(srt, ulab, side="right")
+
+    def bounds(self, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per query: start and end in ``order``/``local`` of its relevant items in ``[c0, c1)``."""
+        s = np.empty(len(self.lo), dtype=np.int64)
+        e = np.empty(len(self.lo), dtype=np.int64)
+        for k, (lo, hi) in enumerate(zip(self.lo, self.hi, strict=True)):
+            seg = self.order[lo:hi]
+            s[k] = lo + np.searchsorted(seg, c0)
+            e[k] = lo + np.searchsorted(seg, c1)
+        return s[self.label_of], e[self.label_of]
+
+
 def rank_hamming(
     qcodes: np.ndarray,
     dbcodes: np.ndarray,
@@ -213,13 +230,24 @@ def rank_hamming(
     kmax: int = 0,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: bool | None = None,
+    db_chunk: int = DB_CHUNK,
+    workers: int | None = None,
 ) -> RankingStats:
     """Rank every query against the whole database by Hamming distance.
 
     Returns per-distance counts ``n`` (and ``r`` when both label arrays are given), and,
     with ``stable=True`` and labels, the stable ranking's AP over the whole list and the
-    relevance of its first ``kmax`` items. Queries are processed in chunks of about
-    ``chunk_bytes`` working memory; queries with the same code and label are ranked once.
+    relevance of its first ``kmax`` items. Queries with the same code and label are
+    ranked once.
+
+    Counts: distances of a block of queries against a chunk of ``db_chunk`` database
+    items (:func:`fghash.hamming.hamming_block`, a few MB that stay in cache), then one
+    histogram per query row; with single labels ``r`` is the histogram of the row
+    gathered at the query's class (``N / classes`` items), with multi-hot labels that of
+    ``d + (b + 1)·rel``. Memory: the counts plus ``workers`` blocks, whatever ``N``.
+    The stable ranking sorts whole rows, so it ignores ``db_chunk`` and keeps about
+    ``chunk_bytes`` of rows in flight. Blocks run in ``workers`` threads (default
+    :func:`fghash.hamming.default_workers`).
     """
     bits = int(bits)
     _check_codes(qcodes, bits, "query codes")
@@ -230,58 +258,91 @@ def rank_hamming(
     nq, n_db = qcodes.shape[0], dbcodes.shape[0]
     nbins = bits + 1
     first, inverse = _dedupe_queries(qcodes, qlabels if labelled else None)
-    uq = qcodes[first]
+    uq = padded_codes(qcodes[first], bits)
     uql = np.asarray(qlabels)[first] if labelled else None
+    dl = np.asarray(dblabels) if labelled else None
+    single = labelled and uql.ndim == 1 and dl.ndim == 1
+    if labelled and not single:
+        relevance(uql[:1], dl[:1])  # same form in both splits, or one clear sentence
     nu = len(first)
     mult = np.bincount(inverse, minlength=nu)
+    workers = max(1, int(workers or default_workers()))
     logger.debug("ranking %d queries (%d distinct) against %d items", nq, nu, n_db)
 
-    xt = _db_operand(dbcodes, bits)
-    dl = np.asarray(dblabels) if labelled else None
-    dtype = _dist_dtype(bits)
-    counts = np.zeros((nu, 2 * nbins if labelled else nbins), dtype=np.int64)
+    count_n = np.zeros((nu, nbins), dtype=np.int64)
+    count_r = np.zeros((nu, nbins), dtype=np.int64) if labelled else None
     ap = np.zeros(nu) if stable else None
     top = np.zeros((nu, kmax), dtype=bool) if stable else None
-    # float32 product + distances + relevance + key (+ int64 order and gathered flags);
-    # two chunks are in flight at once (see below), hence the factor 2.
-    per_row = 2 * n_db * (4 + 2 * np.dtype(dtype).itemsize + 1 + (9 if stable else 0))
+    step = max(1, n_db if stable else min(n_db, int(db_chunk)))
+    segments = _LabelSegments(uql, dl, step) if single else None
+    # bytes per (query, item) pair held at once: int32 distances, and for the stable
+    # ranking relevance, small distances, int64 order and gathered relevance.
+    per_pair = 4 + (1 + np.dtype(_dist_dtype(bits)).itemsize + 8 + 1 if stable else 0)
+    block_bytes = max(1, chunk_bytes // workers) if stable else min(chunk_bytes, _BLOCK_BYTES)
+    local = threading.local()
 
-    def prepare(sl: slice) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        d = (_query_operand(uq[sl], bits) @ xt).astype(dtype)
-        if not labelled:
-            return d, None, d
-        rel = relevance(uql[sl], dl)
-        key = rel.astype(dtype)
-        key *= nbins
-        key += d
-        return d, rel, key
+    def buffers(rows: int, width: int) -> threading.local:
+        if getattr(local, "rows", -1) < rows or local.width < width:
+            local.rows, local.width = rows, width
+            local.dist = np.empty(rows * width, dtype=np.int32)
+            local.gather = np.empty(width, dtype=np.int32)
+            local.hn = np.empty((rows, 2 * nbins), dtype=np.int32)
+            local.hr = np.empty((rows, nbins), dtype=np.int32)
+        return local
 
-    # The product, casts and comparisons release the GIL, np.bincount does not: a
-    # worker thread prepares chunk i+1 while this thread counts chunk i.
-    slices = list(_chunks(nu, per_row, chunk_bytes))
-    with _progress(nq, "Hamming ranking", progress) as bar, ThreadPoolExecutor(1) as pool:
-        nxt = pool.submit(prepare, slices[0]) if slices else None
-        for j, sl in enumerate(slices):
-            d, rel, key = nxt.result()
-            if j + 1 < len(slices):
-                nxt = pool.submit(prepare, slices[j + 1])
-            for i in range(sl.stop - sl.start):
-                counts[sl.start + i] = np.bincount(key[i], minlength=counts.shape[1])
-            if stable:
-                order = np.argsort(d, axis=1, kind="stable")
-                rel_sorted = np.take_along_axis(rel, order, axis=1)
-                ap[sl], top[sl] = _stable_from_order(rel_sorted, kmax)
-            bar.update(int(mult[sl].sum()))
-    counts = counts[inverse]
-    if labelled:
-        irr, r = counts[:, :nbins], counts[:, nbins:]
-        n = irr + r
-        n_rel = r.sum(axis=1)
-    else:
-        n, r, n_rel = counts, None, None
+    def count_block(sl: slice, c0: int, dbp: np.ndarray, seg: tuple | None) -> None:
+        m, width = sl.stop - sl.start, dbp.shape[0]
+        buf = buffers(m, width)
+        d = hamming_block(uq[sl], dbp, buf.dist)
+        hn, hr = buf.hn[:m], buf.hr[:m]
+        rel = None
+        if stable or (labelled and not single):
+            db_l = dl[c0 : c0 + width]
+            rel = uql[sl, None] == db_l[None, :] if single else relevance(uql[sl], db_l)
+        if stable:
+            order = np.argsort(d.astype(_dist_dtype(bits)), axis=1, kind="stable")
+            ap[sl], top[sl] = _stable_from_order(np.take_along_axis(rel, order, axis=1), kmax)
+        if single:
+            starts, ends = seg
+            for i in range(m):
+                q = sl.start + i
+                histogram(d[i], hn[i, :nbins])
+                idx = segments.local[starts[q] : ends[q]]
+                g = np.take(d[i], idx, out=buf.gather[: idx.size])
+                histogram(g, hr[i])
+            count_n[sl] += hn[:, :nbins]
+            count_r[sl] += hr
+        elif labelled:  # multi-hot: one histogram of d + (b+1)·rel gives (irrelevant, relevant)
+            d += rel.astype(np.int32) * np.int32(nbins)
+            for i in range(m):
+                histogram(d[i], hn[i])
+            count_r[sl] += hn[:, nbins:]
+            count_n[sl] += hn[:, :nbins]
+            count_n[sl] += hn[:, nbins:]
+        else:
+            for i in range(m):
+                histogram(d[i], hn[i, :nbins])
+            count_n[sl] += hn[:, :nbins]
+
+    n_chunks = -(-n_db // step)
+    with (
+        _progress(nq * n_chunks, "Hamming ranking", progress) as bar,
+        ThreadPoolExecutor(workers) as pool,
+    ):
+        for c0 in range(0, n_db, step):
+            dbp = padded_codes(dbcodes[c0 : c0 + step], bits)
+            seg = segments.bounds(c0, c0 + dbp.shape[0]) if single else None
+            futures = {
+                pool.submit(count_block, sl, c0, dbp, seg): int(mult[sl].sum())
+                for sl in _chunks(nu, per_pair * dbp.shape[0], block_bytes)
+            }
+            for fut in as_completed(futures):
+                fut.result()
+                bar.update(futures[fut])
+    n, r = count_n[inverse], (count_r[inverse] if labelled else None)
     return RankingStats(
         n_database=n_db,
-        n_relevant=n_rel,
+        n_relevant=r.sum(axis=1) if labelled else None,
         n=n,
         r=r,
         stable_ap=ap[inverse] if stable else None,
