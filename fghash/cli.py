@@ -691,6 +691,21 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
     show_default=True,
     help="Single queries timed for latency percentiles.",
 )
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Per configuration: stop timing runs, and single queries, past this many seconds.",
+)
+@click.option(
+    "--hnsw-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds to build HNSW in; past them it holds only the first items (the report says "
+    "how many).",
+)
 @device_option()
 @click.option("--force", is_flag=True, help="Run again even if --out already holds a report.")
 def bench_cmd(
@@ -701,6 +716,8 @@ def bench_cmd(
     threads: int | None,
     runs: int,
     latency_queries: int,
+    max_seconds: float,
+    hnsw_budget: float,
     device: str,
     force: bool,
 ) -> None:
@@ -719,12 +736,15 @@ def bench_cmd(
         threads=threads,
         runs=runs,
         latency_queries=latency_queries,
+        max_seconds=max_seconds,
+        hnsw_budget_s=hnsw_budget,
         device=device,
         force=force,
         command=" ".join(
             ["fghash bench", *map(str, codes), f"--out {out}", f"--index-types {index_types}"]
             + [f"--k {','.join(map(str, ks))}", f"--runs {runs}", f"--device {device}"]
-            + [f"--latency-queries {latency_queries}"]
+            + [f"--latency-queries {latency_queries}", f"--max-seconds {max_seconds:g}"]
+            + [f"--hnsw-budget {hnsw_budget:g}"]
             + ([f"--threads {threads}"] if threads else [])
         ),
     )

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["padded_codes", "hamming_block", "histogram", "default_workers"]
+__all__ = ["padded_codes", "hamming_block", "histogram", "row_histograms", "default_workers"]
 
 
 def _faiss() -> Any:
@@ -71,6 +71,25 @@ def histogram(values: np.ndarray, out: np.ndarray) -> np.ndarray:
         return out
     f = _faiss()
     f.ivec_hist(values.size, f.swig_ptr(values), out.size, f.swig_ptr(out))
+    return out
+
+
+def row_histograms(values: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[i, v] = #{j : values[i, j] = v}`` for every row ``i`` and bin ``v`` of ``out``.
+
+    ``values``: C-contiguous int32 ``[m, n]``; ``out``: C-contiguous int32 ``[m, bins]``,
+    overwritten; entries outside the bins are ignored. One FAISS call per row, with the
+    row addresses computed here rather than through numpy views.
+    """
+    m, n = values.shape
+    if n == 0:
+        out[:m] = 0
+        return out
+    f = _faiss()
+    hist, ptr, bins = f.ivec_hist, f.cast_integer_to_int_ptr, out.shape[1]
+    src, dst = values.ctypes.data, out.ctypes.data
+    for i in range(m):
+        hist(n, ptr(src + 4 * n * i), bins, ptr(dst + 4 * bins * i))
     return out
 
 

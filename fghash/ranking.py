@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
@@ -39,7 +39,13 @@ import numpy as np
 
 from fghash.codes import nbytes_for
 from fghash.errors import FghashError
-from fghash.hamming import default_workers, hamming_block, histogram, padded_codes
+from fghash.hamming import (
+    default_workers,
+    hamming_block,
+    histogram,
+    padded_codes,
+    row_histograms,
+)
 
 __all__ = [
     "RankingStats",
@@ -193,30 +199,41 @@ def _stable_from_order(rel_sorted: np.ndarray, kmax: int) -> tuple[np.ndarray, n
 
 
 class _LabelSegments:
-    """Where each single-label query's relevant database items are, chunk by chunk.
+    """Where each query label's relevant database items are, chunk by chunk.
 
     The database positions are sorted by label (stably, so positions ascend inside a
     label); the items of label ``c`` in chunk ``[c0, c1)`` are then one contiguous run of
-    that order, found by binary search once per distinct label and chunk.
+    that order, found by binary search once per distinct query label and chunk.
     """
 
     def __init__(self, uql: np.ndarray, dl: np.ndarray, step: int) -> None:
         self.order = np.argsort(dl, kind="stable")
         self.local = self.order % max(step, 1)  # position inside its chunk
-        ulab, self.label_of = np.unique(uql, return_inverse=True)
+        ulab, self.label_of = np.unique(uql, return_inverse=True)  # label index per query
+        self.label_of = self.label_of.ravel()
         srt = dl[self.order]
         self.lo = np.searchsorted(srt, ulab, side="left")
         self.hi = np.searchsorted(srt, ulab, side="right")
 
     def bounds(self, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per query: start and end in ``order``/``local`` of its relevant items in ``[c0, c1)``."""
+        """Per label index: start and end in ``order``/``local`` of its items in ``[c0, c1)``."""
         s = np.empty(len(self.lo), dtype=np.int64)
         e = np.empty(len(self.lo), dtype=np.int64)
         for k, (lo, hi) in enumerate(zip(self.lo, self.hi, strict=True)):
             seg = self.order[lo:hi]
             s[k] = lo + np.searchsorted(seg, c0)
             e[k] = lo + np.searchsorted(seg, c1)
-        return s[self.label_of], e[self.label_of]
+        return s, e
+
+
+def _label_blocks(label_of: np.ndarray, rows: int) -> list[slice]:
+    """Blocks of at most ``rows`` consecutive queries, never across a change of label."""
+    cuts = [0, *(np.flatnonzero(np.diff(label_of)) + 1).tolist(), len(label_of)]
+    return [
+        slice(s, min(e, s + rows))
+        for a, e in zip(cuts[:-1], cuts[1:], strict=True)
+        for s in range(a, e, rows)
+    ]
 
 
 def rank_hamming(
@@ -269,60 +286,59 @@ def rank_hamming(
     workers = max(1, int(workers or default_workers()))
     logger.debug("ranking %d queries (%d distinct) against %d items", nq, nu, n_db)
 
+    step = max(1, n_db if stable else min(n_db, int(db_chunk)))
+    segments = _LabelSegments(uql, dl, step) if single else None
+    # Queries in label order (single labels), so a block shares one class: its relevant
+    # items are one gather of columns for the whole block.
+    perm = np.argsort(segments.label_of, kind="stable") if single else np.arange(nu)
+    uq, mult = uq[perm], mult[perm]
+    uql = uql[perm] if labelled else None
+    label_of = segments.label_of[perm] if single else None
     count_n = np.zeros((nu, nbins), dtype=np.int64)
     count_r = np.zeros((nu, nbins), dtype=np.int64) if labelled else None
     ap = np.zeros(nu) if stable else None
     top = np.zeros((nu, kmax), dtype=bool) if stable else None
-    step = max(1, n_db if stable else min(n_db, int(db_chunk)))
-    segments = _LabelSegments(uql, dl, step) if single else None
     # bytes per (query, item) pair held at once: int32 distances, and for the stable
     # ranking relevance, small distances, int64 order and gathered relevance.
     per_pair = 4 + (1 + np.dtype(_dist_dtype(bits)).itemsize + 8 + 1 if stable else 0)
     block_bytes = max(1, chunk_bytes // workers) if stable else min(chunk_bytes, _BLOCK_BYTES)
+    width = 2 * nbins if labelled and not single else nbins  # histogram bins per query row
     local = threading.local()
 
-    def buffers(rows: int, width: int) -> threading.local:
-        if getattr(local, "rows", -1) < rows or local.width < width:
-            local.rows, local.width = rows, width
-            local.dist = np.empty(rows * width, dtype=np.int32)
-            local.gather = np.empty(width, dtype=np.int32)
-            local.hn = np.empty((rows, 2 * nbins), dtype=np.int32)
-            local.hr = np.empty((rows, nbins), dtype=np.int32)
+    def buffers(rows: int, n_items: int) -> threading.local:
+        if getattr(local, "rows", -1) < rows or local.n_items < n_items:
+            local.rows, local.n_items = rows, n_items
+            local.dist = np.empty(rows * n_items, dtype=np.int32)
+            local.hist = np.empty((rows, width), dtype=np.int32)
+            local.offsets = np.arange(rows, dtype=np.int32)[:, None] * np.int32(width)
         return local
 
     def count_block(sl: slice, c0: int, dbp: np.ndarray, seg: tuple | None) -> None:
-        m, width = sl.stop - sl.start, dbp.shape[0]
-        buf = buffers(m, width)
+        m = sl.stop - sl.start
+        buf = buffers(m, dbp.shape[0])
         d = hamming_block(uq[sl], dbp, buf.dist)
-        hn, hr = buf.hn[:m], buf.hr[:m]
+        h = buf.hist[:m]
         rel = None
         if stable or (labelled and not single):
-            db_l = dl[c0 : c0 + width]
+            db_l = dl[c0 : c0 + dbp.shape[0]]
             rel = uql[sl, None] == db_l[None, :] if single else relevance(uql[sl], db_l)
         if stable:
             order = np.argsort(d.astype(_dist_dtype(bits)), axis=1, kind="stable")
             ap[sl], top[sl] = _stable_from_order(np.take_along_axis(rel, order, axis=1), kmax)
-        if single:
-            starts, ends = seg
-            for i in range(m):
-                q = sl.start + i
-                histogram(d[i], hn[i, :nbins])
-                idx = segments.local[starts[q] : ends[q]]
-                g = np.take(d[i], idx, out=buf.gather[: idx.size])
-                histogram(g, hr[i])
-            count_n[sl] += hn[:, :nbins]
-            count_r[sl] += hr
-        elif labelled:  # multi-hot: one histogram of d + (b+1)·rel gives (irrelevant, relevant)
+        if labelled and not single:  # bins d + (b+1)·rel: (irrelevant, relevant) counts
             d += rel.astype(np.int32) * np.int32(nbins)
-            for i in range(m):
-                histogram(d[i], hn[i])
-            count_r[sl] += hn[:, nbins:]
-            count_n[sl] += hn[:, :nbins]
-            count_n[sl] += hn[:, nbins:]
-        else:
-            for i in range(m):
-                histogram(d[i], hn[i, :nbins])
-            count_n[sl] += hn[:, :nbins]
+            row_histograms(d, h)
+            count_r[sl] += h[:, nbins:]
+            count_n[sl] += h[:, :nbins] + h[:, nbins:]
+            return
+        row_histograms(d, h)
+        count_n[sl] += h
+        if single:  # the block's class: gather its columns, shift row i's bins by i·(b+1)
+            k = label_of[sl.start]
+            g = np.take(d, segments.local[seg[0][k] : seg[1][k]], axis=1)
+            g += buf.offsets[:m]
+            histogram(g.reshape(-1), h.reshape(-1))
+            count_r[sl] += h
 
     n_chunks = -(-n_db // step)
     with (
@@ -332,21 +348,25 @@ def rank_hamming(
         for c0 in range(0, n_db, step):
             dbp = padded_codes(dbcodes[c0 : c0 + step], bits)
             seg = segments.bounds(c0, c0 + dbp.shape[0]) if single else None
+            rows = max(1, block_bytes // (per_pair * dbp.shape[0]))
+            blocks = _label_blocks(label_of, rows) if single else _chunks(nu, 1, rows)
             futures = {
-                pool.submit(count_block, sl, c0, dbp, seg): int(mult[sl].sum())
-                for sl in _chunks(nu, per_pair * dbp.shape[0], block_bytes)
+                pool.submit(count_block, sl, c0, dbp, seg): int(mult[sl].sum()) for sl in blocks
             }
             for fut in as_completed(futures):
                 fut.result()
                 bar.update(futures[fut])
-    n, r = count_n[inverse], (count_r[inverse] if labelled else None)
+    row_of = np.empty(nu, dtype=np.intp)
+    row_of[perm] = np.arange(nu)
+    back = row_of[inverse]  # each query's row in the processing order
+    r = count_r[back] if labelled else None
     return RankingStats(
         n_database=n_db,
         n_relevant=r.sum(axis=1) if labelled else None,
-        n=n,
+        n=count_n[back],
         r=r,
-        stable_ap=ap[inverse] if stable else None,
-        stable_topk=top[inverse] if stable else None,
+        stable_ap=ap[back] if stable else None,
+        stable_topk=top[back] if stable else None,
         bits=bits,
     )
 
@@ -365,14 +385,17 @@ def float_scores(
 ) -> np.ndarray:
     """Scores ``[nq, N]``, higher is better: ``q·x`` (``"ip"``) or ``2 q·x - |x|²`` (``"l2"``,
     which orders items like ascending ``|q - x|²``)."""
+    if metric not in ("ip", "l2"):
+        raise FghashError(f"float metric must be 'ip' or 'l2', got {metric!r}.")
     s = xq @ xb.T
     if metric == "l2":
-        s *= 2
-        s -= xb_norms if xb_norms is not None else np.einsum("ij,ij->i", xb, xb)
-    elif metric != "ip":
-        raise FghashError(f"float metric must be 'ip' or 'l2', got {metric!r}.")
+        return float_scores_from_ip(s, xb_norms if xb_norms is not None else _sq_norms(xb))
     s += 0.0  # turn -0.0 into +0.0 so equal scores compare equal bitwise too
     return s
+
+
+def _sq_norms(x: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", x, x)
 
 
 def rank_float(
@@ -392,6 +415,51 @@ def rank_float(
     and the rank of a relevant item is one plus the number of strictly better scores
     (binary search) plus the number of equal scores at smaller database positions.
     """
+    return rank_float_metrics(
+        xq, xb, qlabels, dblabels, (metric,), kmax=kmax, chunk_bytes=chunk_bytes, progress=progress
+    )[metric]
+
+
+def _stable_float_row(
+    row: np.ndarray, srow: np.ndarray, pos: np.ndarray, rel_row: np.ndarray, kk: int
+) -> tuple[float, np.ndarray | None]:
+    """AP over the stable ranking of one score row (``srow`` sorted), and its top ``kk``."""
+    n_db = row.size
+    ap = 0.0
+    if pos.size:
+        v = row[pos]
+        right = np.searchsorted(srow, v, side="right")
+        ranks = n_db - right + 1
+        for j in np.flatnonzero(right - np.searchsorted(srow, v, side="left") > 1):
+            ranks[j] += np.count_nonzero(row[: pos[j]] == v[j])  # rare exact ties: by position
+        ranks.sort()
+        ap = float(np.mean(np.arange(1, pos.size + 1) / ranks))
+    if not kk:
+        return ap, None
+    cand = np.flatnonzero(row >= srow[n_db - kk])
+    best = cand[np.lexsort((cand, -row[cand]))][:kk]
+    return ap, rel_row[best]
+
+
+def rank_float_metrics(
+    xq: np.ndarray,
+    xb: np.ndarray,
+    qlabels: np.ndarray,
+    dblabels: np.ndarray,
+    metrics: Sequence[str] = ("ip", "l2"),
+    *,
+    kmax: int = 0,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    progress: bool | None = None,
+) -> dict[str, RankingStats]:
+    """:func:`rank_float` for several metrics at once, ``{metric: stats}``.
+
+    One product ``q·x`` per chunk serves them all (``l2`` ranks by ``2 q·x - |x|²``), so
+    the ``ip`` and ``l2`` baselines cost one pass over the features, not two.
+    """
+    for metric in metrics:
+        if metric not in ("ip", "l2"):
+            raise FghashError(f"float metric must be 'ip' or 'l2', got {metric!r}.")
     xq = _check_features(xq, "query features")
     xb = _check_features(xb, "database features")
     if xq.shape[1] != xb.shape[1]:
@@ -399,39 +467,41 @@ def rank_float(
             f"query features have {xq.shape[1]} dimensions but database features have {xb.shape[1]}."
         )
     nq, n_db = xq.shape[0], xb.shape[0]
-    norms = np.einsum("ij,ij->i", xb, xb) if metric == "l2" else None
-    ap = np.zeros(nq)
-    top = np.zeros((nq, kmax), dtype=bool)
+    norms = _sq_norms(xb) if "l2" in metrics else None
+    ql = np.asarray(qlabels)
+    ap = {m: np.zeros(nq) for m in metrics}
+    top = {m: np.zeros((nq, kmax), dtype=bool) for m in metrics}
     n_rel = np.zeros(nq, dtype=np.int64)
     kk = min(kmax, n_db)
-    with _progress(nq, f"float {metric} ranking", progress) as bar:
-        for sl in _chunks(nq, n_db * 14, chunk_bytes):
-            s = float_scores(xq[sl], xb, metric, norms)
-            rel = relevance(np.asarray(qlabels)[sl], dblabels)
-            srt = np.sort(s, axis=1)
-            for i in range(s.shape[0]):
-                q = sl.start + i
-                row, srow = s[i], srt[i]
-                pos = np.flatnonzero(rel[i])
-                n_rel[q] = pos.size
-                if pos.size:
-                    v = row[pos]
-                    better = n_db - np.searchsorted(srow, v, side="right")
-                    equal = np.searchsorted(srow, v, side="right") - np.searchsorted(
-                        srow, v, side="left"
-                    )
-                    ranks = better + 1
-                    for j in np.flatnonzero(equal > 1):  # rare exact ties: by position
-                        ranks[j] += np.count_nonzero(row[: pos[j]] == v[j])
-                    ranks.sort()
-                    ap[q] = np.mean(np.arange(1, pos.size + 1) / ranks)
-                if kk:
-                    thr = srow[n_db - kk]
-                    cand = np.flatnonzero(row >= thr)
-                    best = cand[np.lexsort((cand, -row[cand]))][:kk]
-                    top[q, :kk] = rel[i, best]
-            bar.update(s.shape[0])
-    return RankingStats(n_database=n_db, n_relevant=n_rel, stable_ap=ap, stable_topk=top)
+    per_row = n_db * (5 + 8 * len(metrics))  # product, relevance, and per metric scores + sorted
+    with _progress(nq, f"float {', '.join(metrics)} ranking", progress) as bar:
+        for sl in _chunks(nq, per_row, chunk_bytes):
+            ip = float_scores(xq[sl], xb, "ip")
+            rel = relevance(ql[sl], dblabels)
+            pos_rows = [np.flatnonzero(r) for r in rel]
+            n_rel[sl] = [p.size for p in pos_rows]
+            for metric in metrics:
+                s = ip if metric == "ip" else float_scores_from_ip(ip, norms)
+                srt = np.sort(s, axis=1)
+                for i, pos in enumerate(pos_rows):
+                    a, t = _stable_float_row(s[i], srt[i], pos, rel[i], kk)
+                    ap[metric][sl.start + i] = a
+                    if t is not None:
+                        top[metric][sl.start + i, :kk] = t
+                del srt
+            bar.update(ip.shape[0])
+    return {
+        m: RankingStats(n_database=n_db, n_relevant=n_rel, stable_ap=ap[m], stable_topk=top[m])
+        for m in metrics
+    }
 
 
-__all__ += ["float_scores"]
+def float_scores_from_ip(ip: np.ndarray, xb_norms: np.ndarray) -> np.ndarray:
+    """L2 scores ``2 q·x - |x|²`` (higher is better) from inner products, a new array."""
+    s = ip * 2
+    s -= xb_norms
+    s += 0.0  # turn -0.0 into +0.0 so equal scores compare equal bitwise too
+    return s
+
+
+__all__ += ["float_scores", "float_scores_from_ip", "rank_float_metrics"]

@@ -32,7 +32,13 @@ from fghash.metrics import (
     recall_at_k,
     summarize,
 )
-from fghash.ranking import hamming_matrix, pair_distances, rank_float, rank_hamming
+from fghash.ranking import (
+    hamming_matrix,
+    pair_distances,
+    rank_float,
+    rank_float_metrics,
+    rank_hamming,
+)
 
 pytestmark = pytest.mark.filterwarnings("error")  # no RuntimeWarning from masked arithmetic
 
@@ -355,6 +361,20 @@ def test_float_ranking_against_argsort_with_ties():
             rel = (dl == ql[q])[order].tolist()
             assert st_.stable_ap[q] == pytest.approx(ref_ap(rel), abs=1e-9)
             assert st_.stable_topk[q].tolist() == rel[:10]
+
+
+def test_float_metrics_share_one_product_and_agree_with_one_metric_runs():
+    rng = np.random.default_rng(4)
+    xb = rng.standard_normal((70, 6)).astype(np.float32)
+    xb[50:60] = xb[0:10]
+    xq = rng.standard_normal((9, 6)).astype(np.float32)
+    ql, dl = rng.integers(0, 3, 9), rng.integers(0, 3, 70)
+    both = rank_float_metrics(xq, xb, ql, dl, ("ip", "l2"), kmax=12, chunk_bytes=1)
+    for metric in ("ip", "l2"):
+        one = rank_float(xq, xb, ql, dl, metric=metric, kmax=12)
+        np.testing.assert_array_equal(both[metric].stable_ap, one.stable_ap)
+        np.testing.assert_array_equal(both[metric].stable_topk, one.stable_topk)
+        np.testing.assert_array_equal(both[metric].n_relevant, one.n_relevant)
 
 
 def test_registry_and_errors(hand):
