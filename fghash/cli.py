@@ -479,8 +479,26 @@ def train_cmd(
     show_default=True,
     help="Float features stored per item.",
 )
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--num-workers", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--num-workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="DataLoader processes decoding and transforming images (default: the cores, at "
+    "most 4; 0: in the main process).",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=8192,
+    show_default=True,
+    help="Images per part written to disk (rounded up to whole batches).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an encode that was interrupted, from the parts it wrote.",
+)
 @click.option(
     "--data-root",
     type=click.Path(file_okay=False),
@@ -495,12 +513,19 @@ def encode_cmd(
     database: str,
     features: str,
     batch_size: int,
-    num_workers: int,
+    num_workers: int | None,
+    chunk_size: int,
+    resume: bool,
     data_root: str | None,
     device: str,
     force: bool,
 ) -> None:
-    """Encode a trained run's test (query) and training (database) splits to a codes file."""
+    """Encode a trained run's test (query) and training (database) splits to a codes file.
+
+    Network outputs go to disk in parts as they are computed (.OUT.parts beside --out);
+    the codes file appears under its name only when complete. After an interruption,
+    the same command with --resume continues from the parts already written.
+    """
     from fghash.codes import read_attrs
     from fghash.encode import encode_run
 
@@ -514,6 +539,8 @@ def encode_cmd(
         num_workers=num_workers,
         data_root=data_root,
         force=force,
+        resume=resume,
+        chunk_size=chunk_size,
     )
     info = read_attrs(path)
     sizes = ", ".join(f"{k} {v['n']}" for k, v in sorted(info["splits"].items()))
