@@ -375,8 +375,9 @@ def _check_features(x: np.ndarray, what: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
         raise FghashError(f"{what} must be a float [N, D] array, got {x.dtype} {list(x.shape)}.")
-    if not np.isfinite(x).all():
-        raise FghashError(f"{what} contain NaN or infinite values; re-encode the codes file.")
+    for s in range(0, len(x), 1 << 16):  # in slices: no x-sized temporary
+        if not np.isfinite(x[s : s + (1 << 16)]).all():
+            raise FghashError(f"{what} contain NaN or infinite values; re-encode the codes file.")
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

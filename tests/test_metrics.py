@@ -377,6 +377,21 @@ def test_float_metrics_share_one_product_and_agree_with_one_metric_runs():
         np.testing.assert_array_equal(both[metric].n_relevant, one.n_relevant)
 
 
+def test_summarize_tie_aware_in_one_pass_equals_the_metric_functions():
+    rng = np.random.default_rng(9)
+    bits = 10
+    qb, db = pack_bits(rng.integers(0, 2, (50, bits))), pack_bits(rng.integers(0, 2, (400, bits)))
+    ql, dl = rng.integers(0, 6, 50), rng.integers(0, 6, 400)
+    ql[0] = 99  # a query without relevant items
+    st_ = rank_hamming(qb, db, bits, ql, dl, stable=False)
+    got = summarize(st_, ks=(1, 7, 1000), ties=("tie-aware",))["tie-aware"]
+    assert got["map@all"] == pytest.approx(np.mean(average_precision(st_, None)), abs=1e-12)
+    for k in (1, 7, 1000):
+        assert got["map@k"][str(k)] == pytest.approx(np.mean(average_precision(st_, k)), abs=1e-12)
+        assert got["precision@k"][str(k)] == pytest.approx(np.mean(precision_at_k(st_, k)))
+        assert got["recall@k"][str(k)] == pytest.approx(np.mean(recall_at_k(st_, k)))
+
+
 def test_registry_and_errors(hand):
     assert METRICS["map@all"].worst == float("-inf")
     assert METRICS["latency-p99-ms"].worst == float("inf")
