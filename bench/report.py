@@ -133,8 +133,8 @@ def run_bench(
     runs: int = 5,
     warmup: int = 1,
     latency_queries: int = 200,
-    max_seconds: float | None = 10.0,
-    hnsw_budget_s: float | None = 30.0,
+    max_seconds: float | None = 5.0,
+    hnsw_budget_s: float | None = 20.0,
     device: str = "auto",
     force: bool = False,
     command: str | None = None,
@@ -290,7 +290,7 @@ def _plan(
         dim = sp["database"]["features"]["dim"] if feats else 0
         pairs = nq * n
         plan.append((pre + "load", 0.2 + (nq + n) * (bits / 8 + 16 + 4 * dim) / 300e6))
-        plan.append((pre + "hamming ranking", 0.2 + pairs * (4e-9 if labelled else 1e-9)))
+        plan.append((pre + "hamming ranking", 0.2 + pairs * (3e-9 if labelled else 1e-9)))
         if feats and labelled:
             plan.append((pre + "float ranking", 0.2 + pairs * (dim * 2 / 40e9 + 6e-9)))
         search = pairs * 0.5e-9

@@ -721,14 +721,14 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
 @click.option(
     "--max-seconds",
     type=click.FloatRange(min=0, min_open=True),
-    default=10.0,
+    default=5.0,
     show_default=True,
     help="Per configuration: stop timing runs, and single queries, past this many seconds.",
 )
 @click.option(
     "--hnsw-budget",
     type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
+    default=20.0,
     show_default=True,
     help="Seconds to build HNSW in; past them it holds only the first items (the report says "
     "how many).",

@@ -198,6 +198,48 @@ def _stable_from_order(rel_sorted: np.ndarray, kmax: int) -> tuple[np.ndarray, n
     return ap, top
 
 
+def _stable_single_label_row(
+    d: np.ndarray, counts: np.ndarray, pos: np.ndarray, kmax: int
+) -> tuple[float, np.ndarray]:
+    """Stable-order AP@all and top-``kmax`` relevance of one query row, without sorting it.
+
+    ``d``: int32 distances of the row; ``counts``: its per-distance counts; ``pos``: the
+    relevant positions, ascending. In the stable order the item at position ``p`` with
+    distance ``t`` has rank ``C_t + w(p) + 1``, ``C_t`` the items closer than ``t`` and
+    ``w(p)`` the items at distance ``t`` before ``p``. Cutting the row at the relevant
+    positions, the ``i``-th relevant item sees in ``w`` exactly the segments before it,
+    so one histogram of ``segment · (b + 1) + d`` and a prefix sum over segments give
+    every ``w``. The top ``kmax`` are the items closer than the ``k``-th distance plus
+    the first of those at it, by position.
+    """
+    nbins, n, big_r = len(counts), len(d), len(pos)
+    closer = np.cumsum(counts) - counts
+    ap = 0.0
+    if big_r:
+        seg = np.repeat(
+            np.arange(big_r + 1, dtype=np.int32), np.diff(pos, prepend=0, append=n)
+        )  # relevant items at positions <= j
+        seg *= np.int32(nbins)
+        seg += d
+        h = np.empty((big_r + 1, nbins), dtype=np.int32)
+        histogram(seg, h.reshape(-1))
+        before = np.cumsum(h, axis=0, dtype=np.int64)[:-1]  # row i-1: items before p_i
+        t = d[pos]
+        ranks = np.sort(closer[t] + before[np.arange(big_r), t] + 1)
+        ap = float(np.mean(np.arange(1, big_r + 1) / ranks))
+    top = np.zeros(kmax, dtype=bool)
+    k = min(kmax, n)
+    if k:
+        t_k = int(np.argmax(np.cumsum(counts) >= k))
+        near = np.flatnonzero(d <= t_k)
+        at = near[d[near] == t_k][: k - int(closer[t_k])]
+        cand = np.concatenate([near[d[near] < t_k], at])
+        best = cand[np.argsort(d[cand], kind="stable")]
+        j = np.minimum(np.searchsorted(pos, best), max(big_r - 1, 0))
+        top[:k] = (pos[j] == best) if big_r else False
+    return ap, top
+
+
 class _LabelSegments:
     """Where each query label's relevant database items are, chunk by chunk.
 
@@ -318,14 +360,12 @@ def rank_hamming(
         buf = buffers(m, dbp.shape[0])
         d = hamming_block(uq[sl], dbp, buf.dist)
         h = buf.hist[:m]
-        rel = None
-        if stable or (labelled and not single):
-            db_l = dl[c0 : c0 + dbp.shape[0]]
-            rel = uql[sl, None] == db_l[None, :] if single else relevance(uql[sl], db_l)
-        if stable:
-            order = np.argsort(d.astype(_dist_dtype(bits)), axis=1, kind="stable")
-            ap[sl], top[sl] = _stable_from_order(np.take_along_axis(rel, order, axis=1), kmax)
         if labelled and not single:  # bins d + (b+1)·rel: (irrelevant, relevant) counts
+            rel = relevance(uql[sl], dl[c0 : c0 + dbp.shape[0]])
+            if stable:
+                order = np.argsort(d.astype(_dist_dtype(bits)), axis=1, kind="stable")
+                rs = np.take_along_axis(rel, order, axis=1)
+                ap[sl], top[sl] = _stable_from_order(rs, kmax)
             d += rel.astype(np.int32) * np.int32(nbins)
             row_histograms(d, h)
             count_r[sl] += h[:, nbins:]
@@ -335,7 +375,13 @@ def rank_hamming(
         count_n[sl] += h
         if single:  # the block's class: gather its columns, shift row i's bins by i·(b+1)
             k = label_of[sl.start]
-            g = np.take(d, segments.local[seg[0][k] : seg[1][k]], axis=1)
+            members = segments.local[seg[0][k] : seg[1][k]]
+            if stable:  # whole rows (one chunk): h holds each row's counts
+                for i in range(m):
+                    ap[sl.start + i], top[sl.start + i] = _stable_single_label_row(
+                        d[i], h[i], members, kmax
+                    )
+            g = np.take(d, members, axis=1)
             g += buf.offsets[:m]
             histogram(g.reshape(-1), h.reshape(-1))
             count_r[sl] += h
@@ -469,27 +515,31 @@ def rank_float_metrics(
         )
     nq, n_db = xq.shape[0], xb.shape[0]
     norms = _sq_norms(xb) if "l2" in metrics else None
-    ql = np.asarray(qlabels)
+    ql, dl = np.asarray(qlabels), np.asarray(dblabels)
     ap = {m: np.zeros(nq) for m in metrics}
     top = {m: np.zeros((nq, kmax), dtype=bool) for m in metrics}
     n_rel = np.zeros(nq, dtype=np.int64)
     kk = min(kmax, n_db)
-    per_row = n_db * (5 + 8 * len(metrics))  # product, relevance, and per metric scores + sorted
-    with _progress(nq, f"float {', '.join(metrics)} ranking", progress) as bar:
-        for sl in _chunks(nq, per_row, chunk_bytes):
+
+    def one_row(q: int, ip_row: np.ndarray) -> None:
+        rel = relevance(ql[q : q + 1], dl)[0]
+        pos = np.flatnonzero(rel)
+        n_rel[q] = pos.size
+        for metric in metrics:
+            row = ip_row if metric == "ip" else float_scores_from_ip(ip_row, norms)
+            ap[metric][q], t = _stable_float_row(row, np.sort(row), pos, rel, kk)
+            if t is not None:
+                top[metric][q, :kk] = t
+
+    # one product per chunk of queries (BLAS threads), then rows in threads: the sorts
+    # release the GIL
+    with (
+        _progress(nq, f"float {', '.join(metrics)} ranking", progress) as bar,
+        ThreadPoolExecutor(default_workers()) as pool,
+    ):
+        for sl in _chunks(nq, n_db * 4, chunk_bytes):
             ip = float_scores(xq[sl], xb, "ip")
-            rel = relevance(ql[sl], dblabels)
-            pos_rows = [np.flatnonzero(r) for r in rel]
-            n_rel[sl] = [p.size for p in pos_rows]
-            for metric in metrics:
-                s = ip if metric == "ip" else float_scores_from_ip(ip, norms)
-                srt = np.sort(s, axis=1)
-                for i, pos in enumerate(pos_rows):
-                    a, t = _stable_float_row(s[i], srt[i], pos, rel[i], kk)
-                    ap[metric][sl.start + i] = a
-                    if t is not None:
-                        top[metric][sl.start + i, :kk] = t
-                del srt
+            list(pool.map(one_row, range(sl.start, sl.stop), ip))
             bar.update(ip.shape[0])
     return {
         m: RankingStats(n_database=n_db, n_relevant=n_rel, stable_ap=ap[m], stable_topk=top[m])
