@@ -1,46 +1,43 @@
-"""One line per phase of a long benchmark on stderr, with an estimate of what is left.
+"""One log line per phase of a long benchmark, with an estimate of what is left.
 
-tqdm bars vanish when stderr is not a terminal (logs, CI, ``nohup``); these lines do
-not. The whole plan is known up front, each phase with a rough cost estimate in seconds
+tqdm bars vanish when stderr is not a terminal (logs, CI, ``nohup``); these INFO lines
+(the CLI logs INFO to stderr) do not. Unlike :class:`fghash.progress.Progress`, whose
+steps cost about the same, benchmark phases differ by orders of magnitude, so each
+carries its own estimate. The whole plan is known up front, each phase with a rough cost estimate in seconds
 (from the sizes); as phases finish, the estimates of those still to come are scaled by
 how the finished ones compared with theirs::
 
     left ≈ (Σ_done actual / Σ_done estimate) · Σ_to_come estimate
 
-    fghash bench [3/9] float ranking (ip, l2): started, about 12 s (2 min 5 s left)
-    fghash bench [3/9] float ranking (ip, l2): 9.8 s (elapsed 21 s, about 1 min 41 s left)
+    fghash bench [3/9] float ranking: started, about 12 s (2 min 05 s left)
+    fghash bench [3/9] float ranking: 9.8 s (elapsed 21 s, about 1 min 41 s left)
 """
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TextIO
+
+from fghash.progress import format_seconds
 
 __all__ = ["Phases", "human_seconds"]
 
+logger = logging.getLogger(__name__)
+
 
 def human_seconds(s: float) -> str:
-    """``59.4`` → ``"59 s"``, ``125`` → ``"2 min 5 s"``, ``3.21`` → ``"3.2 s"``."""
-    if s < 10:
-        return f"{s:.1f} s"
-    s = round(s)
-    if s < 60:
-        return f"{s} s"
-    m, sec = divmod(s, 60)
-    if m < 60:
-        return f"{m} min {sec} s"
-    h, m = divmod(m, 60)
-    return f"{h} h {m} min"
+    """Seconds for a progress line: ``"3.2 s"`` below ten, else as
+    :func:`fghash.progress.format_seconds` (``"59 s"``, ``"2 min 05 s"``)."""
+    return f"{s:.1f} s" if s < 10 else format_seconds(s)
 
 
 class Phases:
     """The phases of one run, announced and timed in order.
 
     ``plan``: ``(name, estimated seconds)`` for every phase, in the order they run.
-    ``enabled=False`` prints nothing (timing still happens).
+    ``enabled=False`` logs nothing (timing still happens).
     """
 
     def __init__(
@@ -48,13 +45,11 @@ class Phases:
         plan: Sequence[tuple[str, float]],
         *,
         prefix: str = "fghash bench",
-        stream: TextIO | None = None,
         enabled: bool = True,
     ) -> None:
         self.names = [n for n, _ in plan]
         self.estimates = {n: max(float(e), 1e-3) for n, e in plan}
         self.prefix = prefix
-        self.stream = stream
         self.enabled = enabled
         self.done: dict[str, float] = {}
         self.t0 = time.perf_counter()
@@ -70,8 +65,7 @@ class Phases:
     def _say(self, name: str, text: str) -> None:
         if self.enabled:
             i = self.names.index(name) + 1
-            stream = self.stream or sys.stderr
-            print(f"{self.prefix} [{i}/{len(self.names)}] {name}: {text}", file=stream, flush=True)
+            logger.info("%s [%d/%d] %s: %s", self.prefix, i, len(self.names), name, text)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -288,9 +288,11 @@ def _sweep_kind(
         else:
             bi = build_index(xb, bits, kind, device=device)
     except FghashError as e:
-        logger.warning("skipping %s index: %s", kind, e)
+        # build-index's advice (--type, --nlist) is not bench's: give bench's own
+        why = f"{str(e).split('; use ')[0]}; leave {kind} out of --index-types."
+        logger.warning("skipping %s index: %s", kind, why)
         bar.update(len(sweeps[kind][1]))
-        return [{"backend": "binary", "kind": kind, "device": device, "skipped": str(e)}]
+        return [{"backend": "binary", "kind": kind, "device": device, "skipped": why}]
     build_s = time.perf_counter() - t0
     if sample is not None:  # accuracy against exact search over the same items
         xb, n_db = xb[: sample["items"]], sample["items"]

@@ -35,9 +35,11 @@ from fghash.batching import PositionDataset
 from fghash.checkpoint import load_checkpoint
 from fghash.codes import Split, make_codes_file, pack_bits, signs_to_codes, write_codes
 from fghash.config import ASYMMETRIC_METHODS, TrainConfig, load_config
+from fghash.datacheck import check_data, check_data_root, fingerprint
 from fghash.device import resolve_device
 from fghash.errors import FghashError
 from fghash.parts import PartStore, parts_folder
+from fghash.progress import Progress
 
 __all__ = [
     "Encoded",
@@ -326,11 +328,12 @@ def encode_run(
     workers = default_num_workers() if num_workers is None else int(num_workers)
 
     cfg, state, model = _read_run(run_dir, device)
+    root = str(data_root) if data_root is not None else cfg.data_root
+    check_data_root(cfg.dataset, root, cfg.data_root)  # never generate or download data
     if database == "learned" and cfg.method not in ASYMMETRIC_METHODS:
         log.info("%s learns no database codes; encoding the database images instead", cfg.method)
         database = "encode"
     dev = resolve_device(device)
-    root = str(data_root) if data_root is not None else cfg.data_root
     tf = build_transform(False, cfg.image_size, resize=cfg.resize)
     datasets: dict[str, Any] = {}
 
@@ -343,6 +346,13 @@ def encode_run(
         return datasets[key]
 
     db_idx = state["database_indices"].numpy()
+    check_data(
+        run_dir,
+        fingerprint(cfg.dataset, dataset("train"), dataset("test")),
+        root,
+        database_indices=db_idx,
+        all_train=not cfg.val_fraction,
+    )
     learned_B = state["B"].numpy()
     from fghash.train import CHECKPOINT
 
@@ -363,94 +373,105 @@ def encode_run(
         resume=resume,
         fresh=force and not resume,
     )
-    splits: dict[str, Split] = {}
-    feature_parts: dict[str, tuple[str, str, int]] = {}  # split -> (part key, kind, parts)
-    skipped: dict[str, int] = {}
-    attribute_names = None
-    for name, src in smap.items():
-        ds = dataset(src)
-        if src == "train":
-            indices = db_idx
-        elif src == "val":
-            indices = state["val_indices"].numpy()
-        else:
-            indices = np.arange(len(ds.labels), dtype=np.int64)
-        learned = name == "database" and database == "learned"
-        if learned and features == "none":
-            positions, skipped[name] = np.arange(len(indices)), 0
-            codes = pack_bits(learned_B[positions] > 0)
-        else:
-            n_parts = encode_to_parts(
-                model,
-                ds,
-                indices,
-                store,
-                name,
-                chunk_size=chunk,
-                bits=cfg.bits,
-                device=dev,
-                batch_size=batch_size,
-                num_workers=workers,
-                features=features == "backbone",
-                progress=progress,
-                desc=f"encoding {name} ({src})",
-            )
-            positions, codes = _codes_from_parts(store, name, n_parts, run_dir)
-            skipped[name] = len(indices) - len(positions)
-            if learned:
+    try:
+        splits: dict[str, Split] = {}
+        feature_parts: dict[str, tuple[str, str, int]] = {}  # split -> (part key, kind, parts)
+        skipped: dict[str, int] = {}
+        attribute_names = None
+        phases = Progress("encoding, splits", len(smap), logger=log)
+        for name, src in smap.items():
+            ds = dataset(src)
+            if src == "train":
+                indices = db_idx
+            elif src == "val":
+                indices = state["val_indices"].numpy()
+            else:
+                indices = np.arange(len(ds.labels), dtype=np.int64)
+            learned = name == "database" and database == "learned"
+            if learned and features == "none":
+                positions, skipped[name] = np.arange(len(indices)), 0
                 codes = pack_bits(learned_B[positions] > 0)
-            if features != "none":
-                key = "relaxed" if features == "relaxed" else "backbone"
-                kind = "relaxed_code" if features == "relaxed" else "backbone"
-                feature_parts[name] = (key, kind, n_parts)
-        ids = indices[positions]
-        if skipped[name]:
-            log.warning(
-                "split %s: skipped %d unreadable image(s) of %d",
-                name,
-                skipped[name],
-                len(indices),
+            else:
+                n_parts = encode_to_parts(
+                    model,
+                    ds,
+                    indices,
+                    store,
+                    name,
+                    chunk_size=chunk,
+                    bits=cfg.bits,
+                    device=dev,
+                    batch_size=batch_size,
+                    num_workers=workers,
+                    features=features == "backbone",
+                    progress=progress,
+                    desc=f"encoding {name} ({src})",
+                )
+                positions, codes = _codes_from_parts(store, name, n_parts, run_dir)
+                skipped[name] = len(indices) - len(positions)
+                if learned:
+                    codes = pack_bits(learned_B[positions] > 0)
+                if features != "none":
+                    key = "relaxed" if features == "relaxed" else "backbone"
+                    kind = "relaxed_code" if features == "relaxed" else "backbone"
+                    feature_parts[name] = (key, kind, n_parts)
+            ids = indices[positions]
+            if skipped[name]:
+                log.warning(
+                    "split %s: skipped %d unreadable image(s) of %d",
+                    name,
+                    skipped[name],
+                    len(indices),
+                )
+            attrs = getattr(ds, "attributes", None)
+            if attrs is not None:
+                attribute_names = list(getattr(ds, "attribute_names", None) or []) or None
+            paths = getattr(ds, "paths", None)
+            ds_root = str(getattr(ds, "root", root))
+            splits[name] = Split(
+                codes=codes,
+                ids=ids,
+                labels=np.asarray(ds.labels)[ids],
+                paths=[_rel_path(str(paths[i]), ds_root) for i in ids]
+                if paths is not None
+                else None,
+                attributes=np.asarray(attrs)[ids].astype(np.uint8) if attrs is not None else None,
             )
-        attrs = getattr(ds, "attributes", None)
-        if attrs is not None:
-            attribute_names = list(getattr(ds, "attribute_names", None) or []) or None
-        paths = getattr(ds, "paths", None)
-        ds_root = str(getattr(ds, "root", root))
-        splits[name] = Split(
-            codes=codes,
-            ids=ids,
-            labels=np.asarray(ds.labels)[ids],
-            paths=[_rel_path(str(paths[i]), ds_root) for i in ids] if paths is not None else None,
-            attributes=np.asarray(attrs)[ids].astype(np.uint8) if attrs is not None else None,
+            phases.step(f"{name} = {src} split, {len(ids)} items")
+        config = {
+            **cfg.to_dict(),
+            "encode": {
+                "run_dir": str(run_dir),
+                "database": database,
+                "features": features,
+                "split_map": smap,
+                "skipped": skipped,
+                "outer_iterations_done": int(state["next_iter"]),
+            },
+        }
+        cf = make_codes_file(
+            cfg.bits,
+            splits.pop("database"),
+            method=cfg.method,
+            config=config,
+            attribute_names=attribute_names,
         )
-    config = {
-        **cfg.to_dict(),
-        "encode": {
-            "run_dir": str(run_dir),
-            "database": database,
-            "features": features,
-            "split_map": smap,
-            "skipped": skipped,
-            "outer_iterations_done": int(state["next_iter"]),
-        },
-    }
-    cf = make_codes_file(
-        cfg.bits,
-        splits.pop("database"),
-        method=cfg.method,
-        config=config,
-        attribute_names=attribute_names,
-    )
-    cf.splits.update(splits)
-    total = sum(skipped.values())
-    if total:
-        log.warning("skipped %d unreadable image(s) in all: %s", total, skipped)
-    # codes, ids, labels and paths first, then the features streamed in part by part
-    assembled = write_codes(store.folder / "assembled.h5", cf, overwrite=True)
-    _append_features(assembled, store, feature_parts)
-    os.replace(assembled, out_path)
-    store.remove()
-    return out_path
+        cf.splits.update(splits)
+        total = sum(skipped.values())
+        if total:
+            log.warning("skipped %d unreadable image(s) in all: %s", total, skipped)
+        # codes, ids, labels and paths first, then the features streamed in part by part
+        assembled = write_codes(store.folder / "assembled.h5", cf, overwrite=True)
+        _append_features(assembled, store, feature_parts)
+        os.replace(assembled, out_path)
+        store.remove()
+        return out_path
+    except Exception:
+        if store.empty():  # a failure before any part: leave nothing behind
+            store.remove()
+        else:
+            log.warning("%s keeps the parts written so far; --resume continues", store.folder)
+        raise
 
 
 def _codes_from_parts(

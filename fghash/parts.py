@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -77,16 +78,28 @@ class PartStore:
                 )
         else:
             self.folder.mkdir(parents=True)
-            self._write_bytes(_META, text.encode("utf-8"))
+            try:
+                self._write_bytes(_META, text.encode("utf-8"))
+            except BaseException:
+                shutil.rmtree(self.folder, ignore_errors=True)
+                raise
+
+    def _atomic(self, filename: str, fill: Callable[[BinaryIO], Any]) -> None:
+        """Write ``filename`` in the folder through a temporary file, flushed to disk."""
+        tmp = self.folder / f".{filename}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                fill(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.folder / filename)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.folder)
 
     def _write_bytes(self, name: str, data: bytes) -> None:
-        tmp = self.folder / f".{name}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.folder / name)
-        _fsync_dir(self.folder)
+        self._atomic(name, lambda fh: fh.write(data))
 
     def _path(self, name: str) -> Path:
         return self.folder / f"{name}.npz"
@@ -97,18 +110,16 @@ class PartStore:
 
     def write(self, name: str, **arrays: np.ndarray) -> None:
         """Write part ``name`` (arrays by keyword), atomically."""
-        tmp = self.folder / f".{name}.npz.tmp"
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._path(name))
-        _fsync_dir(self.folder)
+        self._atomic(f"{name}.npz", lambda fh: np.savez(fh, **arrays))
 
     def read(self, name: str) -> dict[str, np.ndarray]:
         """The arrays of part ``name``."""
         with np.load(self._path(name), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
+
+    def empty(self) -> bool:
+        """Whether no part has been written yet."""
+        return not any(self.folder.glob("*.npz"))
 
     def remove(self) -> None:
         """Delete the folder and every part (after the output is in place)."""

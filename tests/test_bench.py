@@ -227,7 +227,7 @@ def test_bench_skips_existing_report_unless_forced(bench_run):
     before = (out / "report.json").read_text()
     res = CliRunner().invoke(main, ["bench", str(tmp / "toy16.h5"), "--out", str(out), *FAST])
     assert res.exit_code == 0
-    assert "already exists" in res.output and "--force" in res.output
+    assert "already holds the report of these inputs" in res.output and "--force" in res.output
     assert (out / "report.json").read_text() == before
 
 
@@ -350,7 +350,7 @@ def test_bench_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
     cmd += ["--out", str(tmp_path / "rep"), "--index-types", "flat,hnsw", *FAST]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("fghash bench [")]
+    lines = [ln.split("INFO: ", 1)[-1] for ln in res.stderr.splitlines() if "fghash bench [" in ln]
     phases = ["load", "hamming ranking", "float ranking", "index flat", "index hnsw"]
     phases += ["float search", "plots and report"]
     n = len(phases)
