@@ -331,6 +331,8 @@ def _search_text(results: list[dict[str, Any]]) -> str:
             head += f": id {q['id']}, label {_fmt_label(q['label'])}"
             if q["path"] is not None:
                 head += f", {q['path']}"
+        elif q["path"] is not None:  # an image given with --image
+            head += f": {q['path']}"
         rows = [("rank", "id", "distance", "label", "path")]
         for hit in r["results"]:
             rows.append(
