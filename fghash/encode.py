@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 # held-out training items, "test" = the test split)
 DEFAULT_SPLIT_MAP: dict[str, str] = {"query": "test", "database": "train"}
 _DATA_SPLITS = ("train", "val", "test")
+PROGRESS_EVERY_S = 30.0  # seconds between progress lines while a split is encoded
 
 
 @dataclass
@@ -102,6 +103,7 @@ def encode_images(
     rel: list[np.ndarray] = []
     back: list[np.ndarray] = []
     pos: list[np.ndarray] = []
+    images_done = Progress(f"{desc}, images", len(indices), logger=log)
     try:
         for batch in tqdm(loader, desc=desc, leave=False, disable=None if progress else True):
             if batch is None or len(batch[0]) == 0:
@@ -112,6 +114,8 @@ def encode_images(
             if features:
                 back.append(x.cpu().numpy())
             pos.append(np.asarray(p, dtype=np.int64))
+            if progress:
+                images_done.step(n=len(p), every=PROGRESS_EVERY_S)
     finally:
         model.train(was_training)
     k = int(model.config.get("bits", 0)) if hasattr(model, "config") else 0
