@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 # held-out training items, "test" = the test split)
 DEFAULT_SPLIT_MAP: dict[str, str] = {"query": "test", "database": "train"}
 _DATA_SPLITS = ("train", "val", "test")
+PROGRESS_EVERY_S = 30.0  # seconds between progress lines while a split is encoded
 DEFAULT_CHUNK = 8192  # images per part of a streaming encode
 # Tests only: kill -9 this process after writing that many parts (a crash at a known point).
 _CRASH_ENV = "FGHASH_TEST_KILL_AFTER_PARTS"
@@ -109,6 +110,7 @@ def encode_images(
     rel: list[np.ndarray] = []
     back: list[np.ndarray] = []
     pos: list[np.ndarray] = []
+    images_done = Progress(f"{desc}, images", len(indices), logger=log)
     try:
         for batch in tqdm(loader, desc=desc, leave=False, disable=None if progress else True):
             if batch is None or len(batch[0]) == 0:
@@ -119,6 +121,8 @@ def encode_images(
             if features:
                 back.append(x.cpu().numpy())
             pos.append(np.asarray(p, dtype=np.int64))
+            if progress:
+                images_done.step(n=len(p), every=PROGRESS_EVERY_S)
     finally:
         model.train(was_training)
     k = int(model.config.get("bits", 0)) if hasattr(model, "config") else 0
@@ -193,6 +197,7 @@ def encode_to_parts(
         collate_fn=collate_skip_none,
     )
     kill_after = int(os.environ.get(_CRASH_ENV) or 0)
+    images_done = Progress(f"{desc}, images", n, done=n - len(order), logger=log)
     was_training = model.training
     model.eval()
     try:
@@ -209,6 +214,8 @@ def encode_to_parts(
                 if features:
                     back.append(x.cpu().numpy().astype(np.float32))
                 pos.append(order[np.asarray(p, dtype=np.int64)])
+                if progress:
+                    images_done.step(n=len(p), every=PROGRESS_EVERY_S)
             arrays = {
                 "relaxed": np.concatenate(rel) if rel else np.zeros((0, bits), np.float32),
                 "positions": np.concatenate(pos) if pos else np.zeros(0, np.int64),

@@ -821,3 +821,15 @@ def test_encode_takes_moved_data_and_refuses_other_data(world: dict[str, Path], 
     )
     assert r.exit_code == 2 and "learned codes for 32 training items" in r.stderr
     assert not (tmp_path / "b.h5").exists()
+
+
+def test_progress_lines_can_be_throttled() -> None:
+    import logging
+
+    from fghash.progress import Progress
+
+    p = Progress("images", 100, logger=logging.getLogger("t"))
+    assert p.step(n=10, every=30) is None  # too soon after the start
+    p._last_line -= 31
+    assert p.step(n=10, every=30).startswith("images: 20/100 done")
+    assert p.step(n=10, every=30) is None
