@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from fghash.codes import CodesFile, read_attrs, read_codes
 from fghash.errors import FghashError
 from fghash.metrics import TIES, summarize
-from fghash.ranking import DEFAULT_CHUNK_BYTES, RankingStats, rank_float, rank_hamming
+from fghash.ranking import DEFAULT_CHUNK_BYTES, RankingStats, rank_float_metrics, rank_hamming
 
 __all__ = [
     "CodesEval",
@@ -145,13 +146,18 @@ def evaluate_codes(
     float_metrics: Sequence[str] = ("ip", "l2"),
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: bool | None = None,
+    phase: Callable[[str], AbstractContextManager[Any]] | None = None,
     device: str = "cpu",
 ) -> CodesEval:
     """Rank ``query`` against ``database`` and compute every metric (see :mod:`fghash.metrics`).
 
-    ``device``: where the Hamming ranking runs (:func:`ranking_device`); on a GPU it is
-    :func:`fghash.ranking_torch.rank_hamming_torch`, same results.
+    ``phase(name)``, when given, wraps the ``"hamming ranking"`` and ``"float ranking"``
+    steps (:class:`bench.progress.Phases`); the float ranking is skipped (no call) when
+    there are no labels or features. ``device``: where the Hamming ranking runs
+    (:func:`ranking_device`); on a GPU it is :func:`fghash.ranking_torch.rank_hamming_torch`,
+    same results.
     """
+    phase = phase or (lambda name: nullcontext())
     q, db = cf["query"], cf["database"]
     where = str(cf.path or "codes file")
     labelled = q.labels is not None and db.labels is not None
@@ -184,33 +190,35 @@ def evaluate_codes(
     t0 = time.perf_counter()
     where_rank = ranking_device(device)
     rank = rank_hamming if where_rank == "cpu" else _torch_ranking(where_rank)
-    ev.hamming = rank(
-        q.codes,
-        db.codes,
-        cf.bits,
-        q.labels if labelled else None,
-        db.labels if labelled else None,
-        stable="stable" in ties,
-        kmax=kmax,
-        chunk_bytes=chunk_bytes,
-        progress=progress,
-    )
+    with phase("hamming ranking"):
+        ev.hamming = rank(
+            q.codes,
+            db.codes,
+            cf.bits,
+            q.labels if labelled else None,
+            db.labels if labelled else None,
+            stable="stable" in ties,
+            kmax=kmax,
+            chunk_bytes=chunk_bytes,
+            progress=progress,
+        )
     ev.timings_s["hamming_ranking"] = time.perf_counter() - t0
     if labelled:
         ev.quality["hamming"] = summarize(ev.hamming, ks, ties)
-        if has_features:
-            for metric in float_metrics:
-                t0 = time.perf_counter()
-                fs = rank_float(
+        if has_features and float_metrics:
+            t0 = time.perf_counter()
+            with phase("float ranking"):
+                stats = rank_float_metrics(
                     q.features,
                     db.features,
                     q.labels,
                     db.labels,
-                    metric=metric,
+                    tuple(float_metrics),
                     kmax=kmax,
                     chunk_bytes=chunk_bytes,
                     progress=progress,
                 )
-                ev.timings_s[f"float_{metric}_ranking"] = time.perf_counter() - t0
+            ev.timings_s["float_ranking"] = time.perf_counter() - t0
+            for metric, fs in stats.items():
                 ev.quality[f"float-{metric}"] = summarize(fs, ks, ("stable",))
     return ev

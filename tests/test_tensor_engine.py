@@ -199,5 +199,13 @@ def test_bench_evaluation_dispatch() -> None:
     xb, xq = _tied_codes(rng, 300, 24, 40), _tied_codes(rng, 20, 24, 40)
     bl, ql = rng.integers(0, 5, 300), rng.integers(0, 5, 20)
     kw = {"stable": True, "kmax": 10, "chunk_bytes": 1 << 20, "progress": False}
-    got = _torch_ranking("cpu")(xq, xb, 24, ql, bl, **kw)
-    assert summarize(got, (1, 10)) == summarize(rank_hamming(xq, xb, 24, ql, bl, **kw), (1, 10))
+    got = summarize(_torch_ranking("cpu")(xq, xb, 24, ql, bl, **kw), (1, 10))
+    want = summarize(rank_hamming(xq, xb, 24, ql, bl, **kw), (1, 10))
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, v in d.items():
+            out.update(flat(v, f"{prefix}{key}/") if isinstance(v, dict) else {prefix + key: v})
+        return out
+
+    assert flat(got) == pytest.approx(flat(want), rel=1e-12, abs=1e-12)
