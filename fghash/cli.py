@@ -76,7 +76,8 @@ def threads_option() -> Any:
         "--threads",
         type=click.IntRange(min=1),
         default=None,
-        help="CPU threads for torch (and FAISS) [default: the cores this process may use].",
+        help="CPU threads for torch (and FAISS) [default: OMP_NUM_THREADS if set, else the cores "
+        "this process may use].",
     )
 
 
