@@ -275,9 +275,6 @@ class _Run:
             lr=cfg.lr,
             momentum=cfg.momentum,
             weight_decay=cfg.weight_decay,
-            # one pass over each parameter instead of four on CPU: the SGD step was 14 % of
-            # a CPU training step of the demo's network with the per-tensor loop
-            fused=self.device.type == "cpu",
         )
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma
