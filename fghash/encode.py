@@ -21,21 +21,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from fghash.batching import PositionDataset
-from fghash.checkpoint import load_checkpoint
 from fghash.codes import Split, make_codes_file, pack_bits, signs_to_codes, write_codes
-from fghash.config import ASYMMETRIC_METHODS, TrainConfig, load_config
+from fghash.config import ASYMMETRIC_METHODS, TrainConfig
 from fghash.device import resolve_device
 from fghash.errors import FghashError
+from fghash.inference import Encoded, embed, encode_images
+from fghash.rundir import load_run
 
 __all__ = [
     "Encoded",
@@ -52,98 +50,6 @@ log = logging.getLogger(__name__)
 # held-out training items, "test" = the test split)
 DEFAULT_SPLIT_MAP: dict[str, str] = {"query": "test", "database": "train"}
 _DATA_SPLITS = ("train", "val", "test")
-
-
-@dataclass
-class Encoded:
-    """Network outputs for the readable items of a view of a data set."""
-
-    relaxed: np.ndarray  # float32 [n, k], tanh(v)
-    backbone: np.ndarray | None  # float32 [n, d], pooled backbone features, when asked for
-    positions: np.ndarray  # int64 [n], positions (into the requested indices) that were read
-    skipped: int  # requested items that could not be read
-
-
-def _forward(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    out = model(images)
-    return out.relaxed.float(), out.x.float()
-
-
-@torch.no_grad()
-def encode_images(
-    model: torch.nn.Module,
-    ds: Any,
-    indices: Sequence[int] | np.ndarray,
-    *,
-    device: Any = "cpu",
-    batch_size: int = 64,
-    num_workers: int = 0,
-    features: bool = False,
-    progress: bool = True,
-    desc: str = "encoding",
-) -> Encoded:
-    """Run the network (eval mode, float32) over items ``indices`` of ``ds``."""
-    from tqdm.auto import tqdm
-
-    from fghash.data import collate_skip_none
-
-    device = resolve_device(device)
-    was_training = model.training
-    model.eval()
-    loader = DataLoader(
-        PositionDataset(ds, indices),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=collate_skip_none,
-    )
-    rel: list[np.ndarray] = []
-    back: list[np.ndarray] = []
-    pos: list[np.ndarray] = []
-    try:
-        for batch in tqdm(loader, desc=desc, leave=False, disable=None if progress else True):
-            if batch is None or len(batch[0]) == 0:
-                continue
-            images, _, p = batch
-            r, x = _forward(model, images.to(device))
-            rel.append(r.cpu().numpy())
-            if features:
-                back.append(x.cpu().numpy())
-            pos.append(np.asarray(p, dtype=np.int64))
-    finally:
-        model.train(was_training)
-    k = int(model.config.get("bits", 0)) if hasattr(model, "config") else 0
-    relaxed = np.concatenate(rel).astype(np.float32) if rel else np.zeros((0, k), np.float32)
-    positions = np.concatenate(pos) if pos else np.zeros(0, np.int64)
-    backbone = None
-    if features:
-        backbone = np.concatenate(back).astype(np.float32) if back else np.zeros((0, 0), np.float32)
-    return Encoded(relaxed, backbone, positions, len(indices) - len(positions))
-
-
-def _read_run(run_dir: Path, device: Any) -> tuple[TrainConfig, dict[str, Any], torch.nn.Module]:
-    from fghash.train import CHECKPOINT, build_model
-
-    if not run_dir.is_dir():
-        raise FghashError(f"{run_dir}: no such run folder; train one with fghash train.")
-    if not (run_dir / "config.json").is_file() and any(run_dir.glob("bits-*/config.json")):
-        subs = ", ".join(sorted(p.parent.name for p in run_dir.glob("bits-*/config.json")))
-        raise FghashError(
-            f"{run_dir} holds several runs ({subs}); name one of them, e.g. {run_dir}/bits-12."
-        )
-    cfg = load_config(run_dir / "config.json")
-    state = load_checkpoint(run_dir / CHECKPOINT)
-    if not state.get("complete", False):
-        log.warning(
-            "%s: training stopped after %d of %d outer iterations; encoding its current state",
-            run_dir,
-            int(state["next_iter"]),
-            cfg.max_iter,
-        )
-    model = build_model(TrainConfig.from_dict({**cfg.to_dict(), "weights": None}))
-    model.load_state_dict(state["model"])
-    model.to(resolve_device(device)).eval()
-    return cfg, state, model
 
 
 def _rel_path(p: str, root: str) -> str:
@@ -205,7 +111,7 @@ def encode_run(
     if not out_path.parent.is_dir():
         raise FghashError(f"{out_path}: the folder {out_path.parent} does not exist.")
 
-    cfg, state, model = _read_run(run_dir, device)
+    cfg, state, model = load_run(run_dir, device)
     if database == "learned" and cfg.method not in ASYMMETRIC_METHODS:
         log.info("%s learns no database codes; encoding the database images instead", cfg.method)
         database = "encode"
@@ -367,7 +273,7 @@ class HashEncoder:
     def _run(self, images: Any, batch_size: int, backbone: bool) -> np.ndarray:
         outs = []
         for batch in self._batches(images, batch_size):
-            r, x = _forward(self.model, batch.to(self.device))
+            r, x = embed(self.model, batch.to(self.device))
             outs.append((x if backbone else r).cpu().numpy())
         if not outs:
             return np.zeros((0, self.bits), np.float32)
@@ -388,5 +294,5 @@ class HashEncoder:
 
 def load(run_dir: str | os.PathLike[str], device: str = "auto") -> HashEncoder:
     """A :class:`HashEncoder` for the trained run in ``run_dir``."""
-    cfg, _, model = _read_run(Path(run_dir), device)
+    cfg, _, model = load_run(Path(run_dir), device)
     return HashEncoder(model, cfg, resolve_device(device))
