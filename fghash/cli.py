@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -504,6 +505,8 @@ def train_cmd(
     lengths = parse_bits(bits)
     cfg = resolve_config(dataset, preset, data_root=data_root, bits=lengths[0], **options)
     for r in train_many(cfg, lengths, out, resume=resume):
+        if os.environ.get("RANK", "0") != "0":
+            continue  # under torchrun, rank 0 speaks for the run
         vm = "" if r.val_map is None else f", val mAP {r.val_map:.4f}"
         click.echo(
             f"{r.config.bits} bits: {r.run_dir} ({r.iterations} outer iterations, "
