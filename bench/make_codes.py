@@ -11,6 +11,7 @@ measures speed, memory and the plumbing, not what binarising a given network cos
 learned codes files of ``fghash encode`` measure that).
 
     python -m bench.make_codes --out big-48.h5 --n 100000 --nq 1000 --bits 48 --dim 2048
+    python -m bench.make_codes --out huge-64.h5 --n 10000000 --bits 64 --dim 0
     fghash bench big-48.h5 --out report-big --threads 2
 """
 
@@ -22,13 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-from fghash.codes import Split, make_codes_file, pack_bits, write_codes
+from fghash.codes import CodesWriter, pack_bits
 from fghash.errors import FghashError
 
 __all__ = ["make_clustered_codes", "main"]
 
+# Rows generated and written at a time: bounded memory at any --n.
+_BLOCK = 1 << 16
 
-def _split(
+
+def _write_split(
+    w: CodesWriter,
+    name: str,
     rng: np.random.Generator,
     protos: np.ndarray,
     proto_bits: np.ndarray,
@@ -36,19 +42,21 @@ def _split(
     noise: float,
     flip: float,
     first_id: int,
-    block: int = 8192,
-) -> Split:
+    block: int = _BLOCK,
+) -> None:
     classes, dim = protos.shape
-    labels = rng.integers(0, classes, n)
-    bits01 = proto_bits[labels] ^ (rng.random((n, proto_bits.shape[1])) < flip)
-    feats = np.empty((n, dim), dtype=np.float32)
+    bits = proto_bits.shape[1]
+    w.add_split(name, n, labels="single", features=(dim, "synthetic") if dim else None)
     for s in range(0, n, block):
         e = min(n, s + block)
-        eps = rng.standard_normal((e - s, dim), dtype=np.float32) * np.float32(noise)
-        feats[s:e] = protos[labels[s:e]] + eps
-    codes = pack_bits(bits01.astype(np.uint8))
-    ids = np.arange(first_id, first_id + n, dtype=np.int64)
-    return Split(codes=codes, ids=ids, labels=labels, features=feats, features_kind="synthetic")
+        labels = rng.integers(0, classes, e - s)
+        bits01 = proto_bits[labels] ^ (rng.random((e - s, bits), dtype=np.float32) < flip)
+        feats = None
+        if dim:
+            eps = rng.standard_normal((e - s, dim), dtype=np.float32) * np.float32(noise)
+            feats = protos[labels] + eps
+        ids = np.arange(first_id + s, first_id + e, dtype=np.int64)
+        w.write(name, s, codes=pack_bits(bits01), ids=ids, labels=labels, features=feats)
 
 
 def make_clustered_codes(
@@ -64,25 +72,35 @@ def make_clustered_codes(
     seed: int = 0,
     overwrite: bool = False,
 ) -> Path:
-    """Write the file described in the module docstring and return its path."""
-    for name, value in (("n", n), ("nq", nq), ("dim", dim), ("classes", classes)):
+    """Write the file described in the module docstring and return its path.
+
+    Generated and written in blocks of rows, so memory stays bounded whatever ``n``
+    (``dim=0`` writes no features, for files of tens of millions of codes).
+    """
+    for name, value in (("n", n), ("nq", nq), ("classes", classes)):
         if value < 1:
             raise FghashError(f"--{name} must be a positive integer, got {value}.")
+    if dim < 0:
+        raise FghashError(f"--dim must be 0 (no features) or a positive integer, got {dim}.")
     if not 0.0 <= flip <= 0.5:
         raise FghashError(f"--flip must lie between 0 and 0.5, got {flip}.")
     if Path(out).exists() and not overwrite:
         raise FghashError(f"{out} already exists; pass --force to replace it.")
     rng = np.random.default_rng(seed)
-    protos = rng.standard_normal((classes, dim), dtype=np.float32) / np.float32(np.sqrt(dim))
+    protos = rng.standard_normal((classes, dim), dtype=np.float32) / np.float32(
+        np.sqrt(max(dim, 1))
+    )
     proto_bits = rng.random((classes, bits)) < 0.5
-    sigma = noise / np.sqrt(dim)
-    db = _split(rng, protos, proto_bits, n, sigma, flip, 0)
-    q = _split(rng, protos, proto_bits, nq, sigma, flip, n)
+    sigma = noise / np.sqrt(max(dim, 1))
     config = dict(
         n=n, nq=nq, bits=bits, dim=dim, classes=classes, noise=noise, flip=flip, seed=seed
     )
-    cf = make_codes_file(bits, db, q, method="synthetic-clustered", config=config)
-    return write_codes(out, cf, overwrite=overwrite)
+    with CodesWriter(
+        out, bits, method="synthetic-clustered", config=config, overwrite=overwrite
+    ) as w:
+        _write_split(w, "database", rng, protos, proto_bits, n, sigma, flip, 0)
+        _write_split(w, "query", rng, protos, proto_bits, nq, sigma, flip, n)
+        return w.commit()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=100_000, help="database items")
     p.add_argument("--nq", type=int, default=1000, help="query items")
     p.add_argument("--bits", type=int, default=48)
-    p.add_argument("--dim", type=int, default=2048, help="float feature dimension")
+    p.add_argument("--dim", type=int, default=2048, help="float feature dimension (0: none)")
     p.add_argument("--classes", type=int, default=200)
     p.add_argument("--noise", type=float, default=1.5, help="noise norm / prototype norm")
     p.add_argument("--flip", type=float, default=0.2, help="bit flip probability")

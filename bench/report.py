@@ -31,14 +31,16 @@ import numpy as np
 
 from bench.evaluate import check_bench_file, evaluate_codes, load_for_bench
 from bench.machine import machine_info, software_info
+from bench.outdir import check_out_dir, cleanup_on_failure
 from bench.throughput import DEFAULT_SWEEPS, run_throughput
-from fghash.atomic import atomic_path
+from fghash.atomic import atomic_write_text
 from fghash.codes import file_checksum
 from fghash.errors import FghashError
 from fghash.metrics import METRICS, TIES
 
 __all__ = [
     "REPORT_VERSION",
+    "DEFAULT_KS",
     "BenchResult",
     "run_bench",
     "render_markdown",
@@ -48,6 +50,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
+DEFAULT_KS = (1, 10, 100)  # @k metrics when --k is not given (those up to the database size)
 
 
 @dataclass
@@ -68,10 +71,7 @@ class BenchResult:
 
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
+    return atomic_write_text(path, text)
 
 
 def _jsonable(o: Any) -> Any:
@@ -125,6 +125,50 @@ def run_bench(
     codes_paths: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     *,
+    ks: Sequence[int] | None = None,
+    force: bool = False,
+    **options: Any,
+) -> BenchResult:
+    """Benchmark every codes file and write ``report.json``, ``report.md`` and plots.
+
+    Checks first, before any long work: every file (a codes file with non-empty query
+    and database splits), ``ks`` (at most the smallest database), and the folder
+    (:func:`bench.outdir.check_out_dir`: a report of the same inputs is skipped with a
+    note unless ``force``; another report or files fghash did not write are refused unless
+    ``force``). ``ks`` defaults to those of :data:`DEFAULT_KS` the database can answer.
+    A failed run removes what it wrote. ``options`` as :func:`_run_bench`.
+    """
+    if not codes_paths:
+        raise FghashError("give at least one codes file to benchmark.")
+    paths = [Path(p) for p in codes_paths]
+    heads = [check_bench_file(p) for p in paths]
+    n_db = min(h["splits"]["database"]["n"] for h in heads)
+    if ks is None:
+        ks = [k for k in DEFAULT_KS if k <= n_db] or [n_db]
+    elif ks and max(int(k) for k in ks) > n_db:
+        small = paths[[h["splits"]["database"]["n"] for h in heads].index(n_db)]
+        raise FghashError(
+            f"--k {max(int(k) for k in ks)} is larger than the database of {small} "
+            f"({n_db:,} items); use values of --k up to {n_db}."
+        )
+    out = Path(out_dir)
+    res = BenchResult(out, out / "report.json", out / "report.md")
+    if check_out_dir(out, lambda: [file_checksum(p) for p in paths], force=force):
+        res.skipped = True
+        res.notes.append(
+            f"{res.report_json} already holds the report of these inputs; pass --force to "
+            "run the benchmark again."
+        )
+        res.plots = sorted(out.glob("*.png"))
+        return res
+    with cleanup_on_failure(out):
+        return _run_bench(paths, out, ks=ks, force=True, **options)
+
+
+def _run_bench(
+    codes_paths: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
     index_types: Sequence[str] | None = None,
     ks: Sequence[int] = (1, 10, 100),
     threads: int | None = None,
@@ -137,7 +181,7 @@ def run_bench(
     command: str | None = None,
     progress: bool | None = None,
 ) -> BenchResult:
-    """Benchmark every codes file and write ``report.json``, ``report.md`` and plots.
+    """The benchmark itself, once :func:`run_bench` has checked inputs and folder.
 
     ``index_types`` defaults to all kinds (:data:`bench.throughput.DEFAULT_SWEEPS`);
     ``threads`` is the FAISS thread count for every row (default: FAISS's own);
@@ -151,20 +195,7 @@ def run_bench(
     ks = sorted({int(k) for k in ks})
     _check_settings(ks, kinds, runs, threads, latency_queries)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise FghashError(
-            f"--out {out} exists and is not a folder; choose a folder for the report."
-        )
     res = BenchResult(out, out / "report.json", out / "report.md")
-    if res.report_json.exists() and not force:
-        res.skipped = True
-        res.notes.append(
-            f"{res.report_json} already exists; pass --force to run the benchmark again."
-        )
-        res.plots = sorted(out.glob("*.png"))
-        return res
-    for p in paths:  # fail on a bad file before any long work
-        check_bench_file(p)
     out.mkdir(parents=True, exist_ok=True)
 
     report: dict[str, Any] = {

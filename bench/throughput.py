@@ -200,10 +200,10 @@ def measure_binary(
             try:
                 bi = build_index(xb, bits, kind, device=device)
             except FghashError as e:
-                logger.warning("skipping %s index: %s", kind, e)
-                rows.append(
-                    {"backend": "binary", "kind": kind, "device": device, "skipped": str(e)}
-                )
+                # build-index's advice (--type, --nlist) is not bench's: give bench's own
+                why = f"{str(e).split('; use ')[0]}; leave {kind} out of --index-types."
+                logger.warning("skipping %s index: %s", kind, why)
+                rows.append({"backend": "binary", "kind": kind, "device": device, "skipped": why})
                 bar.update(len(sweeps[kind][1]))
                 continue
             build_s = time.perf_counter() - t0

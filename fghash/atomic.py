@@ -3,17 +3,37 @@
 A crash, an exception or Ctrl-C part-way through leaves the target as it was (absent or
 the old version), never half written. The file ends up with the mode a plain
 ``open(path, "w")`` would give (``0o666`` less the umask), not ``mkstemp``'s ``0600``.
+
+Temporary names carry the writer's process id, ``.NAME.<pid>-<random><suffix>``
+(:func:`temp_prefix`), so that after a ``kill -9`` the next writer in the same folder
+recognises them as fghash's own and removes the ones whose process is gone
+(:func:`remove_stale`); a temporary of a live process is never touched.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "default_file_mode"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_text",
+    "default_file_mode",
+    "final_name",
+    "remove_stale",
+    "temp_prefix",
+]
+
+log = logging.getLogger(__name__)
+
+# .NAME.<pid>-<8 random characters from mkstemp/mkdtemp><suffix>
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[a-z0-9_]{8}(?P<suffix>\.tmp|\.old|\.png)$")
 
 
 def default_file_mode() -> int:
@@ -23,15 +43,75 @@ def default_file_mode() -> int:
     return 0o666 & ~mask
 
 
+def temp_prefix(name: str) -> str:
+    """The prefix of this process's temporary names for a target called ``name``."""
+    return f".{name}.{os.getpid()}-"
+
+
+def final_name(path: str | os.PathLike[str]) -> Path:
+    """The path a temporary path stands for (each temporary component renamed back)."""
+    parts = []
+    for part in Path(path).parts:
+        m = _TEMP_RE.match(part)
+        parts.append(m.group("name") if m else part)
+    return Path(*parts) if parts else Path(path)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but is not ours to signal, or we cannot tell: leave it
+    return True
+
+
+def remove_stale(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:
+    """Remove temporaries of dead writers in ``folder`` (only those for ``name`` if given).
+
+    Only names of the form :func:`temp_prefix` makes are considered; a folder that
+    cannot be listed or an entry that cannot be removed is left as it is. Returns
+    the paths removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if not m or (name is not None and m.group("name") != name):
+            continue
+        if _alive(int(m.group("pid"))):
+            continue
+        p = Path(entry.path)
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        except OSError:
+            continue
+        log.info("removed %s, left behind by an interrupted fghash process %s", p, m.group("pid"))
+        removed.append(p)
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; on success rename it onto ``path``.
 
     The caller writes the temporary path by any means (h5py, ``torch.save``, matplotlib).
-    On an exception the temporary file is removed and ``path`` is untouched.
+    On an exception the temporary file is removed and ``path`` is untouched. Stale
+    temporaries for the same ``path`` left by dead processes are removed first.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    remove_stale(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -40,3 +120,11 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterat
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_path`."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from fghash import __version__
-from fghash.errors import FghashError
+from fghash.errors import FghashError, os_error_sentence
 
 __all__ = ["main", "UserError"]
 
@@ -37,6 +37,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except FghashError as e:
             raise UserError(str(e)) from None
+        except OSError as e:  # read-only folder, full disk, name too long: one sentence
+            raise UserError(os_error_sentence(e)) from None
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
@@ -107,9 +109,11 @@ def main(verbose: bool, quiet: bool) -> None:
     Pipeline:
       fghash train        images -> run dir (checkpoint, learned database codes)
       fghash encode       run dir + images -> codes.h5
-      fghash build-index  codes.h5 -> FAISS binary index bundle
+      fghash build-index  codes.h5 -> FAISS binary index bundle (or Milvus)
+      fghash add          new codes or images -> appended to an index and its codes.h5
       fghash search       index + queries -> ranked neighbours
       fghash bench        codes.h5 -> report.json, report.md, plots
+      fghash explain      codes.h5 -> per-bit image grids, bit-attribute AUC, examples
       fghash info         what a codes file or index holds
       fghash demo         the whole chain on the embedded synthetic data set
 
@@ -141,9 +145,17 @@ def _info_text(d: dict[str, Any]) -> str:
             ),
             ("items", str(d["ntotal"])),
             ("params", params),
-            ("built on", f"{d.get('built_on', '?')}, FAISS {d.get('faiss_version', '?')}"),
+            (
+                ("built on", f"{d.get('built_on', '?')}, FAISS {d.get('faiss_version', '?')}")
+                if d["kind"] != "milvus"
+                else (
+                    "milvus",
+                    f"collection {d['params'].get('collection')} at {d['params'].get('uri')}",
+                )
+            ),
             ("codes", f"{src.get('path', '-')} (split {src.get('split', '-')})"),
             ("checksum", str(src.get("checksum", "-"))),
+            ("index.faiss", f"checked: {d.get('checked', '-')}"),
             ("created", str(d.get("created", "-"))),
         ]
         return _table(rows)
@@ -172,15 +184,26 @@ def _info_text(d: dict[str, Any]) -> str:
 @main.command("info")
 @click.argument("path", type=click.Path(path_type=Path))
 @format_option("table", "json")
-def info_cmd(path: Path, fmt: str) -> None:
-    """What a codes file (splits, sizes, bits, method, config) or index bundle holds."""
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Index bundle: compare the SHA-256 of index.faiss with index.json whatever its size.",
+)
+def info_cmd(path: Path, fmt: str, verify: bool) -> None:
+    """What a codes file (splits, sizes, bits, method, config) or index bundle holds.
+
+    Exits with status 2 after the description when the file or bundle is unusable
+    (a damaged index.faiss, duplicate ids, ...), saying why on stderr.
+    """
     from index import describe
 
-    d = describe(path)
+    d = describe(path, verify=verify)
     if fmt == "json":
         echo_json(d)
     else:
         click.echo(_info_text(d))
+    if d.get("problems"):
+        raise UserError(" ".join(d["problems"]))
 
 
 # --- fghash build-index ------------------------------------------------------------
@@ -209,6 +232,22 @@ def info_cmd(path: Path, fmt: str) -> None:
 @click.option(
     "--split", default="database", show_default=True, help="Split of the codes file to index."
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["faiss", "milvus"]),
+    default="faiss",
+    show_default=True,
+    help="faiss: a local index file; milvus: a Milvus collection (needs --uri).",
+)
+@click.option("--uri", help="milvus: a Milvus Lite file (PATH.db) or a server (http://host:19530).")
+@click.option("--collection", help="milvus: collection name [fghash_<name of --out>].")
+@click.option(
+    "--milvus-index",
+    type=click.Choice(["BIN_FLAT", "BIN_IVF_FLAT"]),
+    default="BIN_FLAT",
+    show_default=True,
+    help="milvus: exact BIN_FLAT, or BIN_IVF_FLAT (servers only; --nlist lists).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
 def build_index_cmd(
     codes: Path,
@@ -220,10 +259,37 @@ def build_index_cmd(
     nhash: int | None,
     device: str,
     split: str,
+    backend: str,
+    uri: str | None,
+    collection: str | None,
+    milvus_index: str,
     force: bool,
 ) -> None:
-    """Build a FAISS binary index over one split of CODES.h5 and save it as a bundle."""
+    """Build a FAISS binary index (or a Milvus collection) over one split of CODES.h5 and
+    save it as a bundle."""
     from index import build_bundle
+
+    if backend == "milvus":
+        from index.milvus import build_milvus_bundle
+
+        if not uri:
+            raise UserError("--backend milvus needs --uri (a PATH.db file or http://host:19530).")
+        mindex, folder = build_milvus_bundle(
+            codes,
+            out,
+            uri=uri,
+            collection=collection,
+            split=split,
+            index_type=milvus_index,
+            nlist=nlist,
+            overwrite=force,
+        )
+        click.echo(
+            f"loaded {mindex.ntotal} items, {mindex.bits}-bit codes, into Milvus collection "
+            f"{mindex.collection} ({milvus_index}, HAMMING) at {mindex.params['uri']}"
+        )
+        click.echo(f"saved to {folder}")
+        return
 
     index, folder = build_bundle(
         codes,
@@ -291,11 +357,45 @@ def _search_text(results: list[dict[str, Any]]) -> str:
     "--split", default="query", show_default=True, help="Split of --codes to search with."
 )
 @click.option("--limit", type=int, help="Only the first N queries of --codes.")
-@click.option("--code", "code_hex", metavar="HEX", help="One query code in hex, byte 0 first.")
-@click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query.")
+@click.option(
+    "--code",
+    "code_hex",
+    metavar="HEX",
+    help="One query code in hex, byte 0 first, two digits per byte (a leading 0x is allowed).",
+)
+@click.option(
+    "-k", "--k", "k", type=int, default=10, show_default=True, help="Neighbours per query."
+)
 @click.option("--nprobe", type=int, help="ivf: lists to visit.")
 @click.option("--ef-search", type=int, help="hnsw: search beam width.")
 @click.option("--nflip", type=int, help="hash/multihash: bit flips explored per bucket.")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Compare the SHA-256 of index.faiss with index.json first, whatever its size.",
+)
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Query image (repeatable), encoded by the index's run; imports torch.",
+)
+@click.option(
+    "--run",
+    type=click.Path(file_okay=False),
+    help="Run folder to encode --image with [default: the run the index records].",
+)
+@click.option(
+    "--grid",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --image: PNG of each query beside its results.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    help="With --grid: folder the indexed paths are relative to [default: the run's].",
+)
 @device_option()
 @format_option("table", "jsonl")
 def search_cmd(
@@ -308,10 +408,15 @@ def search_cmd(
     nprobe: int | None,
     ef_search: int | None,
     nflip: int | None,
+    verify: bool,
+    images: tuple[Path, ...],
+    run: str | None,
+    grid: Path | None,
+    data_root: str | None,
     device: str,
     fmt: str,
 ) -> None:
-    """Search the index bundle at PATH with queries from --codes or one --code.
+    """Search the index bundle at PATH with queries from --codes, one --code or --image files.
 
     Prints a table per query, or with --format jsonl one JSON object per query:
     {"query": {"id", "label", "path"}, "results": [{"rank", "id", "distance", "label",
@@ -319,6 +424,19 @@ def search_cmd(
     """
     from index import search_bundle
 
+    if (grid or run or data_root) and not images:
+        raise UserError("--run, --grid and --data-root go with --image.")
+    xq = run_dir = None
+    if images:
+        from fghash.image_query import encode_query_images, query_run
+        from index import read_bundle_meta
+
+        meta = read_bundle_meta(index_path)
+        run_dir = query_run(run, meta, index_path)
+        if grid is not None and not grid.parent.is_dir():
+            raise UserError(f"--grid {grid}: the folder {grid.parent} does not exist.")
+        torch_device = {"gpu": "cuda"}.get(device, device)
+        xq = encode_query_images(images, run_dir, int(meta["bits"]), torch_device)
     results = search_bundle(
         index_path,
         k,
@@ -330,12 +448,101 @@ def search_cmd(
         ef_search=ef_search,
         nflip=nflip,
         device=device,
+        verify=True if verify else None,
+        xq=xq,
+        query_paths=[str(p) for p in images] if images else None,
     )
     if fmt == "jsonl":
         for r in results:
             echo_json(r)
     else:
         click.echo(_search_text(results))
+    if grid is not None and run_dir is not None:
+        from bench.search_grid import write_search_grid
+
+        path, missing = write_search_grid(results, grid, run_dir, data_root)
+        if missing:
+            click.echo(f"note: {missing} image(s) could not be read (grey squares)", err=True)
+        click.echo(f"wrote {path}", err=True)
+
+
+# --- fghash add --------------------------------------------------------------------
+
+
+@main.command("add")
+@click.argument("index_path", metavar="PATH", type=click.Path(path_type=Path))
+@click.argument("new_codes", metavar="[NEW.h5]", required=False, type=click.Path(path_type=Path))
+@click.option("--split", default="database", show_default=True, help="Split of NEW.h5 to add.")
+@click.option(
+    "--run", "run_dir", type=click.Path(file_okay=False), help="Trained run to encode --images."
+)
+@click.option(
+    "--images",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Image file or folder to encode with --run and add (repeatable).",
+)
+@click.option("--label", type=int, help="Class of every added image (when the index has labels).")
+@click.option("--first-id", type=int, help="Id of the first added image [largest id + 1].")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@device_option(("auto", "cpu", "cuda"))
+@click.option(
+    "--codes-file/--no-codes-file",
+    default=True,
+    show_default=True,
+    help="Also append to the codes file the index was built from (kept in step).",
+)
+def add_cmd(
+    index_path: Path,
+    new_codes: Path | None,
+    split: str,
+    run_dir: str | None,
+    images: tuple[Path, ...],
+    label: int | None,
+    first_id: int | None,
+    batch_size: int,
+    device: str,
+    codes_file: bool,
+) -> None:
+    """Append new items to the index bundle at PATH without rebuilding it.
+
+    The items come from a codes file NEW.h5 (its --split), or are images encoded with a
+    trained --run. Their ids must be new; the bundle's codes file gets them too
+    (unless --no-codes-file) and index.json its new checksum. Nothing is half written.
+    """
+    from index.append import (
+        add_to_bundle,
+        codes_features_kind,
+        encode_new_items,
+        next_id,
+        read_new_items,
+    )
+
+    if (new_codes is None) == (not images):
+        raise UserError("give the new items either as NEW.h5 or as --run RUN --images PATH.")
+    if images:
+        if run_dir is None:
+            raise UserError("--images needs --run RUN, the trained run that encodes them.")
+        start = next_id(index_path) if first_id is None else first_id
+        bits, new = encode_new_items(
+            run_dir,
+            list(images),
+            first_id=start,
+            label=label,
+            features=codes_features_kind(index_path) if codes_file else None,
+            batch_size=batch_size,
+            device=device,
+        )
+        origin = {"run": str(Path(run_dir).resolve()), "images": len(new)}
+    else:
+        bits, new = read_new_items(new_codes, split)  # type: ignore[arg-type]
+        origin = {"path": str(Path(new_codes).resolve()), "split": split}  # type: ignore[arg-type]
+    total, updated = add_to_bundle(
+        index_path, bits, new, update_codes=codes_file, new_source=origin
+    )
+    click.echo(f"added {len(new)} items to {index_path}: {total} in all")
+    if updated is not None:
+        click.echo(f"appended them to {updated}")
 
 
 # --- fghash train ------------------------------------------------------------------
@@ -349,12 +556,39 @@ from fghash.config import (  # noqa: E402  (no torch: plain dataclasses)
 )
 
 
+class _LazyChoice(click.Choice):  # type: ignore[type-arg]
+    """A ``click.Choice`` whose names are looked up only when needed (help, parsing)."""
+
+    def __init__(self, names: Any) -> None:
+        self._names = names
+        super().__init__([])
+
+    @property  # type: ignore[override]
+    def choices(self) -> list[str]:
+        return list(self._names())
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass
+
+
+def _dataset_names() -> list[str]:
+    from fghash.data import list_datasets
+
+    return list_datasets()
+
+
 def _flag(name: str, help: str) -> Any:
     return click.option(f"--{name}/--no-{name}", default=None, help=help)
 
 
 @main.command("train", context_settings=CONTEXT_SETTINGS)
-@click.option("--dataset", required=True, help="Data set name (see fghash.data.list_datasets).")
+@click.option(
+    "--dataset",
+    required=True,
+    type=_LazyChoice(_dataset_names),
+    help="Data set name (layouts in docs/datasets.md).",
+)
 @click.option(
     "--data-root",
     required=True,
@@ -385,7 +619,13 @@ def _flag(name: str, help: str) -> Any:
     "silent) or reference (the authors' code throughout). Other options override it. "
     "[default: paper]",
 )
-@click.option("--method", type=click.Choice(list(METHODS)), default=None, help="[default: a2net]")
+@click.option(
+    "--method",
+    type=click.Choice(list(METHODS)),
+    default=None,
+    help="Network and loss: a2net (the paper), a2net_efficient (one shared layer4), adsh "
+    "(no attention), dpsh or hashnet (deep baselines) [default: a2net].",
+)
 @click.option("--backbone", default=None, help="torchvision backbone [default: resnet50].")
 @click.option(
     "--weights",
@@ -509,7 +749,8 @@ def train_cmd(
             continue  # under torchrun, rank 0 speaks for the run
         vm = "" if r.val_map is None else f", val mAP {r.val_map:.4f}"
         click.echo(
-            f"{r.config.bits} bits: {r.run_dir} ({r.iterations} outer iterations, "
+            f"{r.config.bits} bits: {r.run_dir} ({r.iterations} outer "
+            f"iteration{'' if r.iterations == 1 else 's'}, "
             f"{len(r.database_codes)} database codes{vm})"
         )
 
@@ -540,8 +781,8 @@ def train_cmd(
     show_default=True,
     help="Float features stored per item.",
 )
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--num-workers", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--data-root",
     type=click.Path(file_okay=False),
@@ -691,7 +932,7 @@ def demo_cmd(out: Path, device: str, quick: bool, force: bool, **overrides: Any)
         f"fghash search {bundle} --codes {res.codes_path} --limit 5 -k 10",
         f"fghash bench {res.codes_path} --out {out / 'bench'}",
         f"fghash info {res.codes_path}",
-        f"fghash encode {res.run_dir} --out my-codes.h5 --features backbone",
+        f"fghash encode {res.run_dir} --out {out / 'codes-backbone.h5'} --features backbone",
     ):
         click.echo(f"  {line}")
 
@@ -699,7 +940,9 @@ def demo_cmd(out: Path, device: str, quick: bool, force: bool, **overrides: Any)
 # --- fghash bench ------------------------------------------------------------------
 
 
-def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
     try:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
@@ -730,12 +973,13 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
     help="Comma-separated index types to time (flat, ivf, hnsw, hash, multihash).",
 )
 @click.option(
+    "-k",
     "--k",
     "ks",
-    default="1,10,100",
-    show_default=True,
+    default=None,
     callback=_int_list,
-    help="Comma-separated k for @k metrics.",
+    help="Comma-separated k for @k metrics, each at most the database size "
+    "[default: 1,10,100, those the database can answer].",
 )
 @click.option("--threads", type=int, help="FAISS threads for every timing (default: FAISS's own).")
 @click.option(
@@ -758,7 +1002,7 @@ def bench_cmd(
     codes: tuple[Path, ...],
     out: Path,
     index_types: str,
-    ks: list[int],
+    ks: list[int] | None,
     threads: int | None,
     runs: int,
     latency_queries: int,
@@ -784,7 +1028,8 @@ def bench_cmd(
         force=force,
         command=" ".join(
             ["fghash bench", *map(str, codes), f"--out {out}", f"--index-types {index_types}"]
-            + [f"--k {','.join(map(str, ks))}", f"--runs {runs}", f"--device {device}"]
+            + ([f"--k {','.join(map(str, ks))}"] if ks else [])
+            + [f"--runs {runs}", f"--device {device}"]
             + [f"--latency-queries {latency_queries}"]
             + ([f"--threads {threads}"] if threads else [])
         ),
@@ -796,6 +1041,155 @@ def bench_cmd(
             click.echo(str(p))
 
 
+# --- fghash explain ----------------------------------------------------------------
+
+
+def _command_line(name: str, args: list[str]) -> str:
+    """The current command as a user would type it: arguments, then non-default options."""
+    ctx = click.get_current_context()
+    parts = ["fghash", name, *args]
+    for p in ctx.command.params:
+        v = ctx.params.get(p.name or "")
+        if not isinstance(p, click.Option) or v in (None, False, p.default):
+            continue
+        flag = max(p.opts, key=len)
+        parts += [flag] if v is True else [flag, str(v)]
+    return " ".join(parts)
+
+
+@main.command("explain")
+@click.argument(
+    "codes",
+    metavar="CODES.h5 [CODES2.h5 ...]",
+    nargs=-1,
+    required=True,
+    type=click.Path(path_type=Path),
+)
+@click.option(
+    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Folder for the report."
+)
+@click.option(
+    "--run",
+    type=click.Path(file_okay=False),
+    help="Run folder: encodes relaxed values the codes file lacks; its data root is a fallback.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    help="Folder the codes file's image paths are relative to (default: the recorded one).",
+)
+@click.option(
+    "--split", default="database", show_default=True, help="Split whose bits are explained."
+)
+@click.option("--bits-to-show", help="Bits for the per-bit grids, e.g. 0,3,5-7 [all].")
+@click.option(
+    "--per-bit", type=int, default=8, show_default=True, help="Images per side in a bit's grid."
+)
+@click.option("--queries", help="Query ids for the retrieval examples, comma-separated.")
+@click.option(
+    "--num-queries", type=int, default=4, show_default=True, help="Random queries otherwise."
+)
+@click.option("-k", "--k", "k", type=int, default=10, show_default=True, help="Results per query.")
+@click.option(
+    "--rotations", type=int, default=20, show_default=True, help="Random rotations in the null."
+)
+@click.option(
+    "--attributes-from",
+    type=click.Path(dir_okay=False),
+    help="Codes file whose attributes describe the same items (matched by id), e.g. for ITQ.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_option(("auto", "cpu", "cuda"))
+@click.option("--force", is_flag=True, help="Replace a report already in --out.")
+def explain_cmd(
+    codes: tuple[Path, ...],
+    out: Path,
+    run: str | None,
+    data_root: str | None,
+    split: str,
+    bits_to_show: str | None,
+    per_bit: int,
+    queries: str | None,
+    num_queries: int,
+    k: int,
+    rotations: int,
+    attributes_from: str | None,
+    seed: int,
+    device: str,
+    force: bool,
+) -> None:
+    """What the bits mean: per-bit image grids, bit-attribute AUC against a rotation null,
+    bit statistics and retrieval examples, in --out (explain.md, explain.json, PNGs).
+
+    With several codes files, their attribute-awareness scores side by side.
+    """
+    from bench.explain import explain, parse_bits_to_show
+    from bench.explain_compare import compare
+    from bench.explain_inputs import load_input
+
+    if min(per_bit, num_queries, k, rotations) < 1:
+        raise UserError("--per-bit, --num-queries, -k and --rotations must be at least 1.")
+    try:
+        qids = [int(q) for q in queries.split(",") if q.strip()] if queries else None
+    except ValueError:
+        raise UserError(f"--queries must be comma-separated ids, got {queries!r}.") from None
+    inputs = [
+        load_input(
+            c,
+            split=split,
+            run=run,
+            data_root=data_root,
+            attributes_from=attributes_from,
+            device=device,
+        )
+        for c in codes
+    ]
+    command = _command_line("explain", [str(c) for c in codes])
+    if len(inputs) > 1:
+        doc = compare(inputs, out, rotations=rotations, seed=seed, force=force, command=command)
+        rows = [("codes file", "per bit", "null", "per attribute", "null", "signs", "null")]
+        for r in doc["rows"]:
+            cells = []
+            for a, key in ((r, "per_bit"), (r, "per_attribute"), (r.get("binary"), "per_bit")):
+                if not a or key not in a:
+                    cells += ["-", "-"]
+                    continue
+                n = a["null"]
+                cells += [f"{a[key]:.3f}", f"{n[key + '_mean']:.3f}±{n[key + '_std']:.3f}"]
+            rows.append((r["name"], *cells))
+        click.echo("attribute awareness (mean best |AUC-0.5|; null: random rotations):")
+        click.echo(_table(rows, indent="  "))
+    else:
+        inp = inputs[0]
+        doc = explain(
+            inp,
+            out,
+            bits_to_show=parse_bits_to_show(bits_to_show, inp.cf.bits),
+            per_side=per_bit,
+            queries=qids,
+            num_queries=num_queries,
+            k=k,
+            rotations=rotations,
+            seed=seed,
+            force=force,
+            command=command,
+        )
+        aw = doc["awareness"]
+        if "per_bit" in aw:
+            n = aw["null"]
+            click.echo(
+                f"attribute awareness per bit {aw['per_bit']:.3f} (rotation null "
+                f"{n['per_bit_mean']:.3f}±{n['per_bit_std']:.3f}), per attribute "
+                f"{aw['per_attribute']:.3f} (null {n['per_attribute_mean']:.3f}"
+                f"±{n['per_attribute_std']:.3f})"
+            )
+    for s in doc["skipped"]:
+        click.echo(f"skipped: {s}", err=True)
+    click.echo(
+        f"wrote {out / 'explain.md'}, {out / 'explain.json'} and {len(doc['figures'])} PNG(s)"
+    )
+
+
 # --- fghash baseline ---------------------------------------------------------------
 
 
@@ -805,8 +1199,27 @@ def _baseline_methods() -> list[str]:
     return list_baselines()
 
 
+class _LazyChoice(click.Choice):
+    """A click.Choice whose choices are computed on first use, so that loading the CLI
+    (``fghash --help``) does not import what computes them (numpy, the baselines)."""
+
+    def __init__(self, load: Any, case_sensitive: bool = True) -> None:
+        self._load, self._choices = load, None
+        super().__init__([], case_sensitive=case_sensitive)
+
+    @property  # type: ignore[override]
+    def choices(self) -> Any:
+        if self._choices is None:
+            self._choices = tuple(self._load())
+        return self._choices
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass
+
+
 @main.command("baseline")
-@click.argument("method", type=click.Choice(_baseline_methods(), case_sensitive=False))
+@click.argument("method", type=_LazyChoice(_baseline_methods, case_sensitive=False))
 @click.option(
     "--features",
     "features_path",

@@ -22,7 +22,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,11 @@ __all__ = [
     "read_attrs",
     "file_checksum",
     "is_codes_file",
+    "ids_unique",
+    "SplitReader",
+    "open_split",
+    "CodesWriter",
+    "append_codes",
 ]
 
 FORMAT = "fghash.codes"
@@ -128,18 +133,25 @@ def code_to_hex(code: np.ndarray) -> str:
 def hex_to_code(text: str, bits: int) -> np.ndarray:
     """Parse a hex string (byte 0 first, as :func:`code_to_hex` writes) into uint8 ``[1, nbytes]``.
 
-    A ``0x`` prefix, spaces and underscores are ignored. The hex must hold exactly
-    ``ceil(bits/8)`` bytes and leave the unused high bits at 0.
+    A leading ``0x`` (as many tools print hex) is accepted and dropped, as are spaces and
+    underscores. The hex must hold exactly ``ceil(bits/8)`` bytes (two digits each) and
+    leave the unused high bits at 0.
     """
     bits = _check_bits(bits)
     t = text.strip().lower().replace(" ", "").replace("_", "")
     if t.startswith("0x"):
         t = t[2:]
     want = nbytes_for(bits)
-    try:
-        raw = bytes.fromhex(t)
-    except ValueError:
-        raise FghashError(f"code {text!r} is not a hexadecimal string.") from None
+    if not t or any(c not in "0123456789abcdef" for c in t):
+        raise FghashError(
+            f"code {text!r} is not a hexadecimal string (digits 0-9 and a-f, byte 0 first)."
+        )
+    if len(t) % 2:
+        raise FghashError(
+            f"code {text!r} has an odd number of hex digits ({len(t)}); each byte takes two, "
+            f"so {bits}-bit codes take {2 * want}."
+        )
+    raw = bytes.fromhex(t)
     if len(raw) != want:
         raise FghashError(
             f"code {text!r} has {len(raw)} bytes but the index holds {bits}-bit codes "
@@ -158,6 +170,32 @@ def _check_padding_zero(codes: np.ndarray, bits: int, where: str) -> None:
             raise FghashError(
                 f"{where} sets bits above bit {bits - 1}; unused high bits must be 0."
             )
+
+
+def ids_unique(ids: np.ndarray, block: int = 1 << 20) -> bool:
+    """True when no value of the 1-d integer array ``ids`` repeats.
+
+    Ids that strictly increase (``ids[i] < ids[i+1]`` for all i, as ``0..N-1`` does) are
+    recognised block by block in linear time without a copy; otherwise one sort,
+    ``O(N log N)`` time and one copy, and a comparison of neighbours in sorted order.
+    (``numpy.unique`` does the same sort but costs far more at ten million ids.)
+    """
+    a = np.asarray(ids).ravel()
+    n = a.shape[0]
+    increasing = True
+    for s in range(0, max(n - 1, 0), block):
+        e = min(n - 1, s + block)
+        if not np.all(a[s + 1 : e + 1] > a[s:e]):
+            increasing = False
+            break
+    if increasing:
+        return True
+    srt = np.sort(a)
+    for s in range(0, n - 1, block):
+        e = min(n - 1, s + block)
+        if np.any(srt[s + 1 : e + 1] == srt[s:e]):
+            return False
+    return True
 
 
 @dataclass
@@ -261,7 +299,7 @@ def _validate(cf: CodesFile, where: str) -> None:
             raise _fail(
                 where, f"{g}/ids", f"expected int64 [{n}], got {ids.dtype} {list(ids.shape)}"
             )
-        if n and np.unique(ids).shape[0] != n:
+        if n and not ids_unique(ids):
             raise _fail(where, f"{g}/ids", "ids must be unique within the split")
         if s.labels is not None:
             lab = s.labels
@@ -338,9 +376,7 @@ def write_codes(path: str | os.PathLike[str], cf: CodesFile, *, overwrite: bool 
     path = Path(path)
     cf.validate()
     if path.exists() and not overwrite:
-        raise CodesFileError(
-            f"{path} already exists; pass overwrite=True (or --force) to replace it."
-        )
+        raise CodesFileError(f"{path} already exists; pass --force to replace it.")
     if not path.parent.exists():
         raise CodesFileError(f"{path}: the folder {path.parent} does not exist.")
     created = cf.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -574,3 +610,341 @@ def make_codes_file(
 
 
 __all__ += ["make_codes_file"]
+
+
+class SplitReader:
+    """One split of a codes file, open for reading in row blocks without loading it whole.
+
+    Opening checks the header and every dataset's dtype and shape (cheap);
+    :meth:`validate` checks the contents a full read would check (unused high bits 0,
+    unique ids) block by block, in memory bounded by one block plus, only when the ids
+    are not increasing, one sorted copy of them. Use as a context manager or call
+    :meth:`close`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], split: str = "database") -> None:
+        self.path = Path(path)
+        self.split = split
+        where = str(self.path)
+        self._f = _open(self.path)
+        try:
+            head = _check_header(self._f, where)
+            self.bits = _check_bits(head["bits"])
+            self.method: str = head["method"]
+            self.config: dict[str, Any] = head["config"]
+            names = [k for k, v in self._f.items() if hasattr(v, "keys")]
+            if split not in names:
+                raise CodesFileError(
+                    f"{where} has no split {split!r}; it has {', '.join(sorted(names)) or 'none'}."
+                )
+            self._g = self._f[split]
+            self.n = self._check_shapes(where)
+        except BaseException:
+            self._f.close()
+            raise
+
+    def _check_shapes(self, where: str) -> int:
+        g, name, nb = self._g, f"/{self.split}", nbytes_for(self.bits)
+        for ds in ("codes", "ids"):
+            if ds not in g:
+                raise _fail(where, f"{name}/{ds}", "missing")
+        c = g["codes"]
+        if c.dtype != np.uint8 or c.ndim != 2 or c.shape[1] != nb:
+            raise _fail(
+                where,
+                f"{name}/codes",
+                f"expected uint8 [N, {nb}] for {self.bits} bits, got {c.dtype} {list(c.shape)}",
+            )
+        n = int(c.shape[0])
+        ids = g["ids"]
+        if ids.ndim != 1 or ids.shape[0] != n or not np.issubdtype(ids.dtype, np.integer):
+            raise _fail(
+                where, f"{name}/ids", f"expected int64 [{n}], got {ids.dtype} {list(ids.shape)}"
+            )
+        for ds in ("labels", "paths", "features", "attributes"):
+            if ds in g and (g[ds].ndim < 1 or g[ds].shape[0] != n):
+                raise _fail(where, f"{name}/{ds}", f"expected {n} rows, got {list(g[ds].shape)}")
+        if "labels" in g:
+            lab = g["labels"]
+            if lab.ndim > 2 or (lab.ndim == 1 and not np.issubdtype(lab.dtype, np.integer)):
+                raise _fail(
+                    where,
+                    f"{name}/labels",
+                    f"expected int64 [{n}] or uint8 [{n}, C], got {lab.dtype} {list(lab.shape)}",
+                )
+        return n
+
+    def __enter__(self) -> SplitReader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HDF5 file."""
+        self._f.close()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def has(self, name: str) -> bool:
+        """True when the split holds dataset ``name`` (``labels``, ``paths``, ...)."""
+        return name in self._g
+
+    def read(self, name: str, start: int = 0, stop: int | None = None) -> Any:
+        """Rows ``start:stop`` of dataset ``name``; ``paths`` come back as a list of str."""
+        rows = self._g[name][start : self.n if stop is None else stop]
+        if name == "paths":
+            return [p.decode() if isinstance(p, bytes) else str(p) for p in rows]
+        return rows
+
+    def blocks(self, rows: int = 1 << 20) -> Iterator[tuple[int, int]]:
+        """``(start, stop)`` row ranges of at most ``rows`` rows covering the split."""
+        for s in range(0, self.n, max(1, int(rows))):
+            yield s, min(self.n, s + rows)
+
+    def validate(self, rows: int = 1 << 20) -> None:
+        """Check unused high bits and id uniqueness, one block of rows at a time."""
+        where, name = str(self.path), f"/{self.split}"
+        ids = self._g["ids"]
+        last = None
+        increasing = True
+        spare = nbytes_for(self.bits) * 8 - self.bits
+        mask = np.uint8((0xFF << (8 - spare)) & 0xFF)
+        for s, e in self.blocks(rows):
+            # only the last byte can hold bits beyond `bits`; none when bits % 8 == 0
+            if spare and np.any(self._g["codes"][s:e, -1] & mask):
+                raise _fail(
+                    where,
+                    f"{name}/codes",
+                    f"codes sets bits above bit {self.bits - 1}; unused high bits must be 0",
+                )
+            if increasing:
+                b = ids[s:e]
+                if (last is not None and b.shape[0] and b[0] <= last) or not np.all(b[1:] > b[:-1]):
+                    increasing = False
+                elif b.shape[0]:
+                    last = b[-1]
+        if not increasing and not ids_unique(ids[()]):
+            raise _fail(where, f"{name}/ids", "ids must be unique within the split")
+
+
+def open_split(path: str | os.PathLike[str], split: str = "database") -> SplitReader:
+    """Open one split of a codes file for block-wise reading (see :class:`SplitReader`)."""
+    return SplitReader(path, split)
+
+
+class CodesWriter:
+    """Write a codes file block by block, in memory bounded by one block.
+
+    Declare every split's datasets up front (:meth:`add_split`), fill them with
+    :meth:`write` in any order of blocks, then :meth:`commit` renames the finished file
+    onto ``path``; :meth:`abort` (or leaving the ``with`` block by an exception) removes
+    it, so ``path`` never holds a partial file. Ids are checked unique on commit.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        bits: int,
+        *,
+        method: str = "unknown",
+        config: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        import h5py
+
+        self.path = Path(path)
+        self.bits = _check_bits(bits)
+        if self.path.exists() and not overwrite:
+            raise CodesFileError(f"{self.path} already exists; pass --force to replace it.")
+        if not self.path.parent.is_dir():
+            raise CodesFileError(f"{self.path}: the folder {self.path.parent} does not exist.")
+        self._atomic = atomic_path(self.path)
+        self.tmp = self._atomic.__enter__()
+        self._f = h5py.File(self.tmp, "w")
+        f = self._f
+        f.attrs["format"] = FORMAT
+        f.attrs["version"] = VERSION
+        f.attrs["bits"] = self.bits
+        f.attrs["bit_order"] = "little"
+        f.attrs["method"] = str(method)
+        f.attrs["config"] = json.dumps(dict(config or {}), sort_keys=True, default=str)
+        f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+    def add_split(
+        self,
+        name: str,
+        n: int,
+        *,
+        labels: Any = None,
+        paths: bool = False,
+        features: tuple[int, str] | None = None,
+        attributes: int | None = None,
+    ) -> None:
+        """Declare split ``name`` of ``n`` rows: ``labels`` None, ``"single"`` or
+        ``("multi", C)``; ``features`` ``(D, kind)``; ``attributes`` the column count."""
+        import h5py
+
+        g = self._f.create_group(name)
+
+        def make(ds: str, shape: tuple[int, ...], dtype: Any) -> Any:
+            chunks = _row_chunks(shape, np.dtype(dtype).itemsize)
+            return g.create_dataset(ds, shape=shape, dtype=dtype, chunks=chunks)
+
+        make("codes", (n, nbytes_for(self.bits)), np.uint8)
+        make("ids", (n,), np.int64)
+        if labels == "single":
+            make("labels", (n,), np.int64)
+        elif labels is not None:
+            make("labels", (n, int(labels[1])), np.uint8)
+        if paths:
+            g.create_dataset("paths", shape=(n,), dtype=h5py.string_dtype("utf-8"))
+        if features is not None:
+            make("features", (n, int(features[0])), np.float32).attrs["kind"] = features[1]
+        if attributes is not None:
+            make("attributes", (n, int(attributes)), np.uint8)
+
+    def write(self, name: str, start: int, **data: Any) -> None:
+        """Rows ``start:start+len`` of split ``name``: ``codes=``, ``ids=``, ``labels=``..."""
+        g = self._f[name]
+        for ds, value in data.items():
+            if value is None:
+                continue
+            if ds == "codes":
+                try:
+                    _check_padding_zero(np.asarray(value), self.bits, "codes")
+                except FghashError as e:
+                    raise _fail(str(self.path), f"/{name}/codes", str(e).rstrip(".")) from None
+            if ds == "paths":
+                value = [str(p) for p in value]
+            g[ds][start : start + len(value)] = value
+
+    def set_attribute_names(self, names: Sequence[str]) -> None:
+        import h5py
+
+        self._f.create_dataset(
+            "attribute_names", data=list(names), dtype=h5py.string_dtype("utf-8")
+        )
+
+    def commit(self) -> Path:
+        """Check ids, close the file and rename it onto ``path``."""
+        for name, g in self._f.items():
+            if hasattr(g, "keys") and not ids_unique(g["ids"][()]):
+                raise _fail(str(self.path), f"/{name}/ids", "ids must be unique within the split")
+        self._f.close()
+        self._atomic.__exit__(None, None, None)
+        return self.path
+
+    def abort(self) -> None:
+        """Close and remove the temporary file; ``path`` stays as it was."""
+        self._f.close()
+        self._atomic.__exit__(FghashError, FghashError("aborted"), None)
+
+    def __enter__(self) -> CodesWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None and self._f.id.valid:
+            self.abort()
+
+
+def append_codes(
+    path: str | os.PathLike[str], split: str, new: Split, *, block: int = 1 << 20
+) -> Path:
+    """Append the rows of ``new`` to split ``split`` of the codes file at ``path``.
+
+    The file is rewritten block by block into a temporary file and renamed over
+    ``path``, so a failure leaves it as it was. ``new`` must carry the datasets the
+    split has (labels of the same form, paths, features of the same width, attributes)
+    and ids not already in the split. Other splits are copied unchanged.
+    """
+    path = Path(path)
+    with open_split(path, split) as r:
+        where = f"{path}: /{split}"
+        nb = nbytes_for(r.bits)
+        if new.codes.dtype != np.uint8 or new.codes.ndim != 2 or new.codes.shape[1] != nb:
+            raise CodesFileError(
+                f"{where} holds {r.bits}-bit codes ({nb} bytes) but the new codes are "
+                f"{new.codes.dtype} {list(new.codes.shape)}."
+            )
+        for ds, have in (
+            ("labels", new.labels is not None),
+            ("paths", new.paths is not None),
+            ("features", new.features is not None),
+            ("attributes", new.attributes is not None),
+        ):
+            if r.has(ds) != have:
+                side = "has" if r.has(ds) else "has no"
+                raise CodesFileError(
+                    f"{where} {side} {ds} but the new items {'do not' if r.has(ds) else 'do'}; "
+                    f"both must carry the same datasets."
+                )
+        for ds in ("labels", "features", "attributes"):
+            value = getattr(new, ds)
+            if value is not None and r.read(ds, 0, 0).shape[1:] != np.shape(value)[1:]:
+                raise CodesFileError(
+                    f"{where}: {ds} have shape {list(r.read(ds, 0, 0).shape[1:])} per item but "
+                    f"the new items' have {list(np.shape(value)[1:])}."
+                )
+        old_ids = r.read("ids")
+        both = np.concatenate([old_ids, np.asarray(new.ids, dtype=np.int64)])
+        if not ids_unique(both):
+            dup = np.intersect1d(old_ids, new.ids)
+            what = f"id {int(dup[0])} is already in the split" if dup.size else "ids repeat"
+            raise CodesFileError(f"{where}: cannot append: {what}; ids must stay unique.")
+    cf = read_attrs(path)
+    with (
+        _open(path) as src,
+        CodesWriter(
+            path, cf["bits"], method=cf["method"], config=cf["config"], overwrite=True
+        ) as w,
+    ):
+        if "attribute_names" in src:
+            w.set_attribute_names(
+                [
+                    s_.decode() if isinstance(s_, bytes) else str(s_)
+                    for s_ in src["attribute_names"][()]
+                ]
+            )
+        for name, g in src.items():
+            if not hasattr(g, "keys"):
+                continue
+            n_old = int(g["codes"].shape[0])
+            extra = len(new) if name == split else 0
+            lab = g["labels"] if "labels" in g else None
+            feats = g["features"] if "features" in g else None
+            w.add_split(
+                name,
+                n_old + extra,
+                labels=None
+                if lab is None
+                else ("single" if lab.ndim == 1 else ("multi", lab.shape[1])),
+                paths="paths" in g,
+                features=None
+                if feats is None
+                else (feats.shape[1], str(feats.attrs.get("kind", "unknown"))),
+                attributes=g["attributes"].shape[1] if "attributes" in g else None,
+            )
+            for s0 in range(0, n_old, block):
+                e0 = min(n_old, s0 + block)
+                w.write(name, s0, **{ds: _rows(g[ds], s0, e0) for ds in g.keys()})
+            if extra:
+                w.write(
+                    name,
+                    n_old,
+                    codes=new.codes,
+                    ids=new.ids,
+                    labels=new.labels,
+                    paths=new.paths,
+                    features=new.features,
+                    attributes=new.attributes,
+                )
+        return w.commit()
+
+
+def _rows(ds: Any, start: int, stop: int) -> Any:
+    rows = ds[start:stop]
+    if ds.dtype.kind == "O":
+        return [p.decode() if isinstance(p, bytes) else str(p) for p in rows]
+    return rows

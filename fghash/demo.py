@@ -205,9 +205,15 @@ def _clear(out: Path) -> None:
 
 
 def _write_marker(out: Path, config: DemoConfig) -> None:
-    tmp = out / f".{DEMO_FILE}.tmp"
-    tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out / DEMO_FILE)
+    from fghash.atomic import atomic_write_text
+
+    atomic_write_text(
+        out / DEMO_FILE, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+    )
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _run_state(run_dir: Path) -> str:
@@ -273,7 +279,8 @@ def run_demo(
         say(
             f"[2/3] {verb} {cfg.method} ({cfg.backbone}, {cfg.bits} bits, "
             f"{'random init' if cfg.weights is None else cfg.weights + ' weights'}, "
-            f"{cfg.image_size} px): {cfg.max_iter} outer iterations x {cfg.epochs} epochs "
+            f"{cfg.image_size} px): {_plural(cfg.max_iter, 'outer iteration')} x "
+            f"{_plural(cfg.epochs, 'epoch')} "
             f"over {min(cfg.num_samples, res.n_train)} images, into {run_dir}"
         )
         train(cfg, run_dir, resume=state == "partial", progress=progress)

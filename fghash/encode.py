@@ -30,9 +30,11 @@ import torch
 
 from fghash.codes import Split, make_codes_file, pack_bits, signs_to_codes, write_codes
 from fghash.config import ASYMMETRIC_METHODS, TrainConfig
+from fghash.datacheck import check_data, check_data_root, fingerprint
 from fghash.device import resolve_device
 from fghash.errors import FghashError
 from fghash.inference import Encoded, embed, encode_images
+from fghash.progress import Progress
 from fghash.rundir import load_run
 
 __all__ = [
@@ -112,11 +114,12 @@ def encode_run(
         raise FghashError(f"{out_path}: the folder {out_path.parent} does not exist.")
 
     cfg, state, model = load_run(run_dir, device)
+    root = str(data_root) if data_root is not None else cfg.data_root
+    check_data_root(cfg.dataset, root, cfg.data_root)  # never generate or download data
     if database == "learned" and cfg.method not in ASYMMETRIC_METHODS:
         log.info("%s learns no database codes; encoding the database images instead", cfg.method)
         database = "encode"
     dev = resolve_device(device)
-    root = str(data_root) if data_root is not None else cfg.data_root
     tf = build_transform(False, cfg.image_size, resize=cfg.resize)
     datasets: dict[str, Any] = {}
 
@@ -129,10 +132,18 @@ def encode_run(
         return datasets[key]
 
     db_idx = state["database_indices"].numpy()
+    check_data(
+        run_dir,
+        fingerprint(cfg.dataset, dataset("train"), dataset("test")),
+        root,
+        database_indices=db_idx,
+        all_train=not cfg.val_fraction,
+    )
     learned_B = state["B"].numpy()
     splits: dict[str, Split] = {}
     skipped: dict[str, int] = {}
     attribute_names = None
+    phases = Progress("encoding, splits", len(smap), logger=log)
     for name, src in smap.items():
         ds = dataset(src)
         if src == "train":
@@ -194,6 +205,7 @@ def encode_run(
             features_kind=kind,
             attributes=np.asarray(attrs)[ids].astype(np.uint8) if attrs is not None else None,
         )
+        phases.step(f"{name} = {src} split, {len(ids)} items")
     config = {
         **cfg.to_dict(),
         "encode": {

@@ -7,6 +7,7 @@ model's ``embed``), under autocast when asked (``amp``, CUDA only).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -18,8 +19,13 @@ from torch.utils.data import DataLoader
 
 from fghash.batching import PositionDataset
 from fghash.device import resolve_device
+from fghash.progress import Progress
 
-__all__ = ["Encoded", "embed", "encode_images"]
+__all__ = ["Encoded", "embed", "encode_images", "PROGRESS_EVERY_S"]
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 30.0  # seconds between progress lines while images are encoded
 
 
 @dataclass
@@ -83,6 +89,7 @@ def encode_images(
     rel: list[torch.Tensor] = []
     back: list[torch.Tensor] = []
     pos: list[np.ndarray] = []
+    images_done = Progress(f"{desc}, images", len(indices), logger=log)
     try:
         for batch in tqdm(loader, desc=desc, leave=False, disable=None if progress else True):
             if batch is None or len(batch[0]) == 0:
@@ -97,6 +104,8 @@ def encode_images(
             if features:
                 back.append(x.cpu())  # d values an image: never held on the device
             pos.append(np.asarray(p, dtype=np.int64))
+            if progress:
+                images_done.step(n=len(p), every=PROGRESS_EVERY_S)
     finally:
         model.train(was_training)
     net = _unwrap(model)

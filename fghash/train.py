@@ -80,13 +80,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from fghash.atomic import atomic_path, atomic_write_text
 from fghash.batching import PositionDataset
 from fghash.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from fghash.config import ASYMMETRIC_METHODS, TrainConfig, load_config, parse_bits, save_config
+from fghash.datacheck import record_training_data
 from fghash.device import resolve_device
 from fghash.distributed import Dist, setup
 from fghash.errors import FghashError
 from fghash.inference import encode_images
+from fghash.progress import Progress
 from fghash.retrieval import hamming_map
 from fghash.rundir import CHECKPOINT, CONFIG, build_model, save_iteration_checkpoint
 
@@ -272,9 +275,7 @@ class _Metrics:
         lines: list[str] = []
         if keep_lines is not None and path.exists():
             lines = path.read_text().splitlines()[:keep_lines]
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in lines))
-        os.replace(tmp, path)
+        atomic_write_text(path, "".join(line + "\n" for line in lines))
         self.lines = len(lines)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -703,12 +704,19 @@ def train(
         run.restore(state)
     if dist.main:
         save_config(cfg, run_dir / CONFIG)
+        record_training_data(cfg.dataset, cfg.data_root, run.ds, run_dir)
     run.metrics = _Metrics(
         run_dir / "metrics.jsonl", state["metrics_lines"] if state else 0, dist.main
     )
 
     history: list[dict[str, Any]] = []
     db_codes: np.ndarray | None = None
+    epochs_done = Progress(
+        f"training {cfg.bits} bits, epochs",
+        cfg.max_iter * cfg.epochs,
+        done=run.next_iter * cfg.epochs + run.next_epoch,
+        logger=log,
+    )
     while run.next_iter < cfg.max_iter:
         it = run.next_iter
         if run.omega is None:
@@ -721,6 +729,11 @@ def train(
             record = run.epoch(it, run.next_epoch, S)
             run.metrics.write(record)
             history.append(record)
+            if dist.main:
+                epochs_done.step(
+                    f"outer iteration {it + 1}/{cfg.max_iter}, epoch {run.next_epoch + 1}/"
+                    f"{cfg.epochs}, loss {record.get('total', float('nan')):.4g}"
+                )
             run.next_epoch += 1
         run.end()
         if _asymmetric(cfg):
@@ -753,9 +766,8 @@ def train(
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".tmp") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
 
 
 def train_many(

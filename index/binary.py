@@ -58,7 +58,7 @@ MISSING_DISTANCE = int(np.iinfo(np.int32).max)
 # Queries per FAISS call: big enough to keep all threads busy, small enough for a
 # progress bar that moves.
 _QUERY_BLOCK = 8192
-_ADD_BLOCK = 1 << 16
+_ADD_BLOCK = 1 << 18
 # Default search-time parameters (FAISS's own defaults are 1 / 16 / 0, too timid).
 _DEFAULT_NPROBE = 16
 _DEFAULT_EF_SEARCH = 64
@@ -188,6 +188,12 @@ class BinaryIndex:
                     f"indexes only; this index is {self.kind!r}."
                 )
             _check_int(name, value, 0 if name == "nflip" else 1)
+        nlist = int(getattr(self.faiss_index, "nlist", 0)) if self.kind == "ivf" else 0
+        if nprobe is not None and nlist and nprobe > nlist:
+            raise FghashError(
+                f"--nprobe {nprobe} is more than the {nlist} lists of this ivf index; use "
+                f"--nprobe {nlist} or less ({nlist} visits every list: exact search)."
+            )
         q = pad_codes(q, self.bits, self.dim)
         nq = q.shape[0]
         D = np.empty((nq, k), dtype=np.int32)
@@ -203,6 +209,16 @@ class BinaryIndex:
                 D[s : s + _QUERY_BLOCK] = Db
                 I[s : s + _QUERY_BLOCK] = Ib
         return D, I
+
+    def add(self, xb: np.ndarray) -> None:
+        """Append packed codes (uint8 ``[n, ceil(bits/8)]``) after the current items.
+
+        They take positions ``ntotal .. ntotal + n - 1``. An ``ivf`` index keeps its
+        trained lists (new items go to their nearest centroid), so nothing is rebuilt.
+        """
+        codes = check_codes(xb, self.bits, "new codes")
+        if codes.shape[0]:
+            _add(self.faiss_index, pad_codes(codes, self.bits, self.dim))
 
     def _check_queries(self, xq: np.ndarray) -> np.ndarray:
         q = np.asarray(xq)
@@ -379,7 +395,7 @@ def build_index(
     _add(fi, xb_p)
     if where == "gpu":
         fi = to_gpu(fi)
-    logger.info("built %s index: %d items, %d bits stored as %d, on %s", kind, n, bits, dim, where)
+    logger.debug("built %s index: %d items, %d bits stored as %d, on %s", kind, n, bits, dim, where)
     return BinaryIndex(fi, bits=bits, dim=dim, kind=kind, device=where, params=params)
 
 

@@ -6,11 +6,15 @@ Layout of a bundle folder ``PATH``::
                        faiss.read_index_binary; codes zero-padded to ``dim`` bits)
     PATH/items.h5      ids, labels, paths of the indexed items, in index order
     PATH/index.json    kind, bits, dim, padding, params, ntotal, FAISS version, the
-                       codes file it came from (path, split, sha256) and creation time
+                       codes file it came from (path, split, sha256, method, origin),
+                       creation time, and ``index_file``: size, first bytes and SHA-256
+                       of index.faiss (checked on load, :mod:`index.checks`)
 
 Saving is atomic: everything is written into a temporary folder beside ``PATH`` and
 renamed into place, so an interrupted save never leaves a half bundle under ``PATH``
-and a failed save never touches an existing one.
+and a failed save never touches an existing one. The temporary folder's name carries the process id
+(:func:`fghash.atomic.temp_prefix`); one left by a killed process is removed by the next
+save beside it.
 """
 
 from __future__ import annotations
@@ -21,13 +25,18 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fghash.codes import file_checksum, nbytes_for, read_codes
-from fghash.errors import FghashError
-from index.binary import BinaryIndex, build_index, wrap_faiss_index
-from index.items import ItemMeta, read_items, write_items
+from fghash.atomic import remove_stale, temp_prefix
+from fghash.codes import SplitReader, file_checksum, nbytes_for, open_split
+from fghash.errors import FghashError, os_error_from_message
+from index.binary import BinaryIndex, build_index, default_hash_params, wrap_faiss_index
+from index.checks import check_index_file, codes_origin, file_record
+from index.items import ItemMeta, ItemsWriter, read_items, write_items
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -41,6 +50,11 @@ __all__ = [
     "is_bundle",
     "build_from_codes",
     "build_bundle",
+    "bundle_folder",
+    "index_meta",
+    "write_meta",
+    "milvus_meta",
+    "write_index_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,6 +64,8 @@ BUNDLE_VERSION = 1
 INDEX_FILE = "index.faiss"
 ITEMS_FILE = "items.h5"
 META_FILE = "index.json"
+# Rows read from a codes file at a time while building (8 MB of 64-bit codes).
+_READ_ROWS = 1 << 20
 
 
 def is_bundle(path: str | os.PathLike[str]) -> bool:
@@ -95,63 +111,55 @@ def read_bundle_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-def save_index(
-    index: BinaryIndex,
-    path: str | os.PathLike[str],
-    items: ItemMeta,
-    *,
-    overwrite: bool = False,
-) -> Path:
-    """Save ``index`` and ``items`` as a bundle folder at ``path`` (atomically).
-
-    An existing ``path`` raises :class:`FghashError` unless ``overwrite=True``, and even
-    then only an existing *bundle* is replaced (never an unrelated file or folder).
-    A GPU index is copied to the CPU first. Returns the bundle folder.
-    """
+def _write_faiss(index: BinaryIndex, path: Path) -> None:
+    """``faiss.write_index_binary``, with FAISS's write failures raised as :class:`OSError`."""
     import faiss
 
-    path = Path(path)
-    if len(items) != index.ntotal:
-        raise FghashError(
-            f"item metadata lists {len(items)} items but the index holds {index.ntotal}."
-        )
+    try:
+        faiss.write_index_binary(index.cpu_index(), str(path))
+    except RuntimeError as e:  # FAISS reports a full disk as "... write error in ...: 28 (...)"
+        err = os_error_from_message(str(e), str(path))
+        if err is None:
+            raise
+        raise err from None
+
+
+def write_index_file(index: BinaryIndex, folder: Path) -> dict[str, Any]:
+    """Write ``folder/index.faiss``; return its record (size, header, SHA-256) for index.json."""
+    _write_faiss(index, folder / INDEX_FILE)
+    return file_record(folder / INDEX_FILE)
+
+
+def _check_target(path: Path, overwrite: bool) -> None:
     if path.exists() or path.is_symlink():
         if not overwrite:
-            raise FghashError(
-                f"{path} already exists; pass --force (overwrite=True) to replace it."
-            )
+            raise FghashError(f"{path} already exists; pass --force to replace it.")
         if not is_bundle(path) or path.is_file():
             raise FghashError(
                 f"{path} exists and is not an fghash index bundle; refusing to replace it."
             )
+    if not path.parent.is_dir():
+        raise FghashError(f"cannot write {path}: the folder {path.parent} does not exist.")
+
+
+@contextmanager
+def bundle_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it replaces ``path``.
+
+    An exception (or Ctrl-C) inside the block removes the temporary folder and leaves
+    ``path`` as it was. Only an existing *bundle* is ever replaced, and only with
+    ``overwrite=True``.
+    """
+    path = Path(path)
+    _check_target(path, overwrite)
     parent = path.parent
-    if not parent.is_dir():
-        raise FghashError(f"cannot write {path}: the folder {parent} does not exist.")
-    meta = {
-        "format": BUNDLE_FORMAT,
-        "version": BUNDLE_VERSION,
-        "kind": index.kind,
-        "bits": index.bits,
-        "dim": index.dim,
-        "code_bytes": nbytes_for(index.bits),
-        "stored_bytes": index.dim // 8,
-        "padded": index.padded,
-        "params": index.params,
-        "ntotal": index.ntotal,
-        "built_on": index.device,
-        "faiss_version": faiss.__version__,
-        "codes": items.source,
-        "files": {"index": INDEX_FILE, "items": ITEMS_FILE},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    remove_stale(parent, path.name)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=parent))
     old: Path | None = None
     try:
-        faiss.write_index_binary(index.cpu_index(), str(tmp / INDEX_FILE))
-        write_items(tmp / ITEMS_FILE, items)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", "utf-8")
+        yield tmp
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".old", dir=parent))
             old.rmdir()
             os.rename(path, old)
         try:
@@ -166,25 +174,110 @@ def save_index(
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    logger.info("saved %s index (%d items) to %s", index.kind, index.ntotal, path)
+
+
+def index_meta(
+    index: BinaryIndex, source: dict[str, Any] | None, index_file: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``index.json`` of a FAISS bundle holding ``index`` built from ``source``;
+    ``index_file`` is :func:`write_index_file`'s record of ``index.faiss``."""
+    import faiss
+
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "kind": index.kind,
+        "bits": index.bits,
+        "dim": index.dim,
+        "code_bytes": nbytes_for(index.bits),
+        "stored_bytes": index.dim // 8,
+        "padded": index.padded,
+        "params": index.params,
+        "ntotal": index.ntotal,
+        "built_on": index.device,
+        "faiss_version": faiss.__version__,
+        "codes": source,
+        "files": {"index": INDEX_FILE, "items": ITEMS_FILE},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if index_file is not None:
+        meta["index_file"] = index_file
+    return meta
+
+
+def milvus_meta(index: Any, source: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``index.json`` of a Milvus bundle: where the collection lives, no local index."""
+    return {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "kind": "milvus",
+        "bits": index.bits,
+        "dim": index.dim,
+        "code_bytes": nbytes_for(index.bits),
+        "padded": False,
+        "params": index.params,
+        "ntotal": index.ntotal,
+        "built_on": "milvus",
+        "codes": source,
+        "files": {},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    """Write ``index.json`` into ``folder``."""
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", "utf-8")
+
+
+def save_index(
+    index: BinaryIndex,
+    path: str | os.PathLike[str],
+    items: ItemMeta,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Save ``index`` and ``items`` as a bundle folder at ``path`` (atomically).
+
+    An existing ``path`` raises :class:`FghashError` unless ``overwrite=True``, and even
+    then only an existing *bundle* is replaced (never an unrelated file or folder).
+    A GPU index is copied to the CPU first. Returns the bundle folder.
+    """
+    path = Path(path)
+    if len(items) != index.ntotal:
+        raise FghashError(
+            f"item metadata lists {len(items)} items but the index holds {index.ntotal}."
+        )
+    with bundle_folder(path, overwrite=overwrite) as tmp:
+        record = write_index_file(index, tmp)
+        write_items(tmp / ITEMS_FILE, items)
+        write_meta(tmp, index_meta(index, items.source, record))
+    logger.debug("saved %s index (%d items) to %s", index.kind, index.ntotal, path)
     return path
 
 
 def load_index(
-    path: str | os.PathLike[str], *, device: str = "cpu"
+    path: str | os.PathLike[str], *, device: str = "cpu", verify: bool | None = None
 ) -> tuple[BinaryIndex, ItemMeta]:
     """Load a bundle written by :func:`save_index`: the folder or its ``index.faiss``.
 
     ``device`` as in :func:`index.gpu.resolve_device`; only flat indexes move to GPU.
-    A missing or damaged bundle raises :class:`FghashError`.
+    A missing or damaged bundle raises :class:`FghashError`: ``index.faiss`` is checked
+    against the size, header and SHA-256 in ``index.json`` (``verify`` as in
+    :func:`index.checks.check_index_file`). A Milvus bundle returns
+    an :class:`index.milvus.MilvusIndex` and its :class:`index.milvus.MilvusItems`.
     """
+    meta = read_bundle_meta(path)
+    if meta["kind"] == "milvus":
+        from index.milvus import open_milvus
+
+        return open_milvus(meta)  # type: ignore[return-value]
     import faiss
 
-    meta = read_bundle_meta(path)
     folder = _folder(path)
     index_path = folder / INDEX_FILE
     if not index_path.is_file():
         raise FghashError(f"{index_path}: no such file; the bundle is incomplete.")
+    check_index_file(index_path, meta.get("index_file"), verify=verify)
     try:
         fi = faiss.read_index_binary(str(index_path))
     except RuntimeError:
@@ -207,6 +300,62 @@ def load_index(
     return index, items
 
 
+def _source(r: SplitReader, checksum: str | None = None) -> dict[str, Any]:
+    """``index.json``'s record of the codes file split ``r`` reads."""
+    source = {
+        "path": str(r.path.resolve()),
+        "split": r.split,
+        "checksum": checksum or file_checksum(r.path),
+        "method": r.method,
+        "origin": codes_origin(r.config),
+    }
+    run = (r.config.get("encode") or {}).get("run_dir")  # set by fghash encode
+    if run:  # the run folder whose network made the codes: fghash search --image uses it
+        source["run"] = str(Path(run).resolve()) if Path(run).is_dir() else str(run)
+    return source
+
+
+def _index_from_reader(
+    r: SplitReader, kind: str, nlist: int | None, device: str, **build_kw: Any
+) -> BinaryIndex:
+    """Build an index over a split, adding block by block where the kind allows.
+
+    ``ivf`` trains its k-means on the whole split, so it reads all codes at once; the
+    other kinds hold one block of rows beside the index, whatever the split's size.
+    """
+    if r.n == 0:
+        raise FghashError("the database is empty; an index needs at least one item.")
+    if kind == "ivf":
+        return build_index(r.read("codes"), r.bits, kind, nlist=nlist, device=device, **build_kw)
+    if kind in ("hash", "multihash") and build_kw.get("hash_b") is None:
+        b, nh = default_hash_params(r.bits, r.n, kind)
+        build_kw["hash_b"] = b
+        if kind == "multihash" and build_kw.get("nhash") is None:
+            build_kw["nhash"] = nh
+    blocks = iter(r.blocks(_READ_ROWS))
+    s, e = next(blocks)
+    index = build_index(r.read("codes", s, e), r.bits, kind, nlist=nlist, device=device, **build_kw)
+    for s, e in blocks:
+        index.add(r.read("codes", s, e))
+    return index
+
+
+def _copy_items(r: SplitReader, dst: Path) -> None:
+    """Write the ids, labels and paths of a split into an ``items.h5``, block by block."""
+    labels = None
+    if r.has("labels"):
+        lab = r.read("labels", 0, 1)
+        labels = ("multi", lab.shape[1]) if lab.ndim == 2 else "single"
+    with ItemsWriter(dst, r.n, labels=labels, paths=r.has("paths")) as w:
+        for s, e in r.blocks(_READ_ROWS):
+            w.write(
+                s,
+                r.read("ids", s, e),
+                r.read("labels", s, e) if labels else None,
+                r.read("paths", s, e) if r.has("paths") else None,
+            )
+
+
 def build_from_codes(
     codes_path: str | os.PathLike[str],
     *,
@@ -218,20 +367,21 @@ def build_from_codes(
 ) -> tuple[BinaryIndex, ItemMeta]:
     """Read one split of a codes file and index it (see :func:`index.binary.build_index`).
 
-    The returned :class:`ItemMeta` records the codes file's absolute path, the split
-    and its SHA-256 as ``source``, which :func:`save_index` writes into ``index.json``.
+    The returned :class:`ItemMeta` records the codes file's absolute path, the split,
+    its SHA-256 and (when the codes file names it) the run folder that encoded it as
+    ``source``, which :func:`save_index` writes into ``index.json``.
     """
     codes_path = Path(codes_path)
-    cf = read_codes(codes_path, splits=[split], features=False, attributes=False)
-    s = cf[split]
-    index = build_index(s.codes, cf.bits, kind, nlist=nlist, device=device, **build_kw)
-    source = {
-        "path": str(codes_path.resolve()),
-        "split": split,
-        "checksum": file_checksum(codes_path),
-        "method": cf.method,
-    }
-    return index, ItemMeta.from_split(s, source=source)
+    with open_split(codes_path, split) as r:
+        r.validate()
+        index = _index_from_reader(r, kind, nlist, device, **build_kw)
+        items = ItemMeta(
+            ids=r.read("ids"),
+            labels=r.read("labels") if r.has("labels") else None,
+            paths=r.read("paths") if r.has("paths") else None,
+            source=_source(r),
+        )
+    return index, items
 
 
 def build_bundle(
@@ -247,13 +397,23 @@ def build_bundle(
 ) -> tuple[BinaryIndex, Path]:
     """``fghash build-index``: index one split of a codes file and save it as a bundle.
 
-    Refuses an existing ``out`` (without ``overwrite``) before doing any work. Returns
-    the index (its ``device`` says where it was built) and the bundle folder.
+    Refuses an existing ``out`` (without ``overwrite``) before doing any work. Reads
+    the codes file block by block: besides the index itself, memory holds one block of
+    rows (all codes for ``ivf``, whose k-means trains on them). Returns the index (its
+    ``device`` says where it was built) and the bundle folder.
     """
+
     out = Path(out)
-    if (out.exists() or out.is_symlink()) and not overwrite:
-        raise FghashError(f"{out} already exists; pass --force (overwrite=True) to replace it.")
-    index, items = build_from_codes(
-        codes_path, split=split, kind=kind, nlist=nlist, device=device, **build_kw
-    )
-    return index, save_index(index, out, items, overwrite=overwrite)
+    codes_path = Path(codes_path)
+    _check_target(out, overwrite)
+    with open_split(codes_path, split) as r, ThreadPoolExecutor(1) as pool:
+        r.validate()
+        # hashing the codes file (I/O and hashlib release the GIL) overlaps the build
+        checksum = pool.submit(file_checksum, codes_path)
+        index = _index_from_reader(r, kind, nlist, device, **build_kw)
+        with bundle_folder(out, overwrite=overwrite) as tmp:
+            record = write_index_file(index, tmp)
+            _copy_items(r, tmp / ITEMS_FILE)
+            write_meta(tmp, index_meta(index, _source(r, checksum.result()), record))
+    logger.debug("saved %s index (%d items) to %s", index.kind, index.ntotal, out)
+    return index, out

@@ -58,7 +58,7 @@ def resolve_device(device: str) -> str:
     if ok:
         logger.info("device auto: FAISS has GPU support and a GPU is visible; using the GPU")
         return "gpu"
-    logger.info("device auto: no GPU-enabled FAISS or no visible GPU; using the CPU")
+    logger.debug("device auto: no GPU-enabled FAISS or no visible GPU; using the CPU")
     return "cpu"
 
 

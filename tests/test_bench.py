@@ -224,7 +224,7 @@ def test_bench_skips_existing_report_unless_forced(bench_run):
     before = (out / "report.json").read_text()
     res = CliRunner().invoke(main, ["bench", str(tmp / "toy16.h5"), "--out", str(out), *FAST])
     assert res.exit_code == 0
-    assert "already exists" in res.output and "--force" in res.output
+    assert "already holds the report of these inputs" in res.output and "--force" in res.output
     assert (out / "report.json").read_text() == before
 
 

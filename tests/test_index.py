@@ -305,6 +305,16 @@ def test_load_missing_or_damaged(tmp_path) -> None:
     path = save_index(
         build_index(random_codes(60, 16), 16), tmp_path / "b", ItemMeta(np.arange(60))
     )
+    good = (path / "index.faiss").read_bytes()
+    (path / "index.faiss").write_bytes(b"garbage")
+    with pytest.raises(FghashError, match="7 bytes but index.json records"):
+        load_index(path)
+    (path / "index.faiss").write_bytes(good[:100] + bytes(100) + good[200:])  # same size
+    with pytest.raises(FghashError, match="does not match the SHA-256"):
+        load_index(path)
+    meta = json.loads((path / "index.json").read_text())
+    del meta["index_file"]  # a bundle of an older fghash: FAISS's own check still applies
+    (path / "index.json").write_text(json.dumps(meta))
     (path / "index.faiss").write_bytes(b"garbage")
     with pytest.raises(FghashError, match="not a FAISS binary index"):
         load_index(path)

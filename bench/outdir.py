@@ -1,0 +1,108 @@
+"""The report folder of ``fghash bench``: what may be written there, and what is refused.
+
+A folder is fghash's when it is empty, new, or holds a ``report.json`` of fghash with the
+``report.md``, plots (the PNGs the report lists) and temporaries that go with it. Then:
+
+* a report of the *same* inputs (same codes files by SHA-256) is left alone: the run is
+  skipped with a note unless ``force`` (results are expensive; reruns are explicit);
+* a report of *other* inputs is refused unless ``force``: nothing would tell the two
+  apart afterwards;
+* a folder holding anything else (the user's own ``report.md``, notes, images) is refused
+  unless ``force``, and even then only fghash's own file names are written.
+
+Temporaries of interrupted runs (``.report.json.<pid>-….tmp``, ``.pr_curves.png.<pid>-….png``)
+whose process is gone are removed first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fghash.atomic import remove_stale
+from fghash.errors import FghashError
+
+__all__ = ["check_out_dir", "cleanup_on_failure"]
+
+_REPORT = "report.json"
+
+
+def _read_report(path: Path) -> dict[str, Any] | None:
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return report if isinstance(report, dict) and report.get("format") == "fghash.bench" else None
+
+
+def _names(items: Sequence[str], at_most: int = 3) -> str:
+    shown = ", ".join(sorted(items)[:at_most])
+    return shown + (f" and {len(items) - at_most} more" if len(items) > at_most else "")
+
+
+def check_out_dir(out: Path, checksums: Callable[[], Sequence[str]], *, force: bool) -> bool:
+    """Decide whether ``fghash bench`` may write into ``out`` for inputs whose SHA-256s
+    ``checksums()`` gives (called only when a report is there to compare with).
+
+    Returns True when ``out`` already holds the report of these same inputs and ``force``
+    is False (the caller skips the run); False when the run may go ahead. Raises
+    :class:`FghashError` for a folder that is not fghash's or holds a report of other
+    inputs (unless ``force``).
+    """
+    if out.exists() and not out.is_dir():
+        raise FghashError(
+            f"--out {out} exists and is not a folder; choose a folder for the report."
+        )
+    if not out.is_dir():
+        return False
+    remove_stale(out)
+    entries = sorted(p.name for p in out.iterdir())
+    report_path = out / _REPORT
+    report = _read_report(report_path) if report_path.is_file() else None
+    ours = {_REPORT, "report.md", *(report.get("plots", []) if report else [])}
+    foreign = [n for n in entries if n not in ours] if report else entries
+    if report_path.exists() and report is None:
+        foreign = entries
+    if foreign and not force:
+        raise FghashError(
+            f"--out {out} holds files fghash bench did not write ({_names(foreign)}); choose "
+            "a new or empty folder, or pass --force to write the report beside them."
+        )
+    if report is None:
+        return False
+    theirs = sorted(str(c.get("checksum")) for c in report.get("codes", []))
+    if theirs != sorted(checksums()):
+        if force:
+            return False
+        inputs = [Path(str(c.get("path", "?"))).name for c in report.get("codes", [])]
+        raise FghashError(
+            f"--out {out} holds the report of other inputs ({_names(inputs)}); choose another "
+            "--out, or pass --force to replace that report."
+        )
+    return not force
+
+
+@contextmanager
+def cleanup_on_failure(out: Path) -> Iterator[None]:
+    """Remove what a failed run wrote: the whole folder if the run made it, else the files
+    that were not there before. Files that were replaced cannot be brought back."""
+    existed = out.is_dir()
+    before = {p.name for p in out.iterdir()} if existed else set()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        elif out.is_dir():
+            for p in out.iterdir():
+                if p.name not in before and p.is_file():
+                    try:
+                        os.unlink(p)
+                    except OSError:
+                        pass
+        raise

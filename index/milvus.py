@@ -1,0 +1,446 @@
+"""A Milvus collection as an fghash index: the way past one machine.
+
+``fghash build-index CODES --backend milvus --uri URI`` loads one split of a codes file
+into a Milvus collection and writes a small bundle folder whose ``index.json`` records
+the URI and the collection (kind ``"milvus"``); ``fghash search`` on that bundle asks
+Milvus and prints the same records as for a FAISS bundle.
+
+Collection schema (one row per item)::
+
+    pos    INT64 primary key: the item's position 0..N-1, as FAISS numbers items
+    id     INT64: the codes file's id
+    label  INT64 (single-label data) or labels ARRAY<INT64> (set label indices)
+    path   VARCHAR (when the codes file has paths)
+    code   BINARY_VECTOR of 8 * ceil(bits / 8) dimensions (the packed code; unused high
+           bits are 0, so Hamming distances equal those of the ``bits``-bit codes)
+
+The vector index is ``BIN_FLAT`` with metric ``HAMMING`` (exact; Milvus's default
+binary metric is JACCARD, so fghash always sets HAMMING) or, on a Milvus server,
+``BIN_IVF_FLAT`` (``nlist`` lists, ``nprobe`` at search time).
+
+``URI`` is a local file path ending in ``.db`` (Milvus Lite, embedded, no server:
+``pip install 'fghash[milvus]'``, which pins ``milvus-lite<3`` because Milvus Lite 3
+dropped binary vectors) or ``http://host:19530`` (a Milvus server or cluster). pymilvus
+is imported only here, only when a Milvus bundle is built or searched.
+
+Like FAISS search, Milvus makes no promise about the order of equal distances; compare
+results tie-aware (see :mod:`index.binary`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fghash.codes import SplitReader, nbytes_for, open_split
+from fghash.errors import FghashError
+
+__all__ = [
+    "MILVUS_INDEX_TYPES",
+    "MilvusIndex",
+    "MilvusItems",
+    "build_milvus_bundle",
+    "open_milvus",
+    "is_lite_uri",
+]
+
+logger = logging.getLogger(__name__)
+
+MILVUS_INDEX_TYPES = ("BIN_FLAT", "BIN_IVF_FLAT")
+# Rows per insert call and queries per search call (Milvus caps a message at 64 MB).
+_INSERT_ROWS = 20_000
+_SEARCH_QUERIES = 1000
+# Milvus's largest topk.
+MAX_K = 16_384
+_PATH_MAX = 65_535
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+
+def is_lite_uri(uri: str) -> bool:
+    """True when ``uri`` names a local Milvus Lite database file rather than a server."""
+    return "://" not in uri
+
+
+def _normalise_uri(uri: str) -> str:
+    if is_lite_uri(uri):
+        p = Path(uri).expanduser()
+        if p.suffix != ".db":
+            raise FghashError(
+                f"--uri {uri!r} is neither a server address (http://host:19530) nor a Milvus "
+                f"Lite database file ending in .db."
+            )
+        if not p.parent.is_dir():
+            raise FghashError(f"--uri {uri}: the folder {p.parent} does not exist.")
+        return str(p.resolve())
+    return uri
+
+
+def _client(uri: str) -> Any:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # milvus-lite 2.5 imports pkg_resources on connect
+        try:
+            from pymilvus import MilvusClient
+        except ImportError:
+            raise FghashError(
+                "the Milvus backend needs pymilvus (and milvus-lite for a local .db file): "
+                "pip install 'fghash[milvus]'."
+            ) from None
+        try:
+            return MilvusClient(uri)
+        except Exception as e:  # pymilvus raises its own MilvusException and grpc errors
+            raise FghashError(f"cannot connect to Milvus at {uri}: {_reason(e)}") from None
+
+
+def _reason(e: Exception) -> str:
+    msg = getattr(e, "message", None) or str(e)
+    return " ".join(str(msg).split())[:300]
+
+
+def default_collection(out: str | os.PathLike[str]) -> str:
+    """A collection name from the bundle folder's name: ``fghash_<name>``."""
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", Path(out).name) or "index"
+    return f"fghash_{stem}"[:255]
+
+
+class MilvusIndex:
+    """A Milvus collection searched like :class:`index.binary.BinaryIndex`.
+
+    :meth:`search` returns ``(D, I)``: int32 Hamming distances and int64 positions,
+    ``-1`` where Milvus returned fewer than ``k``; the items fetched with the results
+    are kept for :class:`MilvusItems`.
+    """
+
+    kind = "milvus"
+    device = "cpu"
+
+    def __init__(
+        self, client: Any, collection: str, bits: int, ntotal: int, params: dict[str, Any]
+    ) -> None:
+        self.client, self.collection = client, collection
+        self.bits, self.ntotal, self.params = int(bits), int(ntotal), dict(params)
+        self.dim = 8 * nbytes_for(self.bits)
+        self.fields: list[str] = list(params.get("fields", ["id"]))
+        self._fetched: dict[int, dict[str, Any]] = {}
+
+    @property
+    def nbytes(self) -> int:
+        return nbytes_for(self.bits)
+
+    def search(
+        self, xq: np.ndarray, k: int, *, nprobe: int | None = None, **unused: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        from index.padding import check_codes
+
+        for name, value in unused.items():
+            if value is not None:
+                raise FghashError(
+                    f"{name.replace('_', '-')} does not apply to a Milvus index; "
+                    f"use --nprobe with BIN_IVF_FLAT."
+                )
+        q = np.asarray(xq)
+        if q.ndim == 2 and q.dtype == np.uint8 and q.shape[1] != self.nbytes:
+            raise FghashError(
+                f"query codes have {q.shape[1] * 8} bits per item but the index holds "
+                f"{self.bits}-bit codes; use queries encoded with the same code length."
+            )
+        q = check_codes(q, self.bits, "query codes")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise FghashError(f"k must be a positive integer, got {k!r}.")
+        if k > min(self.ntotal, MAX_K):
+            raise FghashError(
+                f"k={k} is larger than Milvus returns (at most {min(self.ntotal, MAX_K)} here)."
+            )
+        sp: dict[str, Any] = {"metric_type": "HAMMING", "params": {}}
+        if self.params.get("index_type") == "BIN_IVF_FLAT":
+            sp["params"]["nprobe"] = int(nprobe or self.params.get("nprobe", 16))
+        elif nprobe is not None:
+            raise FghashError("nprobe applies to BIN_IVF_FLAT collections only.")
+        nq = q.shape[0]
+        D = np.full((nq, k), np.iinfo(np.int32).max, dtype=np.int32)
+        I = np.full((nq, k), -1, dtype=np.int64)
+        self._fetched = {}
+        for s in range(0, nq, _SEARCH_QUERIES):
+            batch = [bytes(row) for row in q[s : s + _SEARCH_QUERIES]]
+            try:
+                res = self.client.search(
+                    self.collection,
+                    data=batch,
+                    anns_field="code",
+                    limit=int(k),
+                    search_params=sp,
+                    output_fields=self.fields,
+                )
+            except Exception as e:
+                raise FghashError(
+                    f"Milvus search in {self.collection!r} failed: {_reason(e)}"
+                ) from None
+            for j, hits in enumerate(res):
+                for r, hit in enumerate(hits):
+                    pos = int(hit["id"])
+                    D[s + j, r] = int(round(float(hit["distance"])))
+                    I[s + j, r] = pos
+                    self._fetched[pos] = dict(hit.get("entity", {}))
+        # Milvus may order equal distances arbitrarily; keep rows sorted by distance.
+        order = np.argsort(D, axis=1, kind="stable")
+        return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+
+    def add(
+        self,
+        codes: np.ndarray,
+        ids: np.ndarray,
+        labels: np.ndarray | None = None,
+        paths: Sequence[str] | None = None,
+    ) -> None:
+        """Insert items at positions ``ntotal ..``; on failure remove what was inserted."""
+        start = self.ntotal
+        try:
+            _insert(self.client, self.collection, start, codes, ids, labels, paths, self.fields)
+            self.client.flush(self.collection)
+        except Exception as e:
+            try:
+                self.client.delete(self.collection, filter=f"pos >= {start}")
+            finally:
+                if not isinstance(e, FghashError):
+                    e = FghashError(f"inserting into {self.collection!r} failed: {_reason(e)}")
+                raise e from None
+        self.ntotal += len(codes)
+
+
+class MilvusItems:
+    """Item records of a Milvus index, looked up by position (as :class:`ItemMeta`)."""
+
+    def __init__(self, index: MilvusIndex) -> None:
+        self.index = index
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+    def records(self, positions: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
+        pos = [int(p) for p in np.asarray(positions).ravel()]
+        missing = [p for p in set(pos) if p not in self.index._fetched]
+        if missing:
+            got = self.index.client.query(
+                self.index.collection, filter=f"pos in {missing}", output_fields=self.index.fields
+            )
+            for row in got:
+                self.index._fetched[int(row["pos"])] = row
+        return [_record(self.index._fetched[p]) for p in pos]
+
+    def record(self, position: int) -> dict[str, Any]:
+        return self.records([position])[0]
+
+
+def _record(entity: dict[str, Any]) -> dict[str, Any]:
+    if "labels" in entity:
+        label: Any = sorted(int(v) for v in entity["labels"])
+    elif "label" in entity:
+        label = int(entity["label"])
+    else:
+        label = None
+    return {"id": int(entity["id"]), "label": label, "path": entity.get("path")}
+
+
+def _label_rows(labels: np.ndarray | None) -> list[Any] | None:
+    if labels is None:
+        return None
+    if labels.ndim == 2:
+        return [[int(j) for j in np.flatnonzero(row)] for row in labels]
+    return [int(v) for v in labels]
+
+
+def _insert(
+    client: Any,
+    collection: str,
+    start: int,
+    codes: np.ndarray,
+    ids: np.ndarray,
+    labels: np.ndarray | None,
+    paths: Sequence[str] | None,
+    fields: list[str],
+) -> None:
+    from tqdm.auto import tqdm
+
+    n = len(codes)
+    if ("path" in fields) != (paths is not None):
+        raise FghashError(
+            f"the collection {collection!r} {'stores' if 'path' in fields else 'has no'} "
+            f"paths but the new items {'have none' if 'path' in fields else 'do'}."
+        )
+    if ("labels" in fields or "label" in fields) != (labels is not None):
+        raise FghashError(
+            f"the collection {collection!r} {'stores' if labels is None else 'has no'} labels "
+            f"but the new items {'have none' if labels is None else 'do'}."
+        )
+    lab_key = "labels" if "labels" in fields else "label"
+    blocks = range(0, n, _INSERT_ROWS)
+    for s in tqdm(blocks, desc="insert", unit="block", disable=None if n > _INSERT_ROWS else True):
+        e = min(n, s + _INSERT_ROWS)
+        lab = _label_rows(None if labels is None else labels[s:e])
+        rows = []
+        for j in range(s, e):
+            row: dict[str, Any] = {"pos": start + j, "id": int(ids[j]), "code": bytes(codes[j])}
+            if lab is not None:
+                row[lab_key] = lab[j - s]
+            if paths is not None:
+                row["path"] = str(paths[j])
+            rows.append(row)
+        client.insert(collection, rows)
+        logger.debug("inserted %d of %d items into %s", e, n, collection)
+
+
+def _schema(client: Any, bits: int, labels: Any, paths: bool) -> tuple[Any, list[str]]:
+    from pymilvus import DataType, MilvusClient
+
+    s = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    s.add_field("pos", DataType.INT64, is_primary=True)
+    s.add_field("id", DataType.INT64)
+    fields = ["id"]
+    if labels == "single":
+        s.add_field("label", DataType.INT64)
+        fields.append("label")
+    elif labels is not None:
+        s.add_field(
+            "labels",
+            DataType.ARRAY,
+            element_type=DataType.INT64,
+            max_capacity=max(1, int(labels[1])),
+        )
+        fields.append("labels")
+    if paths:
+        s.add_field("path", DataType.VARCHAR, max_length=_PATH_MAX)
+        fields.append("path")
+    s.add_field("code", DataType.BINARY_VECTOR, dim=8 * nbytes_for(bits))
+    return s, fields
+
+
+def _labels_form(r: SplitReader) -> Any:
+    if not r.has("labels"):
+        return None
+    lab = r.read("labels", 0, 1)
+    return ("multi", lab.shape[1]) if lab.ndim == 2 else "single"
+
+
+def build_milvus_bundle(
+    codes_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    uri: str,
+    collection: str | None = None,
+    split: str = "database",
+    index_type: str = "BIN_FLAT",
+    nlist: int | None = None,
+    overwrite: bool = False,
+) -> tuple[MilvusIndex, Path]:
+    """Insert one split of a codes file into a Milvus collection and write a bundle.
+
+    The collection is created (an existing one is replaced only with ``overwrite``),
+    filled in batches of rows read block by block, indexed (``index_type``, metric
+    HAMMING) and loaded; the bundle folder ``out`` records URI, collection, bits and
+    the codes file. If anything fails the new collection is dropped and ``out`` is left
+    as it was.
+    """
+    import math
+
+    from index.bundle import _check_target, _source, bundle_folder, milvus_meta, write_meta
+
+    out, codes_path = Path(out), Path(codes_path)
+    if index_type not in MILVUS_INDEX_TYPES:
+        raise FghashError(
+            f"unknown Milvus index type {index_type!r}; choose {' or '.join(MILVUS_INDEX_TYPES)}."
+        )
+    uri = _normalise_uri(uri)
+    if index_type == "BIN_IVF_FLAT" and is_lite_uri(uri):
+        raise FghashError(
+            "Milvus Lite (a local .db file) serves BIN_FLAT only; use --milvus-index BIN_FLAT "
+            "or a Milvus server URI (http://host:19530) for BIN_IVF_FLAT."
+        )
+    name = collection or default_collection(out)
+    if not _NAME.match(name):
+        raise FghashError(
+            f"collection name {name!r} must start with a letter or underscore and hold only "
+            f"letters, digits and underscores."
+        )
+    _check_target(out, overwrite)
+    with open_split(codes_path, split) as r:
+        r.validate()
+        if r.n == 0:
+            raise FghashError("the database is empty; an index needs at least one item.")
+        client = _client(uri)
+        if client.has_collection(name):
+            if not overwrite:
+                raise FghashError(
+                    f"the Milvus collection {name!r} already exists at {uri}; pass --force to "
+                    f"replace it or choose another --collection."
+                )
+            client.drop_collection(name)
+        schema, fields = _schema(client, r.bits, _labels_form(r), r.has("paths"))
+        params: dict[str, Any] = {
+            "uri": uri,
+            "collection": name,
+            "index_type": index_type,
+            "metric": "HAMMING",
+            "fields": fields,
+        }
+        try:
+            client.create_collection(name, schema=schema)
+            for s, e in r.blocks(1 << 20):
+                _insert(
+                    client,
+                    name,
+                    s,
+                    r.read("codes", s, e),
+                    r.read("ids", s, e),
+                    r.read("labels", s, e) if r.has("labels") else None,
+                    r.read("paths", s, e) if r.has("paths") else None,
+                    fields,
+                )
+            client.flush(name)
+            ip = client.prepare_index_params()
+            if index_type == "BIN_IVF_FLAT":
+                nlist = nlist or max(1, int(round(math.sqrt(r.n))))
+                params["nlist"], params["nprobe"] = nlist, min(16, nlist)
+                ip.add_index(
+                    "code", index_type=index_type, metric_type="HAMMING", params={"nlist": nlist}
+                )
+            else:
+                ip.add_index("code", index_type=index_type, metric_type="HAMMING")
+            client.create_index(name, ip)
+            client.load_collection(name)
+            index = MilvusIndex(client, name, r.bits, r.n, params)
+            with bundle_folder(out, overwrite=overwrite) as tmp:
+                write_meta(tmp, milvus_meta(index, _source(r)))
+        except BaseException as e:
+            try:
+                client.drop_collection(name)
+            except Exception:  # the original error matters more
+                pass
+            if isinstance(e, Exception) and not isinstance(e, FghashError):
+                raise FghashError(
+                    f"building the Milvus collection {name!r} failed: {_reason(e)}"
+                ) from None
+            raise
+    logger.info("loaded %d items into Milvus collection %s at %s", index.ntotal, name, uri)
+    return index, out
+
+
+def open_milvus(meta: dict[str, Any]) -> tuple[MilvusIndex, MilvusItems]:
+    """Connect to the collection an ``index.json`` of kind ``milvus`` names."""
+    params = dict(meta["params"])
+    client = _client(params["uri"])
+    name = params["collection"]
+    if not client.has_collection(name):
+        raise FghashError(
+            f"the Milvus collection {name!r} no longer exists at {params['uri']}; build the "
+            f"index again."
+        )
+    client.load_collection(name)
+    index = MilvusIndex(client, name, int(meta["bits"]), int(meta["ntotal"]), params)
+    return index, MilvusItems(index)
