@@ -332,6 +332,8 @@ def _search_text(results: list[dict[str, Any]]) -> str:
             head += f": id {q['id']}, label {_fmt_label(q['label'])}"
             if q["path"] is not None:
                 head += f", {q['path']}"
+        elif q["path"] is not None:  # an image given with --image
+            head += f": {q['path']}"
         rows = [("rank", "id", "distance", "label", "path")]
         for hit in r["results"]:
             rows.append(
@@ -397,6 +399,15 @@ def _search_text(results: list[dict[str, Any]]) -> str:
     help="With --grid: folder the indexed paths are relative to [default: the run's].",
 )
 @device_option()
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "faiss", "tensor"]),
+    default="auto",
+    show_default=True,
+    help="faiss: FAISS's index; tensor: exact search with torch (flat bundles; on a CPU "
+    "only to check results); auto: FAISS, or on --device gpu the tensor engine where "
+    "FAISS cannot serve the search.",
+)
 @format_option("table", "jsonl")
 def search_cmd(
     index_path: Path,
@@ -414,6 +425,7 @@ def search_cmd(
     grid: Path | None,
     data_root: str | None,
     device: str,
+    engine: str,
     fmt: str,
 ) -> None:
     """Search the index bundle at PATH with queries from --codes, one --code or --image files.
@@ -448,6 +460,7 @@ def search_cmd(
         ef_search=ef_search,
         nflip=nflip,
         device=device,
+        engine=engine,
         verify=True if verify else None,
         xq=xq,
         query_paths=[str(p) for p in images] if images else None,
@@ -782,7 +795,25 @@ def train_cmd(
     help="Float features stored per item.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--num-workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="DataLoader processes decoding and transforming images (default: the cores, at "
+    "most 4; 0: in the main process).",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=8192,
+    show_default=True,
+    help="Images per part written to disk (rounded up to whole batches).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an encode that was interrupted, from the parts it wrote.",
+)
 @click.option(
     "--data-root",
     type=click.Path(file_okay=False),
@@ -797,12 +828,19 @@ def encode_cmd(
     database: str,
     features: str,
     batch_size: int,
-    num_workers: int,
+    num_workers: int | None,
+    chunk_size: int,
+    resume: bool,
     data_root: str | None,
     device: str,
     force: bool,
 ) -> None:
-    """Encode a trained run's test (query) and training (database) splits to a codes file."""
+    """Encode a trained run's test (query) and training (database) splits to a codes file.
+
+    Network outputs go to disk in parts as they are computed (.OUT.parts beside --out);
+    the codes file appears under its name only when complete. After an interruption,
+    the same command with --resume continues from the parts already written.
+    """
     from fghash.codes import read_attrs
     from fghash.encode import encode_run
 
@@ -816,6 +854,8 @@ def encode_cmd(
         num_workers=num_workers,
         data_root=data_root,
         force=force,
+        resume=resume,
+        chunk_size=chunk_size,
     )
     info = read_attrs(path)
     sizes = ", ".join(f"{k} {v['n']}" for k, v in sorted(info["splits"].items()))
@@ -996,6 +1036,21 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     show_default=True,
     help="Single queries timed for latency percentiles.",
 )
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Per configuration: stop timing runs, and single queries, past this many seconds.",
+)
+@click.option(
+    "--hnsw-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=20.0,
+    show_default=True,
+    help="Seconds to build HNSW in; past them it holds only the first items (the report says "
+    "how many).",
+)
 @device_option()
 @click.option("--force", is_flag=True, help="Run again even if --out already holds a report.")
 def bench_cmd(
@@ -1006,6 +1061,8 @@ def bench_cmd(
     threads: int | None,
     runs: int,
     latency_queries: int,
+    max_seconds: float,
+    hnsw_budget: float,
     device: str,
     force: bool,
 ) -> None:
@@ -1024,13 +1081,16 @@ def bench_cmd(
         threads=threads,
         runs=runs,
         latency_queries=latency_queries,
+        max_seconds=max_seconds,
+        hnsw_budget_s=hnsw_budget,
         device=device,
         force=force,
         command=" ".join(
             ["fghash bench", *map(str, codes), f"--out {out}", f"--index-types {index_types}"]
             + ([f"--k {','.join(map(str, ks))}"] if ks else [])
             + [f"--runs {runs}", f"--device {device}"]
-            + [f"--latency-queries {latency_queries}"]
+            + [f"--latency-queries {latency_queries}", f"--max-seconds {max_seconds:g}"]
+            + [f"--hnsw-budget {hnsw_budget:g}"]
             + ([f"--threads {threads}"] if threads else [])
         ),
     )
@@ -1126,6 +1186,9 @@ def explain_cmd(
     from bench.explain import explain, parse_bits_to_show
     from bench.explain_compare import compare
     from bench.explain_inputs import load_input
+    from bench.outdir import removing_on_failure
+
+    explain, compare = removing_on_failure(explain, out), removing_on_failure(compare, out)
 
     if min(per_bit, num_queries, k, rotations) < 1:
         raise UserError("--per-bit, --num-queries, -k and --rotations must be at least 1.")

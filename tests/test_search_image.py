@@ -76,6 +76,7 @@ def test_the_bundle_records_its_run_so_run_can_be_left_out(indexed, tmp_path):
             "--grid", grid, "--device", "cpu")  # fmt: skip
     assert r.exit_code == 0, r.output
     assert r.output.count("query ") == 2 and f"wrote {grid}" in r.output
+    assert f"query 1: {images[0]}" in r.output
     w, h = Image.open(grid).size
     assert w > 4 * 96 and h > 2 * 96  # two rows of a query and four results
 
