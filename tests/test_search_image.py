@@ -1,4 +1,4 @@
-"""`fghash search INDEX --image ...`: query images encoded by the index's run."""
+"""A tiny trained run: `fghash search INDEX --image ...` and `fghash explain --run` encode with it."""
 
 from __future__ import annotations
 
