@@ -399,12 +399,15 @@ def build_bundle(
     _check_target(out, overwrite)
     with open_split(codes_path, split) as r, ThreadPoolExecutor(1) as pool:
         r.validate()
-        # hashing the codes file (I/O and hashlib release the GIL) overlaps the build
+        # hashing (file reads and hashlib release the GIL) runs beside the build and
+        # beside the copy of the items: first the codes file, then index.faiss
         checksum = pool.submit(file_checksum, codes_path)
         index = _index_from_reader(r, kind, nlist, device, **build_kw)
         with bundle_folder(out, overwrite=overwrite) as tmp:
-            record = write_index_file(index, tmp)
+            _write_faiss(index, tmp / INDEX_FILE)
+            record = pool.submit(file_record, tmp / INDEX_FILE)
             _copy_items(r, tmp / ITEMS_FILE)
-            write_meta(tmp, index_meta(index, _source(r, checksum.result()), record))
+            source = _source(r, checksum.result())
+            write_meta(tmp, index_meta(index, source, record.result()))
     logger.debug("saved %s index (%d items) to %s", index.kind, index.ntotal, out)
     return index, out
