@@ -33,7 +33,7 @@ from bench.evaluate import check_bench_file, evaluate_codes, load_for_bench
 from bench.machine import machine_info, software_info
 from bench.outdir import check_out_dir, cleanup_on_failure
 from bench.throughput import DEFAULT_SWEEPS, run_throughput
-from fghash.atomic import atomic_path
+from fghash.atomic import atomic_write_text
 from fghash.codes import file_checksum
 from fghash.errors import FghashError
 from fghash.metrics import METRICS, TIES
@@ -71,10 +71,7 @@ class BenchResult:
 
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
+    return atomic_write_text(path, text)
 
 
 def _jsonable(o: Any) -> Any:

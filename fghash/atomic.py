@@ -23,6 +23,7 @@ from pathlib import Path
 
 __all__ = [
     "atomic_path",
+    "atomic_write_text",
     "default_file_mode",
     "final_name",
     "remove_stale",
@@ -119,3 +120,11 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterat
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_path`."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path

@@ -41,7 +41,11 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for damaged files
-        raise FghashError(f"{path} is not a readable fghash checkpoint ({e}).") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
+        raise FghashError(
+            f"{path} is not a readable fghash checkpoint (damaged, or not written by fghash: "
+            f"{first[:200]})."
+        ) from None
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -639,7 +639,8 @@ def train_cmd(
     for r in train_many(cfg, lengths, out, resume=resume):
         vm = "" if r.val_map is None else f", val mAP {r.val_map:.4f}"
         click.echo(
-            f"{r.config.bits} bits: {r.run_dir} ({r.iterations} outer iterations, "
+            f"{r.config.bits} bits: {r.run_dir} ({r.iterations} outer "
+            f"iteration{'' if r.iterations == 1 else 's'}, "
             f"{len(r.database_codes)} database codes{vm})"
         )
 
@@ -670,8 +671,8 @@ def train_cmd(
     show_default=True,
     help="Float features stored per item.",
 )
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--num-workers", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--data-root",
     type=click.Path(file_okay=False),

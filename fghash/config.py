@@ -229,11 +229,9 @@ def parse_bits(text: str | int | list[int] | tuple[int, ...]) -> list[int]:
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike[str]) -> Path:
     """Write the resolved config as pretty JSON, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    from fghash.atomic import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 def load_config(path: str | os.PathLike[str]) -> TrainConfig:

@@ -71,12 +71,11 @@ def fingerprint(name: str, train: Any, test: Any | None) -> dict[str, Any]:
 
 def write_fingerprint(run_dir: str | os.PathLike[str], record: dict[str, Any]) -> Path:
     """Write ``record`` to ``run_dir/data.json`` (temporary file, then rename)."""
-    from fghash.atomic import atomic_path
+    from fghash.atomic import atomic_write_text
 
-    path = Path(run_dir) / DATA_FILE
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return path
+    return atomic_write_text(
+        Path(run_dir) / DATA_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n"
+    )
 
 
 def record_training_data(dataset: str, data_root: str, train: Any, run_dir: Path) -> None:

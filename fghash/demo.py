@@ -201,9 +201,11 @@ def _clear(out: Path) -> None:
 
 
 def _write_marker(out: Path, config: DemoConfig) -> None:
-    tmp = out / f".{DEMO_FILE}.tmp"
-    tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out / DEMO_FILE)
+    from fghash.atomic import atomic_write_text
+
+    atomic_write_text(
+        out / DEMO_FILE, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+    )
 
 
 def _plural(n: int, noun: str) -> str:

@@ -61,6 +61,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from fghash.atomic import atomic_path, atomic_write_text
 from fghash.batching import PositionDataset
 from fghash.checkpoint import (
     capture_rng_state,
@@ -214,9 +215,7 @@ class _Metrics:
         lines: list[str] = []
         if keep_lines is not None and path.exists():
             lines = path.read_text().splitlines()[:keep_lines]
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in lines))
-        os.replace(tmp, path)
+        atomic_write_text(path, "".join(line + "\n" for line in lines))
         self.lines = len(lines)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -607,9 +606,8 @@ def train(
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".tmp") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
 
 
 def train_many(

@@ -6,11 +6,15 @@ Layout of a bundle folder ``PATH``::
                        faiss.read_index_binary; codes zero-padded to ``dim`` bits)
     PATH/items.h5      ids, labels, paths of the indexed items, in index order
     PATH/index.json    kind, bits, dim, padding, params, ntotal, FAISS version, the
-                       codes file it came from (path, split, sha256) and creation time
+                       codes file it came from (path, split, sha256, method, origin),
+                       creation time, and ``index_file``: size, first bytes and SHA-256
+                       of index.faiss (checked on load, :mod:`index.checks`)
 
 Saving is atomic: everything is written into a temporary folder beside ``PATH`` and
 renamed into place, so an interrupted save never leaves a half bundle under ``PATH``
-and a failed save never touches an existing one.
+and a failed save never touches an existing one. The temporary folder's name carries the process id
+(:func:`fghash.atomic.temp_prefix`); one left by a killed process is removed by the next
+save beside it.
 """
 
 from __future__ import annotations

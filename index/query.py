@@ -95,7 +95,7 @@ def describe(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str,
     config, created, splits with sizes, labels and features); ``{"type": "index", ...}``
     carries the bundle's ``index.json`` (kind, bits, dim, ntotal, params, source codes
     file and its checksum) and ``checked``: what of ``index.faiss`` was compared with
-    its record (size and header; the SHA-256 too with ``verify``). ``problems`` lists,
+    its record (size and header; the SHA-256 too for small files and with ``verify``). ``problems`` lists,
     one sentence each, what makes the file or bundle unusable (a damaged
     ``index.faiss``, duplicate ids, anything the full validation of a codes file finds).
     """
@@ -116,7 +116,9 @@ def describe(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str,
         try:
             if not index_path.is_file():
                 raise FghashError(f"{index_path}: no such file; the bundle is incomplete.")
-            checked = check_index_file(index_path, meta.get("index_file"), verify=verify)
+            checked = check_index_file(
+                index_path, meta.get("index_file"), verify=True if verify else None
+            )
             load_index(p, device="cpu", verify=False)  # header, counts, items.h5
         except FghashError as e:
             problems.append(str(e))

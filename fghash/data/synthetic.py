@@ -488,7 +488,7 @@ def generate_synthetic(
             raise FghashError(
                 f"Folder {root} already holds a synthetic data set made with {old} (version "
                 f"{manifest.get('version')}), not {params}; pass another folder, or overwrite=True "
-                "(--overwrite) to regenerate it."
+                "to regenerate it."
             )
         if same:
             logger.warning("synthetic data set in %s is incomplete; regenerating it", root)
