@@ -19,10 +19,11 @@ import numpy as np
 
 from fghash.atomic import atomic_path
 
-__all__ = ["pareto_frontier", "plot_pr", "plot_qps", "plot_map_vs_bits"]
+__all__ = ["pyplot", "save_figure", "pareto_frontier", "plot_pr", "plot_qps", "plot_map_vs_bits"]
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -31,13 +32,14 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
+    """Save ``fig`` as a PNG atomically (temporary file, then rename) and close it."""
     path = Path(path)
     try:
         with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     finally:
-        _pyplot().close(fig)
+        pyplot().close(fig)
     return path
 
 
@@ -66,7 +68,7 @@ def plot_pr(
     curves: Sequence[tuple[str, Sequence[float], Sequence[float]]], path: Path, title: str = ""
 ) -> Path:
     """Precision–recall by Hamming radius: ``curves`` = ``[(label, precision, recall)]``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for label, prec, rec in curves:
         ax.plot(rec, prec, marker="o", markersize=3, label=label)
@@ -77,7 +79,7 @@ def plot_pr(
     ax.grid(alpha=0.3)
     ax.set_title(title or "precision–recall by Hamming radius")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_qps(
@@ -91,7 +93,7 @@ def plot_qps(
     """QPS (log scale) against ``row["accuracy"][accuracy_key]``, one series per index
     kind and device: every configuration as a faint marker, the series' Pareto frontier
     as a line (ann-benchmarks style)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     pts = [r for r in rows if "qps" in r and r["accuracy"].get(accuracy_key) is not None]
     series: dict[str, list[dict[str, Any]]] = {}
@@ -110,12 +112,12 @@ def plot_qps(
     ax.grid(alpha=0.3, which="both")
     ax.set_title(title or f"speed vs {accuracy_key} (lines: Pareto frontiers)")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_map_vs_bits(points: Sequence[tuple[str, int, float]], path: Path, title: str = "") -> Path:
     """mAP (%) against code length: ``points`` = ``[(series label, bits, mAP)]``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     series: dict[str, list[tuple[int, float]]] = {}
     for label, bits, m in points:
@@ -128,4 +130,4 @@ def plot_map_vs_bits(points: Sequence[tuple[str, int, float]], path: Path, title
     ax.grid(alpha=0.3)
     ax.set_title(title or "mAP against code length")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

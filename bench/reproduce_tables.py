@@ -9,7 +9,9 @@ every codes file with bench's own mAP (:mod:`bench.paper_table`) and writes
   column per method, % mAP@all;
 * ``table2.md`` / ``table2.json`` — Table 2 layout (ablation): rows ADSH → + attention →
   + reconstruction → + decorrelation (= A²-Net) → + self-consistency (journal extension),
-  one column per code length, % mAP@all.
+  one column per code length, % mAP@all; where the codes files carry ground-truth
+  attributes (CUB-200-2011, synthetic), also each row's attribute-awareness score next to
+  its rotation null (:mod:`bench.explain_compare`).
 
 Both state that the numbers were measured by this script (not taken from the paper), with
 the data set, the training configuration and the command line. No training code lives
@@ -75,6 +77,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from bench.explain_compare import awareness_markdown, awareness_rows
+from bench.explain_inputs import load_input
 from bench.machine import machine_info, software_info
 from bench.paper_table import build_table, render_table, score_codes, score_float
 from bench.report import write_text_atomic
@@ -143,6 +147,7 @@ SMALL_TRAIN_ARGS: tuple[str, ...] = (
 )  # fmt: skip
 
 _REPO = Path(__file__).resolve().parents[1]
+AWARENESS_ROTATIONS = 20  # random rotations in the attribute-awareness null of Table 2
 
 
 class StepFailed(FghashError):
@@ -465,6 +470,14 @@ def _score(plan: Plan, dataset: str, ties: str) -> list[dict[str, Any]]:
     return scored
 
 
+def _awareness(entries: Sequence[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """Attribute awareness of each Table-2 codes file; empty when none has attributes."""
+    inputs = [load_input(Path(e["path"])) for e in entries]
+    names = [f"{e['method']}, {e['bits']} bits" for e in entries]
+    rows = awareness_rows(inputs, names=names, rotations=AWARENESS_ROTATIONS, seed=seed)
+    return rows if any("per_bit" in r for r in rows) else []
+
+
 def _describe_config(train_args: Sequence[str], small: bool) -> str:
     if not train_args:
         return "the paper's configuration (the `fghash train` defaults, see fghash/config.py)"
@@ -637,6 +650,11 @@ def reproduce_tables(
             "entries": ent,
         }
         md = _markdown(which, table, ent, info)
+        if which == "2":
+            doc["awareness"] = _awareness(ent, seed)
+            if doc["awareness"]:
+                md += "\n### Attribute awareness\n\n"
+                md += "\n".join(awareness_markdown(doc["awareness"], AWARENESS_ROTATIONS)) + "\n"
         written.append(write_text_atomic(outp / f"table{which}.md", md))
         written.append(
             write_text_atomic(outp / f"table{which}.json", json.dumps(doc, indent=1) + "\n")

@@ -112,6 +112,7 @@ def main(verbose: bool, quiet: bool) -> None:
       fghash add          new codes or images -> appended to an index and its codes.h5
       fghash search       index + queries -> ranked neighbours
       fghash bench        codes.h5 -> report.json, report.md, plots
+      fghash explain      codes.h5 -> per-bit image grids, bit-attribute AUC, examples
       fghash info         what a codes file or index holds
       fghash demo         the whole chain on the embedded synthetic data set
 
@@ -330,6 +331,8 @@ def _search_text(results: list[dict[str, Any]]) -> str:
             head += f": id {q['id']}, label {_fmt_label(q['label'])}"
             if q["path"] is not None:
                 head += f", {q['path']}"
+        elif q["path"] is not None:  # an image given with --image
+            head += f": {q['path']}"
         rows = [("rank", "id", "distance", "label", "path")]
         for hit in r["results"]:
             rows.append(
@@ -372,7 +375,38 @@ def _search_text(results: list[dict[str, Any]]) -> str:
     is_flag=True,
     help="Compare the SHA-256 of index.faiss with index.json first, whatever its size.",
 )
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Query image (repeatable), encoded by the index's run; imports torch.",
+)
+@click.option(
+    "--run",
+    type=click.Path(file_okay=False),
+    help="Run folder to encode --image with [default: the run the index records].",
+)
+@click.option(
+    "--grid",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --image: PNG of each query beside its results.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    help="With --grid: folder the indexed paths are relative to [default: the run's].",
+)
 @device_option()
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "faiss", "tensor"]),
+    default="auto",
+    show_default=True,
+    help="faiss: FAISS's index; tensor: exact search with torch (flat bundles; on a CPU "
+    "only to check results); auto: FAISS, or on --device gpu the tensor engine where "
+    "FAISS cannot serve the search.",
+)
 @format_option("table", "jsonl")
 def search_cmd(
     index_path: Path,
@@ -385,10 +419,15 @@ def search_cmd(
     ef_search: int | None,
     nflip: int | None,
     verify: bool,
+    images: tuple[Path, ...],
+    run: str | None,
+    grid: Path | None,
+    data_root: str | None,
     device: str,
+    engine: str,
     fmt: str,
 ) -> None:
-    """Search the index bundle at PATH with queries from --codes or one --code.
+    """Search the index bundle at PATH with queries from --codes, one --code or --image files.
 
     Prints a table per query, or with --format jsonl one JSON object per query:
     {"query": {"id", "label", "path"}, "results": [{"rank", "id", "distance", "label",
@@ -396,6 +435,19 @@ def search_cmd(
     """
     from index import search_bundle
 
+    if (grid or run or data_root) and not images:
+        raise UserError("--run, --grid and --data-root go with --image.")
+    xq = run_dir = None
+    if images:
+        from fghash.image_query import encode_query_images, query_run
+        from index import read_bundle_meta
+
+        meta = read_bundle_meta(index_path)
+        run_dir = query_run(run, meta, index_path)
+        if grid is not None and not grid.parent.is_dir():
+            raise UserError(f"--grid {grid}: the folder {grid.parent} does not exist.")
+        torch_device = {"gpu": "cuda"}.get(device, device)
+        xq = encode_query_images(images, run_dir, int(meta["bits"]), torch_device)
     results = search_bundle(
         index_path,
         k,
@@ -407,13 +459,23 @@ def search_cmd(
         ef_search=ef_search,
         nflip=nflip,
         device=device,
+        engine=engine,
         verify=True if verify else None,
+        xq=xq,
+        query_paths=[str(p) for p in images] if images else None,
     )
     if fmt == "jsonl":
         for r in results:
             echo_json(r)
     else:
         click.echo(_search_text(results))
+    if grid is not None and run_dir is not None:
+        from bench.search_grid import write_search_grid
+
+        path, missing = write_search_grid(results, grid, run_dir, data_root)
+        if missing:
+            click.echo(f"note: {missing} image(s) could not be read (grey squares)", err=True)
+        click.echo(f"wrote {path}", err=True)
 
 
 # --- fghash add --------------------------------------------------------------------
@@ -672,7 +734,25 @@ def train_cmd(
     help="Float features stored per item.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--num-workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="DataLoader processes decoding and transforming images (default: the cores, at "
+    "most 4; 0: in the main process).",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=8192,
+    show_default=True,
+    help="Images per part written to disk (rounded up to whole batches).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an encode that was interrupted, from the parts it wrote.",
+)
 @click.option(
     "--data-root",
     type=click.Path(file_okay=False),
@@ -687,12 +767,19 @@ def encode_cmd(
     database: str,
     features: str,
     batch_size: int,
-    num_workers: int,
+    num_workers: int | None,
+    chunk_size: int,
+    resume: bool,
     data_root: str | None,
     device: str,
     force: bool,
 ) -> None:
-    """Encode a trained run's test (query) and training (database) splits to a codes file."""
+    """Encode a trained run's test (query) and training (database) splits to a codes file.
+
+    Network outputs go to disk in parts as they are computed (.OUT.parts beside --out);
+    the codes file appears under its name only when complete. After an interruption,
+    the same command with --resume continues from the parts already written.
+    """
     from fghash.codes import read_attrs
     from fghash.encode import encode_run
 
@@ -706,6 +793,8 @@ def encode_cmd(
         num_workers=num_workers,
         data_root=data_root,
         force=force,
+        resume=resume,
+        chunk_size=chunk_size,
     )
     info = read_attrs(path)
     sizes = ", ".join(f"{k} {v['n']}" for k, v in sorted(info["splits"].items()))
@@ -886,6 +975,21 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     show_default=True,
     help="Single queries timed for latency percentiles.",
 )
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Per configuration: stop timing runs, and single queries, past this many seconds.",
+)
+@click.option(
+    "--hnsw-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=20.0,
+    show_default=True,
+    help="Seconds to build HNSW in; past them it holds only the first items (the report says "
+    "how many).",
+)
 @device_option()
 @click.option("--force", is_flag=True, help="Run again even if --out already holds a report.")
 def bench_cmd(
@@ -896,6 +1000,8 @@ def bench_cmd(
     threads: int | None,
     runs: int,
     latency_queries: int,
+    max_seconds: float,
+    hnsw_budget: float,
     device: str,
     force: bool,
 ) -> None:
@@ -914,13 +1020,16 @@ def bench_cmd(
         threads=threads,
         runs=runs,
         latency_queries=latency_queries,
+        max_seconds=max_seconds,
+        hnsw_budget_s=hnsw_budget,
         device=device,
         force=force,
         command=" ".join(
             ["fghash bench", *map(str, codes), f"--out {out}", f"--index-types {index_types}"]
             + ([f"--k {','.join(map(str, ks))}"] if ks else [])
             + [f"--runs {runs}", f"--device {device}"]
-            + [f"--latency-queries {latency_queries}"]
+            + [f"--latency-queries {latency_queries}", f"--max-seconds {max_seconds:g}"]
+            + [f"--hnsw-budget {hnsw_budget:g}"]
             + ([f"--threads {threads}"] if threads else [])
         ),
     )
@@ -929,6 +1038,158 @@ def bench_cmd(
     if not res.skipped:
         for p in res.paths:
             click.echo(str(p))
+
+
+# --- fghash explain ----------------------------------------------------------------
+
+
+def _command_line(name: str, args: list[str]) -> str:
+    """The current command as a user would type it: arguments, then non-default options."""
+    ctx = click.get_current_context()
+    parts = ["fghash", name, *args]
+    for p in ctx.command.params:
+        v = ctx.params.get(p.name or "")
+        if not isinstance(p, click.Option) or v in (None, False, p.default):
+            continue
+        flag = max(p.opts, key=len)
+        parts += [flag] if v is True else [flag, str(v)]
+    return " ".join(parts)
+
+
+@main.command("explain")
+@click.argument(
+    "codes",
+    metavar="CODES.h5 [CODES2.h5 ...]",
+    nargs=-1,
+    required=True,
+    type=click.Path(path_type=Path),
+)
+@click.option(
+    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Folder for the report."
+)
+@click.option(
+    "--run",
+    type=click.Path(file_okay=False),
+    help="Run folder: encodes relaxed values the codes file lacks; its data root is a fallback.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    help="Folder the codes file's image paths are relative to (default: the recorded one).",
+)
+@click.option(
+    "--split", default="database", show_default=True, help="Split whose bits are explained."
+)
+@click.option("--bits-to-show", help="Bits for the per-bit grids, e.g. 0,3,5-7 [all].")
+@click.option(
+    "--per-bit", type=int, default=8, show_default=True, help="Images per side in a bit's grid."
+)
+@click.option("--queries", help="Query ids for the retrieval examples, comma-separated.")
+@click.option(
+    "--num-queries", type=int, default=4, show_default=True, help="Random queries otherwise."
+)
+@click.option("-k", "--k", "k", type=int, default=10, show_default=True, help="Results per query.")
+@click.option(
+    "--rotations", type=int, default=20, show_default=True, help="Random rotations in the null."
+)
+@click.option(
+    "--attributes-from",
+    type=click.Path(dir_okay=False),
+    help="Codes file whose attributes describe the same items (matched by id), e.g. for ITQ.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_option(("auto", "cpu", "cuda"))
+@click.option("--force", is_flag=True, help="Replace a report already in --out.")
+def explain_cmd(
+    codes: tuple[Path, ...],
+    out: Path,
+    run: str | None,
+    data_root: str | None,
+    split: str,
+    bits_to_show: str | None,
+    per_bit: int,
+    queries: str | None,
+    num_queries: int,
+    k: int,
+    rotations: int,
+    attributes_from: str | None,
+    seed: int,
+    device: str,
+    force: bool,
+) -> None:
+    """What the bits mean: per-bit image grids, bit-attribute AUC against a rotation null,
+    bit statistics and retrieval examples, in --out (explain.md, explain.json, PNGs).
+
+    With several codes files, their attribute-awareness scores side by side.
+    """
+    from bench.explain import explain, parse_bits_to_show
+    from bench.explain_compare import compare
+    from bench.explain_inputs import load_input
+    from bench.outdir import removing_on_failure
+
+    explain, compare = removing_on_failure(explain, out), removing_on_failure(compare, out)
+
+    if min(per_bit, num_queries, k, rotations) < 1:
+        raise UserError("--per-bit, --num-queries, -k and --rotations must be at least 1.")
+    try:
+        qids = [int(q) for q in queries.split(",") if q.strip()] if queries else None
+    except ValueError:
+        raise UserError(f"--queries must be comma-separated ids, got {queries!r}.") from None
+    inputs = [
+        load_input(
+            c,
+            split=split,
+            run=run,
+            data_root=data_root,
+            attributes_from=attributes_from,
+            device=device,
+        )
+        for c in codes
+    ]
+    command = _command_line("explain", [str(c) for c in codes])
+    if len(inputs) > 1:
+        doc = compare(inputs, out, rotations=rotations, seed=seed, force=force, command=command)
+        rows = [("codes file", "per bit", "null", "per attribute", "null", "signs", "null")]
+        for r in doc["rows"]:
+            cells = []
+            for a, key in ((r, "per_bit"), (r, "per_attribute"), (r.get("binary"), "per_bit")):
+                if not a or key not in a:
+                    cells += ["-", "-"]
+                    continue
+                n = a["null"]
+                cells += [f"{a[key]:.3f}", f"{n[key + '_mean']:.3f}±{n[key + '_std']:.3f}"]
+            rows.append((r["name"], *cells))
+        click.echo("attribute awareness (mean best |AUC-0.5|; null: random rotations):")
+        click.echo(_table(rows, indent="  "))
+    else:
+        inp = inputs[0]
+        doc = explain(
+            inp,
+            out,
+            bits_to_show=parse_bits_to_show(bits_to_show, inp.cf.bits),
+            per_side=per_bit,
+            queries=qids,
+            num_queries=num_queries,
+            k=k,
+            rotations=rotations,
+            seed=seed,
+            force=force,
+            command=command,
+        )
+        aw = doc["awareness"]
+        if "per_bit" in aw:
+            n = aw["null"]
+            click.echo(
+                f"attribute awareness per bit {aw['per_bit']:.3f} (rotation null "
+                f"{n['per_bit_mean']:.3f}±{n['per_bit_std']:.3f}), per attribute "
+                f"{aw['per_attribute']:.3f} (null {n['per_attribute_mean']:.3f}"
+                f"±{n['per_attribute_std']:.3f})"
+            )
+    for s in doc["skipped"]:
+        click.echo(f"skipped: {s}", err=True)
+    click.echo(
+        f"wrote {out / 'explain.md'}, {out / 'explain.json'} and {len(doc['figures'])} PNG(s)"
+    )
 
 
 # --- fghash baseline ---------------------------------------------------------------

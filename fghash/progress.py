@@ -49,6 +49,7 @@ class Progress:
         self._t0 = time.monotonic()
         self._log = logger or logging.getLogger(__name__)
         self._level = level
+        self._last_line = self._t0
 
     @property
     def elapsed(self) -> float:
@@ -72,9 +73,18 @@ class Progress:
             f"{format_seconds(self.elapsed)} elapsed{est}"
         )
 
-    def step(self, detail: str = "", n: int = 1) -> str:
-        """Count ``n`` finished steps and log the line; returns it."""
+    def step(self, detail: str = "", n: int = 1, *, every: float = 0.0) -> str | None:
+        """Count ``n`` finished steps and log the line; returns it.
+
+        With ``every`` > 0 the line is logged only when ``every`` seconds have passed
+        since the last one (for fine-grained steps such as batches, whose caller logs its
+        own line at the end); None is returned when nothing was logged.
+        """
         self.done += n
+        now = time.monotonic()
+        if every > 0 and now - self._last_line < every:
+            return None
+        self._last_line = now
         text = self.line(detail)
         self._log.log(self._level, "%s", text)
         return text

@@ -302,13 +302,17 @@ def load_index(
 
 def _source(r: SplitReader, checksum: str | None = None) -> dict[str, Any]:
     """``index.json``'s record of the codes file split ``r`` reads."""
-    return {
+    source = {
         "path": str(r.path.resolve()),
         "split": r.split,
         "checksum": checksum or file_checksum(r.path),
         "method": r.method,
         "origin": codes_origin(r.config),
     }
+    run = (r.config.get("encode") or {}).get("run_dir")  # set by fghash encode
+    if run:  # the run folder whose network made the codes: fghash search --image uses it
+        source["run"] = str(Path(run).resolve()) if Path(run).is_dir() else str(run)
+    return source
 
 
 def _index_from_reader(
@@ -369,8 +373,9 @@ def build_from_codes(
 ) -> tuple[BinaryIndex, ItemMeta]:
     """Read one split of a codes file and index it (see :func:`index.binary.build_index`).
 
-    The returned :class:`ItemMeta` records the codes file's absolute path, the split
-    and its SHA-256 as ``source``, which :func:`save_index` writes into ``index.json``.
+    The returned :class:`ItemMeta` records the codes file's absolute path, the split,
+    its SHA-256 and (when the codes file names it) the run folder that encoded it as
+    ``source``, which :func:`save_index` writes into ``index.json``.
     """
     codes_path = Path(codes_path)
     with open_split(codes_path, split) as r:

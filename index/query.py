@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fghash.codes import hex_to_code, read_attrs, read_codes
+import numpy as np
+
+from fghash.codes import hex_to_code, nbytes_for, open_split, read_attrs, read_codes
 from fghash.errors import FghashError
 from index.bundle import INDEX_FILE, _folder, is_bundle, load_index, read_bundle_meta
 from index.checks import check_index_file, provenance_warning
 from index.gpu import GPU_MAX_K
 from index.items import ItemMeta, search_items
+from index.tensor import pick_engine, tensor_from_binary
 
 __all__ = ["search_bundle", "describe"]
 
@@ -32,21 +36,29 @@ def search_bundle(
     nflip: int | None = None,
     device: str = "cpu",
     verify: bool | None = None,
+    xq: np.ndarray | None = None,
+    query_paths: Sequence[str] | None = None,
+    engine: str = "auto",
 ) -> list[dict[str, Any]]:
-    """Search the index bundle at ``bundle`` with queries from a codes file or one hex code.
+    """Search the index bundle at ``bundle`` with queries from a codes file, one hex code
+    or packed codes ``xq``.
 
-    Exactly one of ``codes`` (a codes file; its ``split``, first ``limit`` rows) and
-    ``code`` (hex, byte 0 first, as :func:`fghash.codes.code_to_hex` writes) is given.
+    Exactly one of ``codes`` (a codes file; its ``split``, first ``limit`` rows), ``code``
+    (hex, byte 0 first, as :func:`fghash.codes.code_to_hex` writes) and ``xq`` (uint8
+    ``[nq, ceil(bits/8)]``, e.g. encoded images; ``query_paths`` names them) is given.
     Returns one dict per query as :func:`index.items.search_items` describes; for a hex
-    code the query's id, label and path are None. ``device="auto"`` stays on the CPU
+    code or ``xq`` the query's id and label are None. ``device="auto"`` stays on the CPU
     when ``k`` exceeds what the GPU index can return (2048). ``verify=True`` checks the
     SHA-256 of ``index.faiss`` whatever its size (see :func:`index.checks.check_index_file`).
     A codes file made by another method or run than the index's gets a warning.
+    ``engine`` (``auto``, ``faiss``, ``tensor``) is chosen as
+    :func:`index.tensor.pick_engine` says; only the tensor engine imports torch, and it
+    searches flat bundles only.
     """
-    if (codes is None) == (code is None):
+    if sum(q is not None for q in (codes, code, xq)) != 1:
         raise FghashError(
-            "give the queries either as a codes file (--codes CODES.h5) or as one hex code "
-            "(--code HEX), not both and not neither."
+            "give the queries either as a codes file (--codes CODES.h5), as one hex code "
+            "(--code HEX) or as images (--image): one of them, not both and not none."
         )
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise FghashError(f"k must be a positive integer, got {k!r}.")
@@ -59,8 +71,17 @@ def search_bundle(
             f"use -k {meta['ntotal']} or less."
         )
     bits = int(meta["bits"])
-    queries: ItemMeta | None = None
-    if code is not None:
+    queries: ItemMeta | list[dict[str, Any]] | None = None
+    if xq is not None:
+        xq = np.ascontiguousarray(xq, dtype=np.uint8)
+        if xq.ndim != 2 or xq.shape[1] != nbytes_for(bits):
+            raise FghashError(
+                f"the query codes are {list(xq.shape)} bytes but the index {bundle} holds "
+                f"{bits}-bit codes; encode the queries with the model that made the index."
+            )
+        if query_paths is not None:
+            queries = [{"id": None, "label": None, "path": str(p)} for p in query_paths]
+    elif code is not None:
         xq = hex_to_code(code, bits)
     else:
         cf = read_codes(codes, splits=[split], features=False, attributes=False)  # type: ignore[arg-type]
@@ -80,9 +101,14 @@ def search_bundle(
             labels=None if s.labels is None else s.labels[:n],
             paths=None if s.paths is None else s.paths[:n],
         )
-    if device == "auto" and k > GPU_MAX_K:
-        device = "cpu"  # GpuIndexBinaryFlat cannot return more than GPU_MAX_K neighbours
-    index, items = load_index(bundle, device=device, verify=verify)
+    engine, device = pick_engine(engine, device, k)
+    if engine == "tensor":
+        index, items = load_index(bundle, device="cpu", verify=verify)
+        index = tensor_from_binary(index, device=device)
+    else:
+        if device == "auto" and k > GPU_MAX_K:
+            device = "cpu"  # GpuIndexBinaryFlat cannot return more than GPU_MAX_K neighbours
+        index, items = load_index(bundle, device=device, verify=verify)
     return search_items(
         index, items, xq, k, queries=queries, nprobe=nprobe, ef_search=ef_search, nflip=nflip
     )
@@ -126,8 +152,10 @@ def describe(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str,
     if p.is_dir():
         raise FghashError(f"{p} is a folder but not an fghash index bundle (no index.json).")
     head = read_attrs(p)
-    try:  # the full validation build-index does: unique ids, label ranges, padding bits
-        read_codes(p, features=False, attributes=False)
-    except FghashError as e:
-        problems.append(str(e))
+    for name in sorted(head["splits"]):  # what build-index checks: unique ids, unused bits 0
+        try:
+            with open_split(p, name) as r:
+                r.validate()
+        except FghashError as e:
+            problems.append(str(e))
     return {"type": "codes", "path": str(p), **head, "problems": problems}

@@ -137,6 +137,27 @@ def test_tables_equal_brute_force_map(made):
     a2 = f"{100 * want[('a2net', 12)]:.2f}"
     assert "| synthetic | 8 |" in md1 and a2 in md1.split("|  | 12 |")[1].splitlines()[0]
     assert "| 8 bits | 12 bits |" in md2
+    # Table 2 adds each row's attribute awareness (the synthetic set has attributes),
+    # here against a direct pairwise count of the AUCs over the relaxed database codes
+    aw = t2["awareness"]
+    assert [r["name"] for r in aw] == [
+        f"{m}, {b} bits" for m in ("ADSH", "+ decorrelation (A²-Net)") for b in BITS
+    ]
+    assert "### Attribute awareness" in md2 and "| ADSH, 8 bits | relaxed values |" in md2
+    for r in aw:
+        with h5py.File(r["codes"], "r") as f:
+            x, a = f["database/features"][()], f["database/attributes"][()]
+        best = []
+        for k in range(x.shape[1]):
+            devs = []
+            for j in range(a.shape[1]):
+                pos, neg = x[a[:, j] == 1, k], x[a[:, j] == 0, k]
+                if len(pos) and len(neg):
+                    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+                    devs.append(abs(wins / (len(pos) * len(neg)) - 0.5))
+            best.append(max(devs))
+        assert r["per_bit"] == pytest.approx(np.mean(best), abs=1e-9)
+        assert r["null"]["rotations"] == 20
     # one log per step, each made by `python -m fghash ...`
     logs = sorted(p.name for p in (out / "logs").iterdir())
     assert "train-a2net-12.log" in logs and "baseline-lsh-8.log" in logs

@@ -1,0 +1,91 @@
+"""`fghash search INDEX --image ...`: query images encoded by the index's run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+pytest.importorskip("faiss")
+
+import fghash  # noqa: E402
+from fghash.cli import main  # noqa: E402
+from fghash.config import resolve_config  # noqa: E402
+from fghash.data import generate_synthetic  # noqa: E402
+from fghash.train import train  # noqa: E402
+from index import load_index, read_bundle_meta  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def run(*args: object):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    """A tiny trained run (random-init ResNet-18, 32 px), its codes file and index bundle."""
+    base = tmp_path_factory.mktemp("search-image")
+    root = generate_synthetic(
+        base / "birds", num_classes=3, train_per_class=4, test_per_class=2, image_size=32
+    )
+    cfg = resolve_config(
+        "synthetic", "a2net", data_root=str(root), backbone="resnet18", weights=None,
+        image_size=32, bits=12, num_attention=2, num_samples=9, batch_size=3, max_iter=1,
+        epochs=1, device="cpu", gamma=1.0, lr=1e-3,
+    )  # fmt: skip
+    run_dir = base / "run"
+    train(cfg, run_dir, progress=False)
+    codes = base / "codes.h5"
+    r = run("encode", run_dir, "--out", codes, "--database", "encode", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    bundle = base / "idx"
+    assert run("build-index", codes, "--out", bundle, "--device", "cpu").exit_code == 0
+    images = sorted((root / "images").rglob("test_*.png"))[:3]
+    # one image in another format and size, as a user would bring it
+    jpg = base / "mine.jpg"
+    Image.open(images[0]).convert("RGB").resize((50, 41)).save(jpg)
+    return run_dir, bundle, [*images, jpg]
+
+
+def test_search_by_image_equals_encode_then_index_search(indexed, tmp_path):
+    run_dir, bundle, images = indexed
+    k = 5
+    r = run("search", bundle, *sum((["--image", p] for p in images), []), "--run", run_dir,
+            "-k", k, "--format", "jsonl", "--device", "cpu")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    got = [json.loads(line) for line in r.output.splitlines() if line.startswith("{")]
+    # independent path: the Python encoder, then the saved FAISS index directly
+    codes = fghash.load(run_dir, device="cpu").encode([str(p) for p in images])
+    index, items = load_index(bundle)
+    D, I = index.search(codes, k)
+    assert len(got) == len(images)
+    for q, d_row, i_row, img in zip(got, D, I, images, strict=True):
+        assert q["query"]["path"] == str(img)
+        assert [h["id"] for h in q["results"]] == [int(items.ids[i]) for i in i_row]
+        assert [h["distance"] for h in q["results"]] == [int(d) for d in d_row]
+
+
+def test_the_bundle_records_its_run_so_run_can_be_left_out(indexed, tmp_path):
+    run_dir, bundle, images = indexed
+    assert read_bundle_meta(bundle)["codes"]["run"] == str(run_dir.resolve())
+    grid = tmp_path / "grid.png"
+    r = run("search", bundle, "--image", images[0], "--image", images[1], "-k", 4,
+            "--grid", grid, "--device", "cpu")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert r.output.count("query ") == 2 and f"wrote {grid}" in r.output
+    assert f"query 1: {images[0]}" in r.output
+    w, h = Image.open(grid).size
+    assert w > 4 * 96 and h > 2 * 96  # two rows of a query and four results
+
+
+def test_image_search_errors_are_one_sentence(indexed, tmp_path):
+    run_dir, bundle, images = indexed
+    r = run("search", bundle, "--image", tmp_path / "none.png", "--device", "cpu")
+    assert r.exit_code == 2 and "no such image file" in r.output and "Traceback" not in r.output
+    r = run("search", bundle, "--grid", tmp_path / "g.png", "--code", "000")
+    assert r.exit_code == 2 and "go with --image" in r.output
+    r = run("search", bundle, "--image", images[0], "--run", tmp_path, "--device", "cpu")
+    assert r.exit_code == 2 and "Traceback" not in r.output
