@@ -283,6 +283,7 @@ def test_add_images_encoded_by_a_run(tmp_path: Path) -> None:
         max_iter=1,
         epochs=1,
         device="cpu",
+        weights="none",
     )
     train(cfg, tmp_path / "run", progress=False)
     path = tmp_path / "codes.h5"
