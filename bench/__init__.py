@@ -11,10 +11,13 @@ Modules (import what you need; nothing here imports torch):
 - :mod:`bench.timing` – ``RepeatTimer`` (warm-up, runs, median).
 - :mod:`bench.throughput` – build time, size, QPS, latency and accuracy per index
   configuration, and of exact float search.
-- :mod:`bench.report`, :mod:`bench.plots`, :mod:`bench.machine` – ``fghash bench``.
+- :mod:`bench.report`, :mod:`bench.plots`, :mod:`bench.machine`, :mod:`bench.progress`
+  (a log line per phase with what is left) – ``fghash bench``.
 - Scripts: ``python -m bench.paper_table`` (Table 1 layout from codes files), ``python -m
   bench.reproduce_tables`` (runs the ``fghash`` steps, then the Table 1 and Table 2
-  layouts), ``python -m bench.bench_map_speed`` (tie-aware mAP@all at Food-101 size).
+  layouts), ``python -m bench.bench_map_speed`` (tie-aware mAP@all and @k at Food-101 or
+  VegFru size against a naive evaluator), ``python -m bench.bench_encode`` (``fghash
+  encode`` images/s against a plain PyTorch loop).
 """
 
 __all__: list[str] = []

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ import numpy as np
 from bench.evaluate import check_bench_file, evaluate_codes, load_for_bench
 from bench.machine import machine_info, software_info
 from bench.outdir import check_out_dir, cleanup_on_failure
+from bench.progress import Phases
 from bench.throughput import DEFAULT_SWEEPS, run_throughput
 from fghash.atomic import atomic_write_text
 from fghash.codes import file_checksum
@@ -175,7 +177,8 @@ def _run_bench(
     runs: int = 5,
     warmup: int = 1,
     latency_queries: int = 200,
-    max_seconds: float | None = 30.0,
+    max_seconds: float | None = 5.0,
+    hnsw_budget_s: float | None = 20.0,
     device: str = "auto",
     force: bool = False,
     command: str | None = None,
@@ -185,8 +188,16 @@ def _run_bench(
 
     ``index_types`` defaults to all kinds (:data:`bench.throughput.DEFAULT_SWEEPS`);
     ``threads`` is the FAISS thread count for every row (default: FAISS's own);
-    ``runs`` timed batch runs after ``warmup``; ``device`` as in ``fghash build-index``
-    (``auto`` adds GPU rows when possible). ``command`` is recorded in the report.
+    ``runs`` timed batch runs after ``warmup``, and single-query latencies, each stop
+    early past ``max_seconds`` per configuration; HNSW is built on the longest prefix of
+    the database it can add in ``hnsw_budget_s`` (``None``: all of it; the report says
+    which); ``device`` as in ``fghash build-index`` (``auto`` adds GPU rows when
+    possible), and for the Hamming ranking (:func:`bench.evaluate.ranking_device`).
+    ``command`` is recorded in the report.
+
+    Progress: one line per phase on stderr with an estimate of what is left
+    (:class:`bench.progress.Phases`), whether or not stderr is a terminal; tqdm bars
+    inside phases when it is. ``progress=False`` silences both.
     """
     if not codes_paths:
         raise FghashError("give at least one codes file to benchmark.")
@@ -196,7 +207,11 @@ def _run_bench(
     _check_settings(ks, kinds, runs, threads, latency_queries)
     out = Path(out_dir)
     res = BenchResult(out, out / "report.json", out / "report.md")
+    heads = [check_bench_file(p) for p in paths]  # header only, for the phase plan
     out.mkdir(parents=True, exist_ok=True)
+    tags = _tags(paths)
+    plan = _plan(heads, tags, kinds, runs, latency_queries, max_seconds, hnsw_budget_s)
+    phases = Phases([p for file_plan in plan for p in file_plan], enabled=progress is not False)
 
     report: dict[str, Any] = {
         "format": "fghash.bench",
@@ -211,6 +226,7 @@ def _run_bench(
             "warmup": warmup,
             "latency_queries": latency_queries,
             "max_seconds_per_config": max_seconds,
+            "hnsw_build_budget_s": hnsw_budget_s,
             "device": device,
             "ties": list(TIES),
             "sweeps": {
@@ -224,11 +240,12 @@ def _run_bench(
         },
         "codes": [],
     }
-    tags = _tags(paths)
-    for path, tag in zip(paths, tags, strict=True):
+    for path, tag, file_plan in zip(paths, tags, plan, strict=False):
         logger.info("benchmarking %s", path)
-        cf = load_for_bench(path)
-        ev = evaluate_codes(cf, ks, progress=progress)
+        named = _PhaseNames(phases, tag if len(paths) > 1 else None)
+        with named("load"):
+            cf = load_for_bench(path)
+        ev = evaluate_codes(cf, ks, progress=progress, phase=named, device=device)
         res.notes.extend(ev.notes)
         q, db = cf["query"], cf["database"]
         labelled = ev.labels is not None
@@ -248,20 +265,87 @@ def _run_bench(
             warmup=warmup,
             latency_queries=latency_queries,
             max_seconds=max_seconds,
+            hnsw_budget_s=hnsw_budget_s,
             device=device,
             progress=progress,
+            phase=named,
         )
+        for name, _ in file_plan:  # phases this file did not need (no features, no labels)
+            if name not in phases.done:
+                phases.skip(name)
         entry = ev.to_json()
         entry.update(tag=tag, checksum=file_checksum(path), throughput=tp)
         report["codes"].append(entry)
     report["threads"] = report["codes"][0]["throughput"]["threads"]
     report["software"] = software_info()
 
-    res.plots = _plots(report, out)
-    report["plots"] = [p.name for p in res.plots]
-    write_text_atomic(res.report_json, json.dumps(report, indent=1, default=_jsonable) + "\n")
-    write_text_atomic(res.report_md, render_markdown(report))
+    with phases.phase("plots and report"):
+        res.plots = _plots(report, out)
+        report["plots"] = [p.name for p in res.plots]
+        report["phases_s"] = dict(phases.done)
+        write_text_atomic(res.report_json, json.dumps(report, indent=1, default=_jsonable) + "\n")
+        write_text_atomic(res.report_md, render_markdown(report))
     return res
+
+
+class _PhaseNames:
+    """``phases.phase`` with the codes file's tag in front of each name (several files)."""
+
+    def __init__(self, phases: Phases, tag: str | None) -> None:
+        self.phases = phases
+        self.prefix = f"{tag}: " if tag else ""
+
+    def __call__(self, name: str) -> AbstractContextManager[None]:
+        return self.phases.phase(self.prefix + name)
+
+
+def _plan(
+    heads: Sequence[dict[str, Any]],
+    tags: Sequence[str],
+    kinds: Sequence[str],
+    runs: int,
+    latency_queries: int,
+    max_seconds: float | None,
+    hnsw_budget_s: float | None,
+) -> list[list[tuple[str, float]]]:
+    """The phases of each codes file, then the report's, with a rough cost in seconds on
+    two cores (:class:`bench.progress.Phases` rescales them by what it measures)."""
+    cap = max_seconds if max_seconds is not None else float("inf")
+    plans: list[list[tuple[str, float]]] = []
+    for head, tag in zip(heads, tags, strict=True):
+        plan: list[tuple[str, float]] = []
+        plans.append(plan)
+        pre = f"{tag}: " if len(heads) > 1 else ""
+        sp = head["splits"]
+        nq, n = sp["query"]["n"], sp["database"]["n"]
+        bits = int(head["bits"])
+        feats = sp["query"].get("features") and sp["database"].get("features")
+        labelled = sp["query"].get("labels") and sp["database"].get("labels")
+        dim = sp["database"]["features"]["dim"] if feats else 0
+        pairs = nq * n
+        plan.append((pre + "load", 0.2 + (nq + n) * (bits / 8 + 16 + 4 * dim) / 300e6))
+        plan.append((pre + "hamming ranking", 0.2 + pairs * (3e-9 if labelled else 1e-9)))
+        if feats and labelled:
+            plan.append((pre + "float ranking", 0.2 + pairs * (dim * 2 / 40e9 + 6e-9)))
+        search = pairs * 0.5e-9
+        for kind in kinds:
+            configs = len(DEFAULT_SWEEPS[kind][1])
+            build = {
+                "flat": 0.0,
+                "ivf": min(n, 256 * max(1, int(n**0.5))) * n**0.5 * bits * 20 / 20e9,
+                "hnsw": min(hnsw_budget_s or float("inf"), n * 6e-4),
+                "hash": n * 3e-7,
+                "multihash": n * 1e-6,
+            }[kind]
+            per_config = min(cap, (runs + 1) * search * (1 if kind == "flat" else 0.2))
+            per_config += min(cap, latency_queries * n * 1e-9)
+            plan.append((pre + f"index {kind}", 0.2 + build + configs * per_config))
+        if feats:
+            one = pairs * dim * 2 / 40e9
+            per_metric = min(cap, (runs + 1) * one) + min(cap, latency_queries * n * dim * 4 / 10e9)
+            plan.append((pre + "float search", 2 * (0.2 + per_metric)))
+    plans.append([("plots and report", 4.0)])
+    return plans
 
 
 def _plot_k(ks: Sequence[int]) -> int:
@@ -378,6 +462,12 @@ def _speed_table(c: dict[str, Any], ks: Sequence[int]) -> str:
             continue
         acc = r["accuracy"]
         setting = ", ".join(f"{k}={v}" for k, v in r["sweep"].items()) or "–"
+        if r.get("sample"):
+            sm = r["sample"]
+            setting += (
+                f" (first {sm['items']:,} of {sm['of']:,} items: "
+                f"{sm['build_budget_s']:g} s build budget)"
+            )
         rec = "/".join(_f(acc.get(f"knn-recall@{k}"), 3) for k in ks)
         mp = "/".join(_f(acc.get(f"map@{k}"), 3) for k in ks)
         rows.append(
@@ -414,7 +504,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- Software: Python {sw.get('python')}, numpy {sw.get('numpy')}, FAISS {sw.get('faiss')}"
         + (f", torch {sw['torch']}" if sw.get("torch") else ""),
         f"- FAISS threads: {report.get('threads')}; timed runs: {s['runs']} after {s['warmup']} warm-up "
-        f"(median reported); latency over {s['latency_queries']} single queries",
+        f"(median reported); latency over {s['latency_queries']} single queries"
+        + (
+            f"; both stop early past {s['max_seconds_per_config']:g} s per configuration"
+            if s.get("max_seconds_per_config")
+            else ""
+        ),
         "- Protocol: query split ranked against database split by Hamming distance; relevant = "
         "same label (multi-hot: a shared label); a query without relevant items counts AP 0. "
         "`tie-aware` = exact expectation over random order within equal distances; `stable` = "

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ import numpy as np
 from bench.timing import RepeatTimer, percentiles_ms
 from fghash.errors import FghashError
 from fghash.metrics import ap_of_ranked, knn_recall, kth_distance
-from fghash.ranking import pair_distances
+from fghash.ranking import pair_distances, rank_hamming
 
 __all__ = [
     "DEFAULT_SWEEPS",
@@ -55,6 +56,8 @@ DEFAULT_SWEEPS: dict[str, tuple[str | None, tuple[int, ...]]] = {
 }
 FLOAT_METRICS = ("ip", "l2")
 _GPU_MAX_K = 2048
+_MIN_LATENCY_QUERIES = 20  # single queries timed at least, whatever max_seconds says
+_HNSW_FIRST_ADD = 10_000  # items in the first HNSW batch when building within a budget
 _float_gpu_resources: Any = None
 
 
@@ -117,6 +120,13 @@ def _timed_search(
             t0 = time.perf_counter()
             search(xq[i : i + 1], k)
             lat.append(time.perf_counter() - t0)
+            if (
+                max_seconds is not None
+                and len(lat) >= _MIN_LATENCY_QUERIES
+                and sum(lat) > max_seconds
+            ):
+                break
+    nlat = len(lat)
     pct = percentiles_ms(lat) if lat else {"p50": None, "p99": None}
     row = {
         "k": k,
@@ -168,18 +178,24 @@ def measure_binary(
     max_seconds: float | None = 30.0,
     gpu: bool = False,
     progress: bool | None = None,
+    hnsw_budget_s: float | None = None,
+    phase: Callable[[str], AbstractContextManager[Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows for binary indexes over packed codes ``xb`` (database) and ``xq`` (queries).
 
     ``exact_counts`` are the exact per-distance counts ``n[q, d]`` of every query
     (:func:`fghash.ranking.rank_hamming`); they give the exact k-th distance for the
     tie-aware k-NN recall without trusting any index.
+
+    ``hnsw_budget_s``: HNSW is built by adding the database in growing batches, in
+    order, and stops before a batch that would end past this many seconds; its rows then
+    cover the first ``M`` items only (``row["sample"]``), their accuracy measured against
+    exact search over those ``M`` items. ``phase(name)`` wraps each kind's build and sweep
+    (``"index <kind>"``, :class:`bench.progress.Phases`).
     """
-    import faiss
     from tqdm.auto import tqdm
 
-    from index import build_index, pad_codes
-
+    phase = phase or (lambda name: nullcontext())
     n_db = xb.shape[0]
     k_search = min(max(ks), n_db)
     kth = {k: kth_distance(exact_counts, k) for k in ks}
@@ -195,64 +211,131 @@ def measure_binary(
     )
     try:
         for kind, device in plan:
-            bar.set_postfix_str(f"{kind} build")
-            t0 = time.perf_counter()
-            try:
-                bi = build_index(xb, bits, kind, device=device)
-            except FghashError as e:
-                # build-index's advice (--type, --nlist) is not bench's: give bench's own
-                why = f"{str(e).split('; use ')[0]}; leave {kind} out of --index-types."
-                logger.warning("skipping %s index: %s", kind, why)
-                rows.append({"backend": "binary", "kind": kind, "device": device, "skipped": why})
-                bar.update(len(sweeps[kind][1]))
-                continue
-            build_s = time.perf_counter() - t0
-            nbytes = int(faiss.serialize_index_binary(bi.cpu_index()).size)
-            qpad = pad_codes(xq, bits, bi.dim)
-            k = min(k_search, _GPU_MAX_K) if device == "gpu" else k_search
-            pname, values = sweeps[kind]
-            for v in values:
-                if pname == "nprobe" and v > bi.params.get("nlist", v):
-                    bar.update(1)
-                    continue
-                bar.set_postfix_str(f"{kind} {pname or ''}={v if pname else ''}".strip())
-                with _Params(bi.faiss_index, pname, v):
-                    timing, ids = _timed_search(
-                        bi.faiss_index.search,
-                        qpad,
-                        k,
-                        runs=runs,
-                        warmup=warmup,
-                        latency_queries=latency_queries,
-                        max_seconds=max_seconds,
-                    )
-                run_dist = pair_distances(xq, xb, ids)
-                row = {
-                    "backend": "binary",
-                    "kind": kind,
-                    "device": device,
-                    "params": {**bi.params, **({pname: v} if pname else {})},
-                    "sweep": {pname: v} if pname else {},
-                    "build_s": build_s,
-                    "index_bytes": nbytes,
-                    "bytes_per_item": nbytes / n_db,
-                    **timing,
-                    "accuracy": _accuracy(
-                        ids,
-                        [kk for kk in ks if kk <= k] or [k],
-                        n_db,
-                        qlabels=qlabels,
-                        dblabels=dblabels,
-                        run_dist=run_dist,
-                        kth=kth,
-                    ),
-                }
-                rows.append(row)
-                logger.info("%s %s %s: %.0f QPS", kind, device, row["sweep"], row["qps"])
-                bar.update(1)
-            del bi
+            with phase(f"index {kind}" + (" gpu" if device == "gpu" else "")):
+                rows += _sweep_kind(
+                    kind,
+                    device,
+                    xb,
+                    xq,
+                    bits,
+                    ks,
+                    k_search,
+                    kth,
+                    sweeps,
+                    bar,
+                    qlabels=qlabels,
+                    dblabels=dblabels,
+                    hnsw_budget_s=hnsw_budget_s,
+                    runs=runs,
+                    warmup=warmup,
+                    latency_queries=latency_queries,
+                    max_seconds=max_seconds,
+                )
     finally:
         bar.close()
+    return rows
+
+
+def _build_hnsw_within(xb: np.ndarray, bits: int, budget_s: float) -> tuple[Any, int]:
+    """HNSW over the longest prefix of ``xb`` added in about ``budget_s`` seconds."""
+    from index import build_index, pad_codes
+
+    t0 = time.perf_counter()
+    done = min(len(xb), _HNSW_FIRST_ADD)
+    bi = build_index(xb[:done], bits, "hnsw", device="cpu")
+    while done < len(xb):
+        spent = time.perf_counter() - t0
+        nxt = min(len(xb), 2 * done)
+        # insertion slows a little as the graph grows: allow 20% over the rate so far
+        if spent + 1.2 * spent / done * (nxt - done) > budget_s:
+            break
+        bi.faiss_index.add(pad_codes(xb[done:nxt], bits, bi.dim))
+        done = nxt
+    return bi, done
+
+
+def _sweep_kind(
+    kind: str,
+    device: str,
+    xb: np.ndarray,
+    xq: np.ndarray,
+    bits: int,
+    ks: Sequence[int],
+    k_search: int,
+    kth: Mapping[int, np.ndarray],
+    sweeps: Mapping[str, tuple[str | None, Sequence[int]]],
+    bar: Any,
+    *,
+    qlabels: np.ndarray | None,
+    dblabels: np.ndarray | None,
+    hnsw_budget_s: float | None,
+    **timing_kw: Any,
+) -> list[dict[str, Any]]:
+    """Build one index kind and time it over its sweep: its rows."""
+    import faiss
+
+    from index import build_index, pad_codes
+
+    n_db = xb.shape[0]
+    bar.set_postfix_str(f"{kind} build")
+    t0 = time.perf_counter()
+    sample = None
+    try:
+        if kind == "hnsw" and hnsw_budget_s is not None and device == "cpu":
+            bi, m = _build_hnsw_within(xb, bits, hnsw_budget_s)
+            if m < n_db:
+                sample = {"items": m, "of": n_db, "build_budget_s": hnsw_budget_s}
+        else:
+            bi = build_index(xb, bits, kind, device=device)
+    except FghashError as e:
+        # build-index's advice (--type, --nlist) is not bench's: give bench's own
+        why = f"{str(e).split('; use ')[0]}; leave {kind} out of --index-types."
+        logger.warning("skipping %s index: %s", kind, why)
+        bar.update(len(sweeps[kind][1]))
+        return [{"backend": "binary", "kind": kind, "device": device, "skipped": why}]
+    build_s = time.perf_counter() - t0
+    if sample is not None:  # accuracy against exact search over the same items
+        xb, n_db = xb[: sample["items"]], sample["items"]
+        dblabels = dblabels[:n_db] if dblabels is not None else None
+        counts = rank_hamming(xq, xb, bits, stable=False, progress=False).n
+        kth = {k: kth_distance(counts, k) for k in ks}
+        k_search = min(k_search, n_db)
+    nbytes = int(faiss.serialize_index_binary(bi.cpu_index()).size)
+    qpad = pad_codes(xq, bits, bi.dim)
+    k = min(k_search, _GPU_MAX_K) if device == "gpu" else k_search
+    pname, values = sweeps[kind]
+    rows: list[dict[str, Any]] = []
+    for v in values:
+        if pname == "nprobe" and v > bi.params.get("nlist", v):
+            bar.update(1)
+            continue
+        bar.set_postfix_str(f"{kind} {pname or ''}={v if pname else ''}".strip())
+        with _Params(bi.faiss_index, pname, v):
+            timing, ids = _timed_search(bi.faiss_index.search, qpad, k, **timing_kw)
+        row = {
+            "backend": "binary",
+            "kind": kind,
+            "device": device,
+            "params": {**bi.params, **({pname: v} if pname else {})},
+            "sweep": {pname: v} if pname else {},
+            "build_s": build_s,
+            "index_bytes": nbytes,
+            "bytes_per_item": nbytes / n_db,
+            **({"sample": sample} if sample else {}),
+            **timing,
+            "accuracy": _accuracy(
+                ids,
+                [kk for kk in ks if kk <= k] or [k],
+                n_db,
+                qlabels=qlabels,
+                dblabels=dblabels,
+                run_dist=pair_distances(xq, xb, ids),
+                kth=kth,
+            ),
+        }
+        rows.append(row)
+        logger.info("%s %s %s: %.0f QPS", kind, device, row["sweep"], row["qps"])
+        bar.update(1)
     return rows
 
 
@@ -278,9 +361,18 @@ def measure_float(
     latency_queries: int = 200,
     max_seconds: float | None = 30.0,
     gpu: bool = False,
+    phase: Callable[[str], AbstractContextManager[Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows for exact float search (``IndexFlatIP``/``IndexFlatL2``) over features."""
-    import faiss
+    """Rows for exact float search (``IndexFlatIP``/``IndexFlatL2``) over features.
+
+    On CPU the search is FAISS's ``knn`` on the features array itself, the function
+    ``IndexFlatIP``/``IndexFlatL2.search`` call on their own copy: the same results and
+    time, without a second copy of the features (at a million 256-d items, 1 GB).
+    ``index_bytes`` is what that index would serialize to. ``phase("float search")``
+    wraps all rows.
+    """
+
+    phase = phase or (lambda name: nullcontext())
 
     fb = np.ascontiguousarray(fb, dtype=np.float32)
     fq = np.ascontiguousarray(fq, dtype=np.float32)
@@ -291,46 +383,73 @@ def measure_float(
     n_db, d = fb.shape
     k_search = min(max(ks), n_db)
     rows = []
-    for metric in metrics:
-        for device in ("cpu", "gpu") if gpu else ("cpu",):
-            t0 = time.perf_counter()
-            fi = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
-            fi.add(fb)
-            nbytes = int(faiss.serialize_index(fi).size)
-            if device == "gpu":
-                fi = _float_gpu(fi)
-            build_s = time.perf_counter() - t0
-            k = min(k_search, _GPU_MAX_K) if device == "gpu" else k_search
-            timing, ids = _timed_search(
-                fi.search,
-                fq,
-                k,
-                runs=runs,
-                warmup=warmup,
-                latency_queries=latency_queries,
-                max_seconds=max_seconds,
-            )
-            rows.append(
-                {
-                    "backend": "float",
-                    "kind": f"float-{metric}",
-                    "device": device,
-                    "params": {"metric": metric, "dim": d},
-                    "sweep": {},
-                    "build_s": build_s,
-                    "index_bytes": nbytes,
-                    "bytes_per_item": nbytes / n_db,
-                    **timing,
-                    "accuracy": _accuracy(
-                        ids,
-                        [kk for kk in ks if kk <= k] or [k],
-                        n_db,
+    with phase("float search"):
+        for metric in metrics:
+            for device in ("cpu", "gpu") if gpu else ("cpu",):
+                rows.append(
+                    _float_row(
+                        fb,
+                        fq,
+                        ks,
+                        metric,
+                        device,
+                        k_search,
                         qlabels=qlabels,
                         dblabels=dblabels,
-                    ),
-                }
-            )
+                        runs=runs,
+                        warmup=warmup,
+                        latency_queries=latency_queries,
+                        max_seconds=max_seconds,
+                    )
+                )
     return rows
+
+
+def _float_row(
+    fb: np.ndarray,
+    fq: np.ndarray,
+    ks: Sequence[int],
+    metric: str,
+    device: str,
+    k_search: int,
+    *,
+    qlabels: np.ndarray | None,
+    dblabels: np.ndarray | None,
+    **timing_kw: Any,
+) -> dict[str, Any]:
+    import faiss
+
+    n_db, d = fb.shape
+    t0 = time.perf_counter()
+    fi = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
+    nbytes = int(faiss.serialize_index(fi).size) + fb.nbytes
+    if device == "gpu":
+        fi.add(fb)
+        fi = _float_gpu(fi)
+        search = fi.search
+    else:
+        kind = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+
+        def search(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            return faiss.knn(x, fb, k, metric=kind)
+
+    build_s = time.perf_counter() - t0
+    k = min(k_search, _GPU_MAX_K) if device == "gpu" else k_search
+    timing, ids = _timed_search(search, fq, k, **timing_kw)
+    return {
+        "backend": "float",
+        "kind": f"float-{metric}",
+        "device": device,
+        "params": {"metric": metric, "dim": d},
+        "sweep": {},
+        "build_s": build_s,
+        "index_bytes": nbytes,
+        "bytes_per_item": nbytes / n_db,
+        **timing,
+        "accuracy": _accuracy(
+            ids, [kk for kk in ks if kk <= k] or [k], n_db, qlabels=qlabels, dblabels=dblabels
+        ),
+    }
 
 
 def run_throughput(
@@ -352,8 +471,12 @@ def run_throughput(
     max_seconds: float | None = 30.0,
     device: str = "auto",
     progress: bool | None = None,
+    hnsw_budget_s: float | None = None,
+    phase: Callable[[str], AbstractContextManager[Any]] | None = None,
 ) -> dict[str, Any]:
     """All rows (binary sweeps, then float baselines when features are given).
+
+    ``hnsw_budget_s`` and ``phase``: see :func:`measure_binary` and :func:`measure_float`.
 
     ``device``: ``"cpu"`` never adds GPU rows; ``"auto"`` adds them when FAISS has GPU
     support and a GPU is visible; ``"gpu"`` requires that. Returns ``{"threads",
@@ -374,7 +497,12 @@ def run_throughput(
         faiss.omp_set_num_threads(int(threads))
     used = int(faiss.omp_get_max_threads())
     common = dict(
-        runs=runs, warmup=warmup, latency_queries=latency_queries, max_seconds=max_seconds, gpu=gpu
+        runs=runs,
+        warmup=warmup,
+        latency_queries=latency_queries,
+        max_seconds=max_seconds,
+        gpu=gpu,
+        phase=phase,
     )
     rows = measure_binary(
         xb,
@@ -386,6 +514,7 @@ def run_throughput(
         qlabels=qlabels,
         dblabels=dblabels,
         progress=progress,
+        hnsw_budget_s=hnsw_budget_s,
         **common,
     )
     if fb is not None and fq is not None:

@@ -29,7 +29,9 @@ class RepeatTimer:
     """Iterate ``warmup + runs`` times, timing each non-warm-up iteration.
 
     Stops early (after at least one timed run) once the timed runs add up to more than
-    ``max_seconds``, so slow configurations do not hold up a sweep.
+    ``max_seconds``, so slow configurations do not hold up a sweep. A warm-up run longer
+    than ``max_seconds / 2`` is kept as the first timed run (start-up costs are noise
+    against it) and ends the warm-up; :meth:`summary` reports the warm-ups actually run.
     """
 
     def __init__(
@@ -47,21 +49,30 @@ class RepeatTimer:
         self.max_seconds = max_seconds
         self.sync = sync
         self.times: list[float] = []
+        self.warmups_done = 0
 
     def __iter__(self) -> Iterator[int]:
         self.times = []
+        self.warmups_done = 0
         for i in range(self.warmup):
+            t0 = time.perf_counter()
             yield -1 - i
             if self.sync is not None:
                 self.sync()
-        for i in range(self.runs):
+            took = time.perf_counter() - t0
+            if self.max_seconds is not None and took > self.max_seconds / 2:
+                # so long that start-up costs are noise: it is the first timed run
+                self.times.append(took)
+                break
+            self.warmups_done += 1
+        for i in range(len(self.times), self.runs):
+            if self.max_seconds is not None and sum(self.times) > self.max_seconds:
+                break
             t0 = time.perf_counter()
             yield i
             if self.sync is not None:
                 self.sync()
             self.times.append(time.perf_counter() - t0)
-            if self.max_seconds is not None and sum(self.times) > self.max_seconds:
-                break
 
     @property
     def median(self) -> float:
@@ -75,7 +86,7 @@ class RepeatTimer:
             "min_s": min(self.times),
             "max_s": max(self.times),
             "runs": len(self.times),
-            "warmup": self.warmup,
+            "warmup": self.warmups_done,
             "times_s": list(self.times),
         }
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +31,21 @@ import torch
 from torch.utils.data import DataLoader
 
 from fghash.batching import PositionDataset
-from fghash.checkpoint import load_checkpoint
 from fghash.codes import Split, make_codes_file, pack_bits, signs_to_codes, write_codes
-from fghash.config import ASYMMETRIC_METHODS, TrainConfig, load_config
+from fghash.config import ASYMMETRIC_METHODS, TrainConfig
 from fghash.datacheck import check_data, check_data_root, fingerprint
 from fghash.device import resolve_device
 from fghash.errors import FghashError
+from fghash.inference import Encoded, embed, encode_images
+from fghash.parts import PartStore, parts_folder
 from fghash.progress import Progress
+from fghash.rundir import load_run
 
 __all__ = [
     "Encoded",
     "HashEncoder",
     "encode_images",
+    "encode_to_parts",
     "encode_run",
     "load",
     "DEFAULT_SPLIT_MAP",
@@ -55,101 +58,108 @@ log = logging.getLogger(__name__)
 DEFAULT_SPLIT_MAP: dict[str, str] = {"query": "test", "database": "train"}
 _DATA_SPLITS = ("train", "val", "test")
 PROGRESS_EVERY_S = 30.0  # seconds between progress lines while a split is encoded
+DEFAULT_CHUNK = 8192  # images per part of a streaming encode
+# Tests only: kill -9 this process after writing that many parts (a crash at a known point).
+_CRASH_ENV = "FGHASH_TEST_KILL_AFTER_PARTS"
+_parts_written = [0]  # parts written by this process, for _CRASH_ENV
 
 
-@dataclass
-class Encoded:
-    """Network outputs for the readable items of a view of a data set."""
+def default_num_workers() -> int:
+    """DataLoader workers for decoding and transforms: the usable cores, at most 4."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
 
-    relaxed: np.ndarray  # float32 [n, k], tanh(v)
-    backbone: np.ndarray | None  # float32 [n, d], pooled backbone features, when asked for
-    positions: np.ndarray  # int64 [n], positions (into the requested indices) that were read
-    skipped: int  # requested items that could not be read
 
-
-def _forward(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    out = model(images)
-    return out.relaxed.float(), out.x.float()
+def _part_name(split: str, c: int) -> str:
+    return f"{split}-{c:06d}"
 
 
 @torch.no_grad()
-def encode_images(
+def encode_to_parts(
     model: torch.nn.Module,
     ds: Any,
     indices: Sequence[int] | np.ndarray,
+    store: PartStore,
+    split: str,
     *,
+    chunk_size: int,
+    bits: int,
     device: Any = "cpu",
     batch_size: int = 64,
     num_workers: int = 0,
     features: bool = False,
     progress: bool = True,
     desc: str = "encoding",
-) -> Encoded:
-    """Run the network (eval mode, float32) over items ``indices`` of ``ds``."""
+) -> int:
+    """Encode items ``indices`` of ``ds`` into parts ``<split>-<c>`` of ``store``, part ``c``
+    holding items ``[c·chunk_size, (c+1)·chunk_size)``; parts already in the store are
+    skipped, so a rerun continues where a killed one stopped. Returns the number of parts.
+
+    ``chunk_size`` must be a multiple of ``batch_size``: every batch then belongs to one
+    part, and a resumed run forms exactly the batches of an uninterrupted one (the same
+    float results). One DataLoader (``num_workers`` processes decoding and transforming)
+    serves all missing parts. A part holds ``relaxed`` (float32 ``tanh(v)``), ``backbone``
+    (with ``features``), ``positions`` (into ``indices``, of the items that could be
+    read) and ``requested`` (items asked for).
+    """
     from tqdm.auto import tqdm
 
     from fghash.data import collate_skip_none
 
-    device = resolve_device(device)
-    was_training = model.training
-    model.eval()
+    if chunk_size % batch_size:
+        raise FghashError(f"chunk size {chunk_size} must be a multiple of batch size {batch_size}.")
+    indices = np.asarray(indices, dtype=np.int64)
+    n = len(indices)
+    n_parts = -(-n // chunk_size)
+    todo = [c for c in range(n_parts) if not store.has(_part_name(split, c))]
+    if not todo:
+        return n_parts
+    spans = [(c, c * chunk_size, min(n, (c + 1) * chunk_size)) for c in todo]
+    order = np.concatenate([np.arange(a, b) for _, a, b in spans])
     loader = DataLoader(
-        PositionDataset(ds, indices),
+        PositionDataset(ds, indices[order]),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
         collate_fn=collate_skip_none,
     )
-    rel: list[np.ndarray] = []
-    back: list[np.ndarray] = []
-    pos: list[np.ndarray] = []
-    images_done = Progress(f"{desc}, images", len(indices), logger=log)
+    kill_after = int(os.environ.get(_CRASH_ENV) or 0)
+    images_done = Progress(f"{desc}, images", n, done=n - len(order), logger=log)
+    was_training = model.training
+    model.eval()
     try:
-        for batch in tqdm(loader, desc=desc, leave=False, disable=None if progress else True):
-            if batch is None or len(batch[0]) == 0:
-                continue
-            images, _, p = batch
-            r, x = _forward(model, images.to(device))
-            rel.append(r.cpu().numpy())
+        batches = iter(tqdm(loader, desc=desc, leave=False, disable=None if progress else True))
+        for c, a, b in spans:
+            rel, back, pos = [], [], []
+            for _ in range(-(-(b - a) // batch_size)):
+                batch = next(batches)
+                if batch is None or len(batch[0]) == 0:
+                    continue
+                images, _, p = batch
+                r, x = embed(model, images.to(device))
+                rel.append(r.cpu().numpy().astype(np.float32))
+                if features:
+                    back.append(x.cpu().numpy().astype(np.float32))
+                pos.append(order[np.asarray(p, dtype=np.int64)])
+                if progress:
+                    images_done.step(n=len(p), every=PROGRESS_EVERY_S)
+            arrays = {
+                "relaxed": np.concatenate(rel) if rel else np.zeros((0, bits), np.float32),
+                "positions": np.concatenate(pos) if pos else np.zeros(0, np.int64),
+                "requested": np.int64(b - a),
+            }
             if features:
-                back.append(x.cpu().numpy())
-            pos.append(np.asarray(p, dtype=np.int64))
-            if progress:
-                images_done.step(n=len(p), every=PROGRESS_EVERY_S)
+                arrays["backbone"] = np.concatenate(back) if back else np.zeros((0, 0), np.float32)
+            store.write(_part_name(split, c), **arrays)
+            _parts_written[0] += 1
+            if _parts_written[0] == kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
     finally:
         model.train(was_training)
-    k = int(model.config.get("bits", 0)) if hasattr(model, "config") else 0
-    relaxed = np.concatenate(rel).astype(np.float32) if rel else np.zeros((0, k), np.float32)
-    positions = np.concatenate(pos) if pos else np.zeros(0, np.int64)
-    backbone = None
-    if features:
-        backbone = np.concatenate(back).astype(np.float32) if back else np.zeros((0, 0), np.float32)
-    return Encoded(relaxed, backbone, positions, len(indices) - len(positions))
-
-
-def _read_run(run_dir: Path, device: Any) -> tuple[TrainConfig, dict[str, Any], torch.nn.Module]:
-    from fghash.train import CHECKPOINT, build_model
-
-    if not run_dir.is_dir():
-        raise FghashError(f"{run_dir}: no such run folder; train one with fghash train.")
-    if not (run_dir / "config.json").is_file() and any(run_dir.glob("bits-*/config.json")):
-        subs = ", ".join(sorted(p.parent.name for p in run_dir.glob("bits-*/config.json")))
-        raise FghashError(
-            f"{run_dir} holds several runs ({subs}); name one of them, e.g. {run_dir}/bits-12."
-        )
-    cfg = load_config(run_dir / "config.json")
-    state = load_checkpoint(run_dir / CHECKPOINT)
-    if not state.get("complete", False):
-        log.warning(
-            "%s: training stopped after %d of %d outer iterations; encoding its current state",
-            run_dir,
-            int(state["next_iter"]),
-            cfg.max_iter,
-        )
-    model = build_model(TrainConfig.from_dict({**cfg.to_dict(), "weights": None}))
-    model.load_state_dict(state["model"])
-    model.to(resolve_device(device)).eval()
-    return cfg, state, model
+    return n_parts
 
 
 def _rel_path(p: str, root: str) -> str:
@@ -171,10 +181,12 @@ def encode_run(
     split_map: Mapping[str, str] | None = None,
     batch_size: int = 64,
     device: str = "auto",
-    num_workers: int = 0,
+    num_workers: int | None = None,
     data_root: str | os.PathLike[str] | None = None,
     progress: bool = True,
     force: bool = False,
+    resume: bool = False,
+    chunk_size: int = DEFAULT_CHUNK,
 ) -> Path:
     """Encode a trained run's splits into a schema-v1 codes file at ``out_path``.
 
@@ -185,6 +197,16 @@ def encode_run(
     ``"test"``); default ``{"query": "test", "database": "train"}``. DPSH and HashNet
     runs learn no database codes, so for them ``"learned"`` means ``"encode"``. ``data_root``
     overrides the run's data folder (moved data). Returns the path written.
+
+    Streaming: images are decoded and transformed in ``num_workers`` DataLoader
+    processes (default :func:`default_num_workers`) and the network outputs written in
+    parts of ``chunk_size`` images (rounded to whole batches) to ``.<out>.parts`` beside
+    the output (:mod:`fghash.parts`), so memory holds one part, not the whole split. The
+    codes file is assembled from the parts under a temporary name and renamed into
+    place: a partial file never carries the final name. After a crash, ``resume=True``
+    reuses the parts already written (same settings required) and gives the same file
+    as an uninterrupted run; without it a leftover parts folder is an error (``force``
+    starts again).
     """
     from fghash.data import build_transform, load_dataset
 
@@ -210,8 +232,14 @@ def encode_run(
         raise FghashError(f"{out_path} already exists; pass --force to replace it.")
     if not out_path.parent.is_dir():
         raise FghashError(f"{out_path}: the folder {out_path.parent} does not exist.")
+    if batch_size < 1 or chunk_size < 1:
+        raise FghashError(
+            f"--batch-size and --chunk-size must be positive, got {batch_size} and {chunk_size}."
+        )
+    chunk = max(1, -(-chunk_size // batch_size)) * batch_size
+    workers = default_num_workers() if num_workers is None else int(num_workers)
 
-    cfg, state, model = _read_run(run_dir, device)
+    cfg, state, model = load_run(run_dir, device)
     root = str(data_root) if data_root is not None else cfg.data_root
     check_data_root(cfg.dataset, root, cfg.data_root)  # never generate or download data
     if database == "learned" and cfg.method not in ASYMMETRIC_METHODS:
@@ -238,95 +266,171 @@ def encode_run(
         all_train=not cfg.val_fraction,
     )
     learned_B = state["B"].numpy()
-    splits: dict[str, Split] = {}
-    skipped: dict[str, int] = {}
-    attribute_names = None
-    phases = Progress("encoding, splits", len(smap), logger=log)
-    for name, src in smap.items():
-        ds = dataset(src)
-        if src == "train":
-            indices = db_idx
-        elif src == "val":
-            indices = state["val_indices"].numpy()
-        else:
-            indices = np.arange(len(ds.labels), dtype=np.int64)
-        learned = name == "database" and database == "learned"
-        feats = kind = None
-        if learned and features == "none":
-            positions, skipped[name] = np.arange(len(indices)), 0
-        else:
-            enc = encode_images(
-                model,
-                ds,
-                indices,
-                device=dev,
-                batch_size=batch_size,
-                num_workers=num_workers,
-                features=features == "backbone",
-                progress=progress,
-                desc=f"encoding {name} ({src})",
-            )
-            positions, skipped[name] = enc.positions, enc.skipped
-            if not np.isfinite(enc.relaxed).all():
-                raise FghashError(
-                    f"{run_dir}: the network gives NaN or infinite outputs for split {name} in "
-                    "evaluation mode (BatchNorm running statistics of a very short or unstable "
-                    "run); train longer or with a lower --lr."
-                )
-            if features == "relaxed":
-                feats, kind = enc.relaxed, "relaxed_code"
-            elif features == "backbone":
-                feats, kind = enc.backbone, "backbone"
-        if learned:
-            codes = pack_bits(learned_B[positions] > 0)
-        else:
-            codes = signs_to_codes(enc.relaxed)
-        ids = indices[positions]
-        if skipped[name]:
-            log.warning(
-                "split %s: skipped %d unreadable image(s) of %d",
-                name,
-                skipped[name],
-                len(indices),
-            )
-        attrs = getattr(ds, "attributes", None)
-        if attrs is not None:
-            attribute_names = list(getattr(ds, "attribute_names", None) or []) or None
-        paths = getattr(ds, "paths", None)
-        ds_root = str(getattr(ds, "root", root))
-        splits[name] = Split(
-            codes=codes,
-            ids=ids,
-            labels=np.asarray(ds.labels)[ids],
-            paths=[_rel_path(str(paths[i]), ds_root) for i in ids] if paths is not None else None,
-            features=feats,
-            features_kind=kind,
-            attributes=np.asarray(attrs)[ids].astype(np.uint8) if attrs is not None else None,
-        )
-        phases.step(f"{name} = {src} split, {len(ids)} items")
-    config = {
-        **cfg.to_dict(),
-        "encode": {
-            "run_dir": str(run_dir),
+    from fghash.train import CHECKPOINT
+
+    ckpt = run_dir / CHECKPOINT
+    store = PartStore(
+        parts_folder(out_path),
+        {
+            "run_dir": str(run_dir.resolve()),
+            "checkpoint": [ckpt.stat().st_size, ckpt.stat().st_mtime_ns] if ckpt.exists() else None,
             "database": database,
             "features": features,
             "split_map": smap,
-            "skipped": skipped,
-            "outer_iterations_done": int(state["next_iter"]),
+            "data_root": str(root),
+            "batch_size": batch_size,
+            "chunk_size": chunk,
+            "device": str(dev),
         },
-    }
-    cf = make_codes_file(
-        cfg.bits,
-        splits.pop("database"),
-        method=cfg.method,
-        config=config,
-        attribute_names=attribute_names,
+        resume=resume,
+        fresh=force and not resume,
     )
-    cf.splits.update(splits)
-    total = sum(skipped.values())
-    if total:
-        log.warning("skipped %d unreadable image(s) in all: %s", total, skipped)
-    return write_codes(out_path, cf, overwrite=True)
+    try:
+        splits: dict[str, Split] = {}
+        feature_parts: dict[str, tuple[str, str, int]] = {}  # split -> (part key, kind, parts)
+        skipped: dict[str, int] = {}
+        attribute_names = None
+        phases = Progress("encoding, splits", len(smap), logger=log)
+        for name, src in smap.items():
+            ds = dataset(src)
+            if src == "train":
+                indices = db_idx
+            elif src == "val":
+                indices = state["val_indices"].numpy()
+            else:
+                indices = np.arange(len(ds.labels), dtype=np.int64)
+            learned = name == "database" and database == "learned"
+            if learned and features == "none":
+                positions, skipped[name] = np.arange(len(indices)), 0
+                codes = pack_bits(learned_B[positions] > 0)
+            else:
+                n_parts = encode_to_parts(
+                    model,
+                    ds,
+                    indices,
+                    store,
+                    name,
+                    chunk_size=chunk,
+                    bits=cfg.bits,
+                    device=dev,
+                    batch_size=batch_size,
+                    num_workers=workers,
+                    features=features == "backbone",
+                    progress=progress,
+                    desc=f"encoding {name} ({src})",
+                )
+                positions, codes = _codes_from_parts(store, name, n_parts, run_dir)
+                skipped[name] = len(indices) - len(positions)
+                if learned:
+                    codes = pack_bits(learned_B[positions] > 0)
+                if features != "none":
+                    key = "relaxed" if features == "relaxed" else "backbone"
+                    kind = "relaxed_code" if features == "relaxed" else "backbone"
+                    feature_parts[name] = (key, kind, n_parts)
+            ids = indices[positions]
+            if skipped[name]:
+                log.warning(
+                    "split %s: skipped %d unreadable image(s) of %d",
+                    name,
+                    skipped[name],
+                    len(indices),
+                )
+            attrs = getattr(ds, "attributes", None)
+            if attrs is not None:
+                attribute_names = list(getattr(ds, "attribute_names", None) or []) or None
+            paths = getattr(ds, "paths", None)
+            ds_root = str(getattr(ds, "root", root))
+            splits[name] = Split(
+                codes=codes,
+                ids=ids,
+                labels=np.asarray(ds.labels)[ids],
+                paths=[_rel_path(str(paths[i]), ds_root) for i in ids]
+                if paths is not None
+                else None,
+                attributes=np.asarray(attrs)[ids].astype(np.uint8) if attrs is not None else None,
+            )
+            phases.step(f"{name} = {src} split, {len(ids)} items")
+        config = {
+            **cfg.to_dict(),
+            "encode": {
+                "run_dir": str(run_dir),
+                "database": database,
+                "features": features,
+                "split_map": smap,
+                "skipped": skipped,
+                "outer_iterations_done": int(state["next_iter"]),
+            },
+        }
+        cf = make_codes_file(
+            cfg.bits,
+            splits.pop("database"),
+            method=cfg.method,
+            config=config,
+            attribute_names=attribute_names,
+        )
+        cf.splits.update(splits)
+        total = sum(skipped.values())
+        if total:
+            log.warning("skipped %d unreadable image(s) in all: %s", total, skipped)
+        # codes, ids, labels and paths first, then the features streamed in part by part
+        assembled = write_codes(store.folder / "assembled.h5", cf, overwrite=True)
+        _append_features(assembled, store, feature_parts)
+        os.replace(assembled, out_path)
+        store.remove()
+        return out_path
+    except Exception:
+        if store.empty():  # a failure before any part: leave nothing behind
+            store.remove()
+        else:
+            log.warning("%s keeps the parts written so far; --resume continues", store.folder)
+        raise
+
+
+def _codes_from_parts(
+    store: PartStore, split: str, n_parts: int, run_dir: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions read and packed codes ``sgn(tanh(v))`` of a split, from its parts."""
+    positions, codes = [], []
+    for c in range(n_parts):
+        part = store.read(_part_name(split, c))
+        if not np.isfinite(part["relaxed"]).all():
+            raise FghashError(
+                f"{run_dir}: the network gives NaN or infinite outputs for split {split} in "
+                "evaluation mode (BatchNorm running statistics of a very short or unstable "
+                "run); train longer or with a lower --lr."
+            )
+        positions.append(part["positions"])
+        codes.append(signs_to_codes(part["relaxed"]))
+    return np.concatenate(positions), np.concatenate(codes)
+
+
+def _append_features(
+    path: Path, store: PartStore, feature_parts: Mapping[str, tuple[str, str, int]]
+) -> None:
+    """Add each split's ``features`` dataset to the codes file at ``path``, one part at a
+    time, laid out as :func:`fghash.codes.write_codes` lays out datasets."""
+    import h5py
+
+    from fghash.codes import _row_chunks
+
+    with h5py.File(path, "r+") as f:
+        for split, (key, kind, n_parts) in feature_parts.items():
+            n, row, dim, d = len(f[split]["codes"]), 0, 0, None
+            for c in range(n_parts):
+                arr = store.read(_part_name(split, c))[key]
+                dim = arr.shape[1] if arr.ndim == 2 else dim
+                if not len(arr):
+                    continue
+                if d is None:
+                    shape = (n, dim)
+                    d = f[split].create_dataset(
+                        "features", shape=shape, dtype=np.float32, chunks=_row_chunks(shape, 4)
+                    )
+                d[row : row + len(arr)] = arr
+                row += len(arr)
+            if d is None:  # no image of the split could be read
+                d = f[split].create_dataset("features", shape=(n, dim), dtype=np.float32)
+            d.attrs["kind"] = kind
 
 
 class HashEncoder:
@@ -383,7 +487,7 @@ class HashEncoder:
     def _run(self, images: Any, batch_size: int, backbone: bool) -> np.ndarray:
         outs = []
         for batch in self._batches(images, batch_size):
-            r, x = _forward(self.model, batch.to(self.device))
+            r, x = embed(self.model, batch.to(self.device))
             outs.append((x if backbone else r).cpu().numpy())
         if not outs:
             return np.zeros((0, self.bits), np.float32)
@@ -404,5 +508,5 @@ class HashEncoder:
 
 def load(run_dir: str | os.PathLike[str], device: str = "auto") -> HashEncoder:
     """A :class:`HashEncoder` for the trained run in ``run_dir``."""
-    cfg, _, model = _read_run(Path(run_dir), device)
+    cfg, _, model = load_run(Path(run_dir), device)
     return HashEncoder(model, cfg, resolve_device(device))

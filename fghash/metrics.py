@@ -66,7 +66,7 @@ All of this costs ``O(b)`` per query (``O(b + k)`` for ``@k``) after the counts
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +82,7 @@ __all__ = [
     "harmonic",
     "expected_ap",
     "expected_hits",
+    "tie_aware_means",
     "kth_distance",
     "average_precision",
     "precision_at_k",
@@ -106,6 +107,7 @@ def harmonic(n: int) -> np.ndarray:
 
 
 def _log_factorial(n: int) -> np.ndarray:
+    """``log(i!)`` for ``i = 0..n`` (float64, ``lgamma(i + 1)``)."""
     return np.array([math.lgamma(i + 1.0) for i in range(int(n) + 1)])
 
 
@@ -116,10 +118,8 @@ def _group_sum(
     c, n, r, rc = np.broadcast_arrays(c, n, r, rc)
     s = h[c + n] - h[c]
     nf, rf = n.astype(np.float64), r.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pair = np.where(n > 1, (rf - 1) / (nf - 1), 0.0) * (nf - (c + 1) * s)
-        out = np.where(n > 0, rf / nf * ((rc + 1) * s + pair), 0.0)
-    return out
+    pair = np.where(n > 1, (rf - 1) / np.maximum(nf - 1, 1.0), 0.0) * (nf - (c + 1) * s)
+    return np.where(n > 0, rf / np.maximum(nf, 1.0) * ((rc + 1) * s + pair), 0.0)
 
 
 def _counts(n: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -134,59 +134,48 @@ def _counts(n: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return n, r
 
 
-def _cut(n: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For each query: ``min(k, N)``, the group holding rank ``k``, items before it, and
-    how many of that group's items make the top ``k``."""
-    cum = np.cumsum(n, axis=1)
-    keff = np.minimum(int(k), cum[:, -1])
-    b = np.argmax(cum >= keff[:, None], axis=1)
-    before = cum[np.arange(len(n)), b] - n[np.arange(len(n)), b]
-    return keff, b, before, keff - before
+class _TieAware:
+    """The tie-aware figures of one block of queries, sharing the cumulative sums.
 
-
-def expected_hits(n: np.ndarray, r: np.ndarray, k: int) -> np.ndarray:
-    """Expected relevant items in the top ``k`` under random order within ties, ``[nq]``."""
-    n, r = _counts(n, r)
-    keff, b, before, m = _cut(n, k)
-    idx = np.arange(len(n))
-    r_in = np.where(np.arange(n.shape[1]) < b[:, None], r, 0).sum(axis=1)
-    nb = n[idx, b]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        part = np.where(nb > 0, m * r[idx, b] / np.maximum(nb, 1), 0.0)
-    return r_in + part
-
-
-def expected_ap(n: np.ndarray, r: np.ndarray, k: int | None = None) -> np.ndarray:
-    """Exact expected AP@k (``k=None``: AP@all) per query, from per-distance counts.
-
-    ``n[q, d]``/``r[q, d]``: items / relevant items at distance ``d``. See the module
-    docstring for the derivation.
+    ``cum_*`` are inclusive prefix sums over distances: items, relevant items, and the
+    expected precision sums of whole groups (:func:`_group_sum`), so everything before
+    the group that holds rank ``k`` is one lookup.
     """
-    n, r = _counts(n, r)
-    nq, nbins = n.shape
-    out = np.zeros(nq)
-    if nq == 0:
-        return out
-    total = n.sum(axis=1)
-    h = harmonic(int(total.max()))
-    lf = _log_factorial(int(total.max())) if k is not None else None
-    for s in range(0, nq, _BLOCK):
-        sl = slice(s, min(nq, s + _BLOCK))
-        nn, rr = n[sl], r[sl]
-        c = np.cumsum(nn, axis=1) - nn
-        rc = np.cumsum(rr, axis=1) - rr
-        contrib = _group_sum(c, nn, rr, rc, h)
-        if k is None:
-            big_r = rr.sum(axis=1)
-            out[sl] = np.divide(contrib.sum(axis=1), big_r, out=np.zeros(len(rr)), where=big_r > 0)
-            continue
-        keff, b, before, m = _cut(nn, k)
-        inside = np.arange(nbins) < b[:, None]
-        a = np.where(inside, contrib, 0.0).sum(axis=1)
-        r_in = np.where(inside, rr, 0).sum(axis=1)
-        idx = np.arange(len(nn))
-        gn, gr = nn[idx, b], rr[idx, b]
-        hmax = int(np.minimum(gr, m).max())
+
+    def __init__(self, n: np.ndarray, r: np.ndarray, h: np.ndarray, lf: _LogFactorials) -> None:
+        self.n, self.r, self.h, self.lf = n, r, h, lf
+        self.idx = np.arange(len(n))
+        self.cum_n = np.cumsum(n, axis=1)
+        self.cum_r = np.cumsum(r, axis=1)
+        self.contrib = _group_sum(self.cum_n - n, n, r, self.cum_r - r, h)
+        self.cum_contrib = np.cumsum(self.contrib, axis=1)
+
+    def ap_all(self) -> np.ndarray:
+        big_r = self.cum_r[:, -1]
+        return np.divide(self.cum_contrib[:, -1], big_r, out=np.zeros(len(big_r)), where=big_r > 0)
+
+    def cut(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per query: the group holding rank ``min(k, N)``, items before it, and how many
+        of that group's items make the top ``k``."""
+        keff = np.minimum(int(k), self.cum_n[:, -1])
+        b = np.argmax(self.cum_n >= keff[:, None], axis=1)
+        before = self.cum_n[self.idx, b] - self.n[self.idx, b]
+        return b, before, keff - before
+
+    def hits(self, k: int) -> np.ndarray:
+        b, _, m = self.cut(k)
+        gn, gr = self.n[self.idx, b], self.r[self.idx, b]
+        r_in = self.cum_r[self.idx, b] - gr
+        return r_in + np.where(gn > 0, m * gr / np.maximum(gn, 1), 0.0)
+
+    def ap_at(self, k: int) -> np.ndarray:
+        b, before, m = self.cut(k)
+        i = self.idx
+        gn, gr = self.n[i, b], self.r[i, b]
+        a = self.cum_contrib[i, b] - self.contrib[i, b]
+        r_in = self.cum_r[i, b] - gr
+        lf = self.lf.upto(int(gn.max()) if len(gn) else 0)
+        hmax = int(np.minimum(gr, m).max()) if len(gn) else 0
         hh = np.arange(hmax + 1)[None, :]
         valid = (hh <= np.minimum(gr, m)[:, None]) & (m[:, None] - hh <= (gn - gr)[:, None])
         hc = np.where(valid, hh, 0)
@@ -199,12 +188,83 @@ def expected_ap(n: np.ndarray, r: np.ndarray, k: int | None = None) -> np.ndarra
             - lf[np.where(valid, (gn - gr)[:, None] - m[:, None] + hc, 0)]
             - (lf[gn] - lf[m] - lf[gn - m])[:, None]
         )
-        p = np.where(valid, np.exp(logp), 0.0)
-        bsum = _group_sum(before[:, None], m[:, None], hc, r_in[:, None], h)
+        p = np.exp(np.where(valid, logp, -np.inf))  # exp(-inf) = 0: no overflow when masked
+        bsum = _group_sum(before[:, None], m[:, None], hc, r_in[:, None], self.h)
         den = r_in[:, None] + hh
         term = np.divide(a[:, None] + bsum, den, out=np.zeros(p.shape), where=den > 0)
-        out[sl] = (p * term).sum(axis=1)
+        return (p * term).sum(axis=1)
+
+
+class _LogFactorials:
+    """``log(i!)`` tables, grown on demand."""
+
+    def __init__(self) -> None:
+        self.table = np.zeros(1)
+
+    def upto(self, n: int) -> np.ndarray:
+        if len(self.table) <= n:
+            self.table = _log_factorial(n)
+        return self.table
+
+
+def _blocks(n: np.ndarray, r: np.ndarray) -> Iterator[tuple[slice, _TieAware]]:
+    """:class:`_TieAware` over blocks of ``_BLOCK`` queries (bounded memory)."""
+    n, r = _counts(n, r)
+    h = harmonic(int(n.sum(axis=1).max()) if len(n) else 0)
+    lf = _LogFactorials()
+    for s in range(0, len(n), _BLOCK):
+        sl = slice(s, min(len(n), s + _BLOCK))
+        yield sl, _TieAware(n[sl], r[sl], h, lf)
+
+
+def expected_hits(n: np.ndarray, r: np.ndarray, k: int) -> np.ndarray:
+    """Expected relevant items in the top ``k`` under random order within ties, ``[nq]``."""
+    out = np.zeros(len(n))
+    for sl, ta in _blocks(n, r):
+        out[sl] = ta.hits(k)
     return out
+
+
+def expected_ap(n: np.ndarray, r: np.ndarray, k: int | None = None) -> np.ndarray:
+    """Exact expected AP@k (``k=None``: AP@all) per query, from per-distance counts.
+
+    ``n[q, d]``/``r[q, d]``: items / relevant items at distance ``d``. See the module
+    docstring for the derivation.
+    """
+    out = np.zeros(len(n))
+    for sl, ta in _blocks(n, r):
+        out[sl] = ta.ap_all() if k is None else ta.ap_at(k)
+    return out
+
+
+def tie_aware_means(
+    n: np.ndarray, r: np.ndarray, ks: Sequence[int], n_database: int
+) -> dict[str, Any]:
+    """Means over queries of the tie-aware mAP@all and mAP/P/R@k, in one pass over the counts.
+
+    ``{"map@all": ., "map@k": {k: .}, "precision@k": {k: .}, "recall@k": {k: .}}`` with
+    string keys ``k``, as :func:`summarize` reports them (precision divides by
+    ``min(k, n_database)``).
+    """
+    nq, n_db = len(n), int(n_database)
+    sums = {"map@all": 0.0, **{f"{m}@{k}": 0.0 for m in ("map", "hits", "recall") for k in ks}}
+    for _, ta in _blocks(n, r):
+        sums["map@all"] += ta.ap_all().sum()
+        big_r = ta.cum_r[:, -1]
+        for k in ks:
+            hits = ta.hits(k)
+            sums[f"map@{k}"] += ta.ap_at(k).sum()
+            sums[f"hits@{k}"] += hits.sum()
+            sums[f"recall@{k}"] += np.divide(
+                hits, big_r, out=np.zeros(len(hits)), where=big_r > 0
+            ).sum()
+    mean = {key: float(v / nq) if nq else 0.0 for key, v in sums.items()}
+    return {
+        "map@all": mean["map@all"],
+        "map@k": {str(k): mean[f"map@{k}"] for k in ks},
+        "precision@k": {str(k): mean[f"hits@{k}"] / max(1, min(int(k), n_db)) for k in ks},
+        "recall@k": {str(k): mean[f"recall@{k}"] for k in ks},
+    }
 
 
 def kth_distance(n: np.ndarray, k: int) -> np.ndarray:
@@ -289,19 +349,23 @@ def pr_by_radius(n: np.ndarray, r: np.ndarray) -> dict[str, np.ndarray]:
     ``nonempty`` (fraction of queries retrieving something).
     """
     n, r = _counts(n, r)
-    ret, hit = np.cumsum(n, axis=1), np.cumsum(r, axis=1)
-    big_r = r.sum(axis=1)[:, None]
-    prec = np.divide(hit, ret, out=np.zeros(ret.shape), where=ret > 0)
-    rec = np.divide(hit, big_r, out=np.zeros(hit.shape), where=big_r > 0)
-    some = ret > 0
-    cnt = some.sum(axis=0)
-    nonempty_prec = np.divide(prec.sum(axis=0), cnt, out=np.zeros(n.shape[1]), where=cnt > 0)
+    nq, nbins = n.shape
+    prec_sum, rec_sum, some_sum = np.zeros(nbins), np.zeros(nbins), np.zeros(nbins)
+    for s in range(0, nq, _BLOCK):
+        ret, hit = np.cumsum(n[s : s + _BLOCK], axis=1), np.cumsum(r[s : s + _BLOCK], axis=1)
+        big_r = hit[:, -1:]
+        prec_sum += np.divide(hit, ret, out=np.zeros(ret.shape), where=ret > 0).sum(axis=0)
+        rec_sum += np.divide(hit, big_r, out=np.zeros(hit.shape), where=big_r > 0).sum(axis=0)
+        some_sum += (ret > 0).sum(axis=0)
+    q = max(nq, 1)
     return {
-        "radius": np.arange(n.shape[1]),
-        "precision": prec.mean(axis=0),
-        "precision_nonempty": nonempty_prec,
-        "recall": rec.mean(axis=0),
-        "nonempty": some.mean(axis=0),
+        "radius": np.arange(nbins),
+        "precision": prec_sum / q,
+        "precision_nonempty": np.divide(
+            prec_sum, some_sum, out=np.zeros(nbins), where=some_sum > 0
+        ),
+        "recall": rec_sum / q,
+        "nonempty": some_sum / q,
     }
 
 
@@ -419,6 +483,10 @@ def summarize(
         "queries_without_relevant": int(np.sum(stats.n_relevant == 0)),
     }
     for t in ties:
+        if t == "tie-aware":
+            _check_ties(t, stats)
+            out[t] = tie_aware_means(stats.n, stats.r, ks, stats.n_database)
+            continue
         res: dict[str, Any] = {"map@all": float(np.mean(average_precision(stats, None, t)))}
         for name, fn in (
             ("map", average_precision),

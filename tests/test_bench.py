@@ -11,6 +11,9 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -332,6 +335,52 @@ def test_repeat_timer_warmup_runs_and_budget():
         "p50": pytest.approx(1.0),
         "p99": pytest.approx(1.99),
     }
+
+
+def test_repeat_timer_keeps_a_long_warmup_as_a_timed_run():
+    t = RepeatTimer(warmup=1, runs=5, max_seconds=0.02)
+    for _ in t:
+        time.sleep(0.015)  # longer than max_seconds / 2: start-up costs are noise
+    assert len(t.times) == 2 and t.summary()["warmup"] == 0 and t.summary()["runs"] == 2
+
+
+def test_bench_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
+    make_codes(tmp_path / "toy.h5", bits=16, nb=400)
+    cmd = [sys.executable, "-m", "fghash", "bench", str(tmp_path / "toy.h5")]
+    cmd += ["--out", str(tmp_path / "rep"), "--index-types", "flat,hnsw", *FAST]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = [ln.split("INFO: ", 1)[-1] for ln in res.stderr.splitlines() if "fghash bench [" in ln]
+    phases = ["load", "hamming ranking", "float ranking", "index flat", "index hnsw"]
+    phases += ["float search", "plots and report"]
+    n = len(phases)
+    for i, name in enumerate(phases, 1):
+        started = f"fghash bench [{i}/{n}] {name}: started, about "
+        assert any(ln.startswith(started) and ln.endswith(" left)") for ln in lines), name
+        done = [ln for ln in lines if ln.startswith(f"fghash bench [{i}/{n}] {name}: ")]
+        assert any("(elapsed " in ln and "left)" in ln for ln in done), name
+    assert lines[-1].endswith("about 0.0 s left)")
+
+
+def test_bench_hnsw_on_the_items_its_build_budget_allows(tmp_path):
+    from bench.throughput import measure_binary
+    from fghash.ranking import rank_hamming
+
+    rng = np.random.default_rng(0)
+    xb = rng.integers(0, 256, (25_000, 2), dtype=np.uint8)
+    xq = rng.integers(0, 256, (30, 2), dtype=np.uint8)
+    dl, ql = rng.integers(0, 5, 25_000), rng.integers(0, 5, 30)
+    counts = rank_hamming(xq, xb, 16, stable=False).n
+    rows = measure_binary(
+        xb, xq, 16, ["hnsw"], [10], exact_counts=counts, qlabels=ql, dblabels=dl,
+        runs=1, warmup=0, latency_queries=2, hnsw_budget_s=1e-6, progress=False,
+    )  # fmt: skip
+    assert rows and all(
+        r["sample"] == {"items": 10_000, "of": 25_000, "build_budget_s": 1e-6} for r in rows
+    )
+    assert all(r["bytes_per_item"] * 10_000 == pytest.approx(r["index_bytes"]) for r in rows)
+    # exact k-NN over the first 10,000 items: a high-ef HNSW search finds (ties counted) all
+    assert rows[-1]["accuracy"]["knn-recall@10"] > 0.95
 
 
 def test_pareto_frontier():

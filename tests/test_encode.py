@@ -3,7 +3,9 @@ encoder (``fghash.load``) gives the same codes as the CLI."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -22,6 +24,7 @@ from fghash.config import resolve_config
 from fghash.data import generate_synthetic, load_dataset
 from fghash.encode import encode_run
 from fghash.errors import FghashError
+from fghash.parts import PartStore, parts_folder
 from fghash.train import CHECKPOINT, train
 
 K = 12
@@ -59,6 +62,7 @@ def trained(tmp_path_factory):
         gamma=1.0,
         lr=1e-3,
         val_fraction=0.25,
+        weights="none",
     )
     run = base / "run"
     train(cfg, run, progress=False)
@@ -210,6 +214,56 @@ def test_encode_the_validation_split(trained, tmp_path):
     val = load_checkpoint(run / CHECKPOINT)["val_indices"].numpy()
     assert np.array_equal(cf["query"].ids, val) and len(val) == 3
     assert not set(cf["query"].ids) & set(cf["database"].ids)
+
+
+def _same_codes_file(a, b):
+    fa, fb = read_codes(a), read_codes(b)
+    assert fa.bits == fb.bits and fa.method == fb.method and fa.config == fb.config
+    assert sorted(fa.splits) == sorted(fb.splits)
+    for name in fa.splits:
+        x, y = fa[name], fb[name]
+        for field in ("codes", "ids", "labels", "features"):
+            assert np.array_equal(getattr(x, field), getattr(y, field)), (name, field)
+        assert x.paths == y.paths and x.features_kind == y.features_kind
+
+
+def test_encode_killed_midway_resumes_to_the_same_file(trained, tmp_path):
+    _, run = trained
+    base = [sys.executable, "-m", "fghash", "encode", str(run), "--device", "cpu"]
+    base += ["--database", "encode", "--features", "backbone", "--batch-size", "2"]
+    base += ["--chunk-size", "3", "--num-workers", "1"]  # parts of 4 images (2 batches)
+    whole = tmp_path / "whole.h5"
+    subprocess.run([*base, "--out", str(whole)], check=True, timeout=600)
+    assert not parts_folder(whole).exists()
+
+    out = tmp_path / "resumed.h5"
+    env = {**os.environ, "FGHASH_TEST_KILL_AFTER_PARTS": "3"}  # kill -9 mid-database
+    res = subprocess.run([*base, "--out", str(out)], env=env, timeout=600, capture_output=True)
+    assert res.returncode == -signal.SIGKILL
+    assert not out.exists() and not list(tmp_path.glob("*.h5.tmp*"))
+    parts = parts_folder(out)
+    done = ["database-000000.npz", "query-000000.npz", "query-000001.npz"]
+    assert sorted(p.name for p in parts.glob("*.npz")) == done
+
+    res = subprocess.run([*base, "--out", str(out)], timeout=600, capture_output=True, text=True)
+    assert res.returncode == 2 and "--resume" in res.stderr and "Traceback" not in res.stderr
+    assert not out.exists() and len(list(parts.glob("*.npz"))) == 3
+
+    subprocess.run([*base, "--out", str(out), "--resume"], check=True, timeout=600)
+    assert not parts.exists()
+    _same_codes_file(whole, out)
+    cf = read_codes(out)
+    assert len(cf["query"]) == 6 and cf["database"].features.shape == (9, 3 * 512)
+
+
+def test_resume_with_other_settings_is_refused(trained, tmp_path):
+    _, run = trained
+    out = tmp_path / "x.h5"
+    PartStore(parts_folder(out), {"chunk_size": 1})  # leftover of another job
+    with pytest.raises(FghashError, match="other settings"):
+        encode_run(run, out, device="cpu", progress=False, resume=True)
+    encode_run(run, out, device="cpu", progress=False, force=True, num_workers=0)  # starts again
+    assert out.is_file() and not parts_folder(out).exists()
 
 
 def test_import_fghash_does_not_import_torch():

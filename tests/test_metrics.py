@@ -9,6 +9,7 @@ random permutation is a uniformly random order within each distance).
 from __future__ import annotations
 
 import itertools
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -31,7 +32,15 @@ from fghash.metrics import (
     recall_at_k,
     summarize,
 )
-from fghash.ranking import hamming_matrix, pair_distances, rank_float, rank_hamming
+from fghash.ranking import (
+    hamming_matrix,
+    pair_distances,
+    rank_float,
+    rank_float_metrics,
+    rank_hamming,
+)
+
+pytestmark = pytest.mark.filterwarnings("error")  # no RuntimeWarning from masked arithmetic
 
 # --- plain reference ------------------------------------------------------------------
 
@@ -221,6 +230,20 @@ def _check_against_reference(problem):
         pack_bits(np.array(qbits)), pack_bits(np.array(dbbits)), bits, ql, dl, stable=True, kmax=9
     )
     ref = ref_all(qbits, dbbits, ql, dl, ks)
+    # counts only: database in chunks of 2 items, one query per block, two threads
+    chunked = rank_hamming(
+        pack_bits(np.array(qbits)),
+        pack_bits(np.array(dbbits)),
+        bits,
+        ql,
+        dl,
+        stable=False,
+        db_chunk=2,
+        chunk_bytes=1,
+        workers=2,
+    )
+    np.testing.assert_array_equal(chunked.n, st_.n)
+    np.testing.assert_array_equal(chunked.r, st_.r)
     for ties in ("tie-aware", "stable"):
         got = average_precision(st_, None, ties)
         assert got == pytest.approx(ref[("map@all", ties)], abs=1e-10)
@@ -340,6 +363,35 @@ def test_float_ranking_against_argsort_with_ties():
             assert st_.stable_topk[q].tolist() == rel[:10]
 
 
+def test_float_metrics_share_one_product_and_agree_with_one_metric_runs():
+    rng = np.random.default_rng(4)
+    xb = rng.standard_normal((70, 6)).astype(np.float32)
+    xb[50:60] = xb[0:10]
+    xq = rng.standard_normal((9, 6)).astype(np.float32)
+    ql, dl = rng.integers(0, 3, 9), rng.integers(0, 3, 70)
+    both = rank_float_metrics(xq, xb, ql, dl, ("ip", "l2"), kmax=12, chunk_bytes=1)
+    for metric in ("ip", "l2"):
+        one = rank_float(xq, xb, ql, dl, metric=metric, kmax=12)
+        np.testing.assert_array_equal(both[metric].stable_ap, one.stable_ap)
+        np.testing.assert_array_equal(both[metric].stable_topk, one.stable_topk)
+        np.testing.assert_array_equal(both[metric].n_relevant, one.n_relevant)
+
+
+def test_summarize_tie_aware_in_one_pass_equals_the_metric_functions():
+    rng = np.random.default_rng(9)
+    bits = 10
+    qb, db = pack_bits(rng.integers(0, 2, (50, bits))), pack_bits(rng.integers(0, 2, (400, bits)))
+    ql, dl = rng.integers(0, 6, 50), rng.integers(0, 6, 400)
+    ql[0] = 99  # a query without relevant items
+    st_ = rank_hamming(qb, db, bits, ql, dl, stable=False)
+    got = summarize(st_, ks=(1, 7, 1000), ties=("tie-aware",))["tie-aware"]
+    assert got["map@all"] == pytest.approx(np.mean(average_precision(st_, None)), abs=1e-12)
+    for k in (1, 7, 1000):
+        assert got["map@k"][str(k)] == pytest.approx(np.mean(average_precision(st_, k)), abs=1e-12)
+        assert got["precision@k"][str(k)] == pytest.approx(np.mean(precision_at_k(st_, k)))
+        assert got["recall@k"][str(k)] == pytest.approx(np.mean(recall_at_k(st_, k)))
+
+
 def test_registry_and_errors(hand):
     assert METRICS["map@all"].worst == float("-inf")
     assert METRICS["latency-p99-ms"].worst == float("inf")
@@ -354,3 +406,101 @@ def test_registry_and_errors(hand):
         average_precision(short, 3, "stable")
     with pytest.raises(FghashError, match="uint8"):
         rank_hamming(HAND_Q, HAND_DB, 12)
+
+
+# --- the counting kernel at its edges --------------------------------------------------
+
+
+def _reference_counts(qb, db, ql, dl):
+    """n[q, d] and r[q, d] by comparing unpacked bits and counting in Python."""
+    bits = qb.shape[1]
+    dist = (qb[:, None, :] != db[None, :, :]).sum(axis=2)
+    n = np.zeros((len(qb), bits + 1), dtype=np.int64)
+    r = np.zeros_like(n)
+    for q in range(len(qb)):
+        for j in range(len(db)):
+            n[q, dist[q, j]] += 1
+            if ql is not None and ref_relevant(ql[q], dl[j]):
+                r[q, dist[q, j]] += 1
+    return n, r
+
+
+@pytest.mark.parametrize("bits", [1, 7, 8, 12, 63, 64, 65, 130])
+@pytest.mark.parametrize("labels", ["single", "multi-hot", "none"])
+def test_counts_across_chunk_and_word_boundaries(bits, labels):
+    rng = np.random.default_rng(bits)
+    nq, nb = 23, 101
+    qb, db = rng.integers(0, 2, (nq, bits)), rng.integers(0, 2, (nb, bits))
+    qb[:4] = qb[4:8]  # repeated queries
+    if labels == "single":
+        ql, dl = rng.integers(0, 5, nq), rng.integers(0, 6, nb)  # class 5 never queried
+        ql[0] = 9  # a class the database lacks
+    elif labels == "multi-hot":
+        ql = (rng.random((nq, 4)) < 0.3).astype(np.uint8)
+        dl = (rng.random((nb, 4)) < 0.3).astype(np.uint8)
+    else:
+        ql = dl = None
+    want_n, want_r = _reference_counts(qb, db, ql, dl)
+    for db_chunk, chunk_bytes, workers in ((7, 1, 2), (100, 2000, 1), (1 << 20, 1 << 28, 2)):
+        got = rank_hamming(
+            pack_bits(qb),
+            pack_bits(db),
+            bits,
+            ql,
+            dl,
+            stable=False,
+            db_chunk=db_chunk,
+            chunk_bytes=chunk_bytes,
+            workers=workers,
+        )
+        np.testing.assert_array_equal(got.n, want_n)
+        if ql is None:
+            assert got.r is None and got.n_relevant is None
+        else:
+            np.testing.assert_array_equal(got.r, want_r)
+            np.testing.assert_array_equal(got.n_relevant, want_r.sum(axis=1))
+
+
+@pytest.mark.parametrize("bits", [3, 12, 61])
+def test_unused_bits_of_the_last_byte_are_ignored(bits):
+    rng = np.random.default_rng(7)
+    qb, db = rng.integers(0, 2, (9, bits)), rng.integers(0, 2, (40, bits))
+    ql, dl = rng.integers(0, 3, 9), rng.integers(0, 3, 40)
+    clean_q, clean_db = pack_bits(qb), pack_bits(db)
+    dirty_q, dirty_db = clean_q.copy(), clean_db.copy()
+    dirty_q[:, -1] |= np.uint8(0xFF << (bits % 8) & 0xFF)
+    dirty_db[::2, -1] |= np.uint8(0xFF << (bits % 8) & 0xFF)
+    want_n, want_r = _reference_counts(qb, db, ql, dl)
+    got = rank_hamming(dirty_q, dirty_db, bits, ql, dl, stable=True, kmax=5)
+    np.testing.assert_array_equal(got.n, want_n)
+    np.testing.assert_array_equal(got.r, want_r)
+    np.testing.assert_array_equal(
+        hamming_matrix(dirty_q, dirty_db, bits), (qb[:, None] != db).sum(2)
+    )
+
+
+def test_empty_database_and_empty_queries():
+    q = pack_bits(np.zeros((3, 10), dtype=np.uint8))
+    st_ = rank_hamming(q, q[:0], 10, np.arange(3), np.arange(0), stable=True, kmax=4)
+    assert st_.n.shape == (3, 11) and st_.n.sum() == 0 and st_.stable_topk.shape == (3, 4)
+    st_ = rank_hamming(q[:0], q, 10, np.arange(0), np.arange(3), stable=True, kmax=4)
+    assert st_.n.shape == (0, 11) and st_.n_queries == 0
+
+
+def test_tie_aware_ap_at_k_in_a_huge_tie_group_without_overflow():
+    # one tie group of 3000 items, 2990 relevant, cut at k = 1000 (the masked terms of the
+    # hypergeometric sum used to overflow exp). Reference: the sum over h written out with
+    # exact binomials; given h relevant in m = k slots uniformly, the expected precision
+    # sum is (h/m) Σ_j (1 + (j-1)(h-1)/(m-1)) / j.
+    gn, gr, m = 3000, 2990, 1000
+    want = Fraction(0)
+    total = math.comb(gn, m)
+    harm = [Fraction(0)]
+    for j in range(1, m + 1):
+        harm.append(harm[-1] + Fraction(1, j))
+    for h in range(max(1, m - (gn - gr)), min(gr, m) + 1):
+        p = Fraction(math.comb(gr, h) * math.comb(gn - gr, m - h), total)
+        s = Fraction(h, m) * (harm[m] + Fraction(h - 1, m - 1) * (m - harm[m]))
+        want += p * s / h
+    got = expected_ap(np.array([[0, gn]]), np.array([[0, gr]]), k=m)[0]
+    assert got == pytest.approx(float(want), rel=1e-9)

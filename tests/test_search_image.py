@@ -33,7 +33,7 @@ def indexed(tmp_path_factory):
         base / "birds", num_classes=3, train_per_class=4, test_per_class=2, image_size=32
     )
     cfg = resolve_config(
-        "synthetic", "a2net", data_root=str(root), backbone="resnet18", weights=None,
+        "synthetic", "a2net", data_root=str(root), backbone="resnet18", weights="none",
         image_size=32, bits=12, num_attention=2, num_samples=9, batch_size=3, max_iter=1,
         epochs=1, device="cpu", gamma=1.0, lr=1e-3,
     )  # fmt: skip
