@@ -16,6 +16,10 @@ it runs on the first ``--naive-queries`` queries and its time is scaled to the w
 (all threads); wall is elapsed time.
 
     python -m bench.bench_map_speed [--preset food101|vegfru] [--nq N] [--nb N] [--bits 48]
+                                    [--device cpu|cuda]
+
+``--device cuda`` counts with torch on the GPU (:func:`fghash.ranking_torch.rank_hamming_torch`,
+after a warm-up); the time then includes moving the codes there and the counts back.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import resource
 import time
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -126,6 +131,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--bits", type=int, default=48)
     p.add_argument("--naive-queries", type=int, default=2000, help="0: all queries")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="cpu: numpy; cuda: torch"
+    )
     a = p.parse_args(argv)
     size = {k: getattr(a, k) or v for k, v in PRESETS[a.preset].items()}
     rng = np.random.default_rng(a.seed)
@@ -134,11 +142,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ql = rng.integers(0, size["classes"], size["nq"])
     bl = rng.integers(0, size["classes"], size["nb"])
 
+    rank = rank_hamming
+    if a.device != "cpu":
+        from fghash.ranking_torch import rank_hamming_torch
+
+        rank = partial(rank_hamming_torch, device=a.device)
+        rank(q[:64], b, a.bits, ql[:64], bl, stable=False)  # warm-up: CUDA context, kernels
     rss0 = _rss_mb()  # the peak below is what ranking and metrics add to this
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         w0, c0 = _clock()
-        st = rank_hamming(q, b, a.bits, ql, bl, stable=False, progress=False)
+        st = rank(q, b, a.bits, ql, bl, stable=False, progress=False)
         w1, c1 = _clock()
         ours = summarize(st, KS, ("tie-aware",))
         w2, c2 = _clock()
@@ -152,6 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "n_database": size["nb"],
         "classes": size["classes"],
         "bits": a.bits,
+        "device": a.device,
         "fghash": {
             "cpu_s": round(cpu, 3),
             "wall_s": round(wall, 3),

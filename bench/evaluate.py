@@ -22,7 +22,14 @@ from fghash.errors import FghashError
 from fghash.metrics import TIES, summarize
 from fghash.ranking import DEFAULT_CHUNK_BYTES, RankingStats, rank_float_metrics, rank_hamming
 
-__all__ = ["CodesEval", "check_bench_file", "load_for_bench", "dataset_name", "evaluate_codes"]
+__all__ = [
+    "CodesEval",
+    "check_bench_file",
+    "load_for_bench",
+    "dataset_name",
+    "evaluate_codes",
+    "ranking_device",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +106,38 @@ def dataset_name(cf: CodesFile) -> str:
     return Path(cf.path).stem if cf.path else "unknown"
 
 
+def ranking_device(device: str) -> str:
+    """Where the Hamming ranking runs for ``--device``: ``cpu`` → numpy on the CPU;
+    ``gpu``/``cuda`` → torch on the GPU; ``auto`` → the GPU when FAISS sees one and torch
+    can use it (torch is not imported otherwise), else the CPU."""
+    if device in ("gpu", "cuda"):
+        return "cuda"
+    if device == "auto":
+        from index.gpu import gpu_available
+
+        if gpu_available():
+            import torch
+
+            if torch.cuda.is_available():
+                return "cuda"
+        return "cpu"
+    if device != "cpu":
+        raise FghashError(f"device must be auto, cpu or gpu, got {device!r}.")
+    return "cpu"
+
+
+def _torch_ranking(device: str) -> Callable[..., RankingStats]:
+    """:func:`fghash.ranking_torch.rank_hamming_torch` on the GPU, called like
+    :func:`rank_hamming` (its blocks are sized from the free GPU memory instead)."""
+    from fghash.ranking_torch import rank_hamming_torch
+
+    def rank(*args: Any, chunk_bytes: int | None = None, **kw: Any) -> RankingStats:
+        logger.info("Hamming ranking on %s with torch", device)
+        return rank_hamming_torch(*args, device=device, **kw)
+
+    return rank
+
+
 def evaluate_codes(
     cf: CodesFile,
     ks: Sequence[int] = (1, 10, 100),
@@ -108,12 +147,15 @@ def evaluate_codes(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: bool | None = None,
     phase: Callable[[str], AbstractContextManager[Any]] | None = None,
+    device: str = "cpu",
 ) -> CodesEval:
     """Rank ``query`` against ``database`` and compute every metric (see :mod:`fghash.metrics`).
 
     ``phase(name)``, when given, wraps the ``"hamming ranking"`` and ``"float ranking"``
     steps (:class:`bench.progress.Phases`); the float ranking is skipped (no call) when
-    there are no labels or features.
+    there are no labels or features. ``device``: where the Hamming ranking runs
+    (:func:`ranking_device`); on a GPU it is :func:`fghash.ranking_torch.rank_hamming_torch`,
+    same results.
     """
     phase = phase or (lambda name: nullcontext())
     q, db = cf["query"], cf["database"]
@@ -146,8 +188,10 @@ def evaluate_codes(
         logger.warning(note)
     kmax = min(max(ks), len(db))
     t0 = time.perf_counter()
+    where_rank = ranking_device(device)
+    rank = rank_hamming if where_rank == "cpu" else _torch_ranking(where_rank)
     with phase("hamming ranking"):
-        ev.hamming = rank_hamming(
+        ev.hamming = rank(
             q.codes,
             db.codes,
             cf.bits,

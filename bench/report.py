@@ -192,7 +192,8 @@ def _run_bench(
     early past ``max_seconds`` per configuration; HNSW is built on the longest prefix of
     the database it can add in ``hnsw_budget_s`` (``None``: all of it; the report says
     which); ``device`` as in ``fghash build-index`` (``auto`` adds GPU rows when
-    possible). ``command`` is recorded in the report.
+    possible), and for the Hamming ranking (:func:`bench.evaluate.ranking_device`).
+    ``command`` is recorded in the report.
 
     Progress: one line per phase on stderr with an estimate of what is left
     (:class:`bench.progress.Phases`), whether or not stderr is a terminal; tqdm bars
@@ -244,7 +245,7 @@ def _run_bench(
         named = _PhaseNames(phases, tag if len(paths) > 1 else None)
         with named("load"):
             cf = load_for_bench(path)
-        ev = evaluate_codes(cf, ks, progress=progress, phase=named)
+        ev = evaluate_codes(cf, ks, progress=progress, phase=named, device=device)
         res.notes.extend(ev.notes)
         q, db = cf["query"], cf["database"]
         labelled = ev.labels is not None

@@ -1,4 +1,4 @@
-"""FAISS binary indexes over fghash codes files. Never imports torch.
+"""Binary indexes over fghash codes files: FAISS's, and an exact tensor engine.
 
 Public API (everything other parts of fghash may use):
 
@@ -11,9 +11,12 @@ Public API (everything other parts of fghash may use):
   labels, paths.
 - :func:`save_index`, :func:`load_index`, :func:`build_from_codes`,
   :func:`build_bundle`: index bundles.
+- :class:`TensorIndex`, :func:`pick_engine`: exact k-NN with torch on a GPU (or CPU,
+  for tests), ties ordered like the flat index; which engine ``fghash search`` uses.
 - :func:`search_bundle`, :func:`describe`: one call per CLI command.
 
-FAISS itself is imported lazily, inside the functions that need it.
+FAISS is imported lazily, inside the functions that need it; torch only by
+:mod:`index.tensor`'s functions, when the tensor engine is used.
 """
 
 from index.binary import (
@@ -37,14 +40,17 @@ from index.gpu import GPU_MAX_K, resolve_device
 from index.items import ItemMeta, result_rows, search_items
 from index.padding import FAST_CODE_BYTES, fast_dim, pad_codes
 from index.query import describe, search_bundle
+from index.tensor import ENGINES, TensorIndex, pick_engine
 
 __all__ = [
     "KINDS",
+    "ENGINES",
     "MIN_POINTS_PER_CENTROID",
     "MISSING_DISTANCE",
     "GPU_MAX_K",
     "FAST_CODE_BYTES",
     "BinaryIndex",
+    "TensorIndex",
     "ItemMeta",
     "build_index",
     "build_bundle",
@@ -56,6 +62,7 @@ __all__ = [
     "is_bundle",
     "load_index",
     "pad_codes",
+    "pick_engine",
     "read_bundle_meta",
     "resolve_device",
     "result_rows",

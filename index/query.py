@@ -16,6 +16,7 @@ from index.bundle import INDEX_FILE, _folder, is_bundle, load_index, read_bundle
 from index.checks import check_index_file, provenance_warning
 from index.gpu import GPU_MAX_K
 from index.items import ItemMeta, search_items
+from index.tensor import pick_engine, tensor_from_binary
 
 __all__ = ["search_bundle", "describe"]
 
@@ -37,6 +38,7 @@ def search_bundle(
     verify: bool | None = None,
     xq: np.ndarray | None = None,
     query_paths: Sequence[str] | None = None,
+    engine: str = "auto",
 ) -> list[dict[str, Any]]:
     """Search the index bundle at ``bundle`` with queries from a codes file, one hex code
     or packed codes ``xq``.
@@ -49,6 +51,9 @@ def search_bundle(
     when ``k`` exceeds what the GPU index can return (2048). ``verify=True`` checks the
     SHA-256 of ``index.faiss`` whatever its size (see :func:`index.checks.check_index_file`).
     A codes file made by another method or run than the index's gets a warning.
+    ``engine`` (``auto``, ``faiss``, ``tensor``) is chosen as
+    :func:`index.tensor.pick_engine` says; only the tensor engine imports torch, and it
+    searches flat bundles only.
     """
     if sum(q is not None for q in (codes, code, xq)) != 1:
         raise FghashError(
@@ -96,9 +101,14 @@ def search_bundle(
             labels=None if s.labels is None else s.labels[:n],
             paths=None if s.paths is None else s.paths[:n],
         )
-    if device == "auto" and k > GPU_MAX_K:
-        device = "cpu"  # GpuIndexBinaryFlat cannot return more than GPU_MAX_K neighbours
-    index, items = load_index(bundle, device=device, verify=verify)
+    engine, device = pick_engine(engine, device, k)
+    if engine == "tensor":
+        index, items = load_index(bundle, device="cpu", verify=verify)
+        index = tensor_from_binary(index, device=device)
+    else:
+        if device == "auto" and k > GPU_MAX_K:
+            device = "cpu"  # GpuIndexBinaryFlat cannot return more than GPU_MAX_K neighbours
+        index, items = load_index(bundle, device=device, verify=verify)
     return search_items(
         index, items, xq, k, queries=queries, nprobe=nprobe, ef_search=ef_search, nflip=nflip
     )

@@ -232,3 +232,47 @@ def test_search_never_imports_torch(bundle: tuple[Path, Path]) -> None:
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_search_tensor_engine_on_cpu(tmp_path: Path, bundle: tuple[Path, Path]) -> None:
+    """--engine tensor --device cpu returns exactly the flat index's answer (ties by
+    position), k up to the database size, and refuses non-flat bundles."""
+    pytest.importorskip("torch")
+    codes, out = bundle
+    with h5py.File(codes) as f:
+        xb, xq, db_ids = f["database/codes"][()], f["query/codes"][()], f["database/ids"][()]
+    for k in ("7", "200"):
+        args = ("search", out, "--codes", codes, "-k", k, "--format", "jsonl", "--device", "cpu")
+        tensor, faiss_ = run(*args, "--engine", "tensor"), run(*args, "--engine", "faiss")
+        assert tensor.exit_code == 0 and faiss_.exit_code == 0, tensor.output + faiss_.output
+        assert tensor.stdout == faiss_.stdout
+        dist = hamming_matrix(xq, xb)
+        for qi, line in enumerate(tensor.stdout.strip().splitlines()):
+            order = np.argsort(dist[qi], kind="stable")[: int(k)]
+            assert [h["id"] for h in json.loads(line)["results"]] == db_ids[order].tolist()
+    hnsw = tmp_path / "hnsw"
+    assert (
+        run("build-index", codes, "--out", hnsw, "--type", "hnsw", "--device", "cpu").exit_code == 0
+    )
+    assert_user_error(
+        run("search", hnsw, "--codes", codes, "--engine", "tensor", "--device", "cpu"), "flat"
+    )
+
+
+def test_search_engine_default_is_auto_and_never_imports_torch(bundle: tuple[Path, Path]) -> None:
+    codes, out = bundle
+    engine = next(p for p in main.commands["search"].params if p.name == "engine")
+    assert engine.default == "auto"
+    script = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from fghash.cli import main\n"
+        f"for extra in ([], ['--device', 'cpu'], ['--engine', 'auto', '--device', 'cpu']):\n"
+        f"    r = CliRunner().invoke(main, ['search', {str(out)!r}, '--codes', {str(codes)!r}] + extra)\n"
+        "    assert r.exit_code == 0, r.output\n"
+        "assert 'torch' not in sys.modules, 'the default engine imported torch'\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
