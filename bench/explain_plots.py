@@ -102,10 +102,15 @@ def plot_null(
         "per_attribute": "per attribute: mean over attributes of best |AUC − 0.5|",
     }
     for ax, key in zip(axes, ("per_bit", "per_attribute"), strict=True):
-        v = null[key]
+        v = np.asarray(null[key], dtype=float)
+        lo, hi = (float(v.min()), float(v.max())) if len(v) else (0.0, 0.5)
+        spread = (
+            (lo - 0.01, hi + 0.01) if hi - lo < 1e-6 else None
+        )  # all equal: numpy needs a range
         ax.hist(
             v,
             bins=min(15, max(5, len(v) // 2)),
+            range=spread,
             color="#999999",
             label=f"{len(v)} random rotations",
         )

@@ -22,12 +22,14 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fghash.atomic import remove_stale
 from fghash.errors import FghashError
 
-__all__ = ["check_out_dir", "cleanup_on_failure"]
+__all__ = ["check_out_dir", "cleanup_on_failure", "removing_on_failure"]
+
+T = TypeVar("T")
 
 _REPORT = "report.json"
 
@@ -90,7 +92,8 @@ def check_out_dir(out: Path, checksums: Callable[[], Sequence[str]], *, force: b
 @contextmanager
 def cleanup_on_failure(out: Path) -> Iterator[None]:
     """Remove what a failed run wrote: the whole folder if the run made it, else the files
-    that were not there before. Files that were replaced cannot be brought back."""
+    and folders that were not there before. Files that were replaced cannot be brought
+    back."""
     existed = out.is_dir()
     before = {p.name for p in out.iterdir()} if existed else set()
     try:
@@ -100,9 +103,23 @@ def cleanup_on_failure(out: Path) -> Iterator[None]:
             shutil.rmtree(out, ignore_errors=True)
         elif out.is_dir():
             for p in out.iterdir():
-                if p.name not in before and p.is_file():
+                if p.name in before:
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
                     try:
                         os.unlink(p)
                     except OSError:
                         pass
         raise
+
+
+def removing_on_failure(fn: Callable[..., T], out: Path) -> Callable[..., T]:
+    """``fn`` that, when it fails, removes what it wrote in ``out`` (:func:`cleanup_on_failure`)."""
+
+    def run(*args: Any, **kwargs: Any) -> T:
+        with cleanup_on_failure(out):
+            return fn(*args, **kwargs)
+
+    return run

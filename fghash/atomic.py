@@ -117,6 +117,10 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterat
         yield Path(tmp)
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:  # matplotlib, PIL and torch often leave it out
+            e.filename = str(path)
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

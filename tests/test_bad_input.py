@@ -244,7 +244,9 @@ def _empty_run(tmp: Path, w: dict[str, Path]) -> None:
 BENCH = ["--index-types", "flat", "--runs", "1", "--latency-queries", "1"]
 TRAIN = ["--dataset", "synthetic", "--data-root", "{data}", "--backbone", "resnet18"]
 TRAIN += ["--image-size", "32", "--max-iter", "1", "--epochs", "1", "--num-samples", "8"]
+TRAIN += ["--weights", "none"]
 ENC = ["encode", "{run}", "--device", "cpu", "--features", "none"]
+EXPLAIN = ["explain", "{demo}/codes.h5", "--device", "cpu", "--rotations", "2"]
 
 CASES = [
     # --- the command group ---
@@ -580,6 +582,51 @@ CASES = [
         ["add", "{full}/b", "{codes}", "--split", "query"],
         "no space",
         needs="full",
+    ),
+    # --- explain ---
+    Case("explain-missing", ["explain", "{tmp}/nope.h5", "--out", "{tmp}/e"], "no such"),
+    Case("explain-split", [*EXPLAIN, "--out", "{tmp}/e", "--split", "x"], "no split"),
+    Case("explain-bit-range", [*EXPLAIN, "--out", "{tmp}/e", "--bits-to-show", "99"], "0..11"),
+    Case("explain-bit-format", [*EXPLAIN, "--out", "{tmp}/e", "--bits-to-show", "a-b"], "0,3,5-7"),
+    Case("explain-per-bit-0", [*EXPLAIN, "--out", "{tmp}/e", "--per-bit", "0"], "at least 1"),
+    Case("explain-rotations-0", [*EXPLAIN, "--out", "{tmp}/e", "--rotations", "0"], "at least 1"),
+    Case("explain-queries-text", [*EXPLAIN, "--out", "{tmp}/e", "--queries", "a,b"], "ids"),
+    Case(
+        "explain-queries-unknown",
+        [*EXPLAIN, "--out", "{tmp}/e", "--queries", "99999"],
+        "not in the query split",
+    ),
+    Case(
+        "explain-out-foreign",
+        [*EXPLAIN, "--out", "{tmp}/e"],
+        "other files",
+        setup=_write("e/mine.txt"),
+    ),
+    Case("explain-out-file", [*EXPLAIN, "--out", "{text}"], "not a folder"),
+    Case(
+        "explain-attributes-from",
+        [*EXPLAIN, "--out", "{tmp}/e", "--attributes-from", "{codes}"],
+        "no attributes",
+    ),
+    Case(
+        "explain-data-root",
+        [*EXPLAIN, "--out", "{tmp}/e", "--data-root", "{tmp}/none"],
+        "not a folder",
+    ),
+    Case("explain-read-only", [*EXPLAIN, "--out", "{ro}/e"], "read-only", needs="ro"),
+    Case("explain-disk-full", [*EXPLAIN, "--out", "{full}/e"], "no space", needs="full"),
+    Case("explain-long-name", [*EXPLAIN, "--out", "{tmp}/" + LONG], "too long"),
+    # --- search by image ---
+    Case("search-image-no-run", ["search", "{flat}", "--image", "{text}"], "--run"),
+    Case(
+        "search-image-not-image",
+        ["search", "{demo}/index", "--image", "{text}", "--run", "{run}", "--device", "cpu"],
+        "could not be read as an image",
+    ),
+    Case(
+        "search-image-missing",
+        ["search", "{demo}/index", "--image", "{tmp}/nope.png", "--run", "{run}"],
+        "no such image",
     ),
     # --- demo ---
     Case("demo-out-file", ["demo", "--quick", "--out", "{text}"], "is a file"),
