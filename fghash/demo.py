@@ -146,6 +146,7 @@ class DemoConfig:
         """The :class:`TrainConfig` of the demo's training run."""
         data_keys = {"num_classes", "train_per_class", "test_per_class", "data_size"}
         options = {k: v for k, v in self.to_dict().items() if k not in data_keys}
+        options["weights"] = self.weights or "none"  # never the protocol's ImageNet download
         return resolve_config(
             "synthetic",
             None,
@@ -153,6 +154,9 @@ class DemoConfig:
             device=device,
             lr_milestones=(),
             eval_every=0,
+            # the demo's own small settings, not the paper protocol's
+            nesterov=False,
+            train_crop="resize-crop",
             **options,
         )
 
