@@ -96,7 +96,7 @@ class DemoConfig:
     weights: str | None = None  # None: random init, no download; "DEFAULT" downloads
     image_size: int = 64  # crop fed to the network (data is resized to 73 first)
     num_attention: int = 2  # attention maps M (the paper uses M = bits)
-    max_iter: int = 17  # ADSH outer iterations
+    max_iter: int = 15  # ADSH outer iterations
     epochs: int = 3  # epochs over the sampled images per outer iteration
     num_samples: int = 480  # images sampled per outer iteration (all of a default database)
     batch_size: int = 16
