@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from fghash.config import resolve_config
     from fghash.data import build_transform, collate_skip_none, generate_synthetic, load_dataset
-    from fghash.encode import _read_run, encode_run
+    from fghash.encode import encode_run
+    from fghash.rundir import load_run
     from fghash.train import train
 
     classes = 8
@@ -69,11 +70,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg = resolve_config(
             "synthetic", a.preset, data_root=str(root), backbone=a.backbone, bits=12,
             image_size=a.image_size, num_samples=8, batch_size=4, max_iter=1, epochs=1,
-            device="cpu", val_fraction=0.0,
+            device="cpu", val_fraction=0.0, weights="none",
         )  # fmt: skip
         run = Path(tmp) / "run"
         train(cfg, run, progress=False)
-        cfg, state, model = _read_run(run, "cpu")
+        cfg, state, model = load_run(run, "cpu")
         tf = build_transform(False, cfg.image_size, resize=cfg.resize)
         sets = [load_dataset("synthetic", root, split=s, transform=tf) for s in ("test", "train")]
         loader = DataLoader(

@@ -70,18 +70,30 @@ print(time.perf_counter() - t)
 """
 
 
+_GNU_TIME = "/usr/bin/time"
+
+
 def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) and stdout of one child process (os.wait4)."""
-    t = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    out = p.stdout.read()  # type: ignore[union-attr]
-    err = p.stderr.read()  # type: ignore[union-attr]
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode:
-        raise RuntimeError(f"{' '.join(argv[:5])} failed: {err.decode()[-800:]}")
-    return wall, ru.ru_maxrss / 1024, out.decode()
+    """Wall seconds, peak RSS (MB) and stdout of one child process.
+
+    The peak comes from GNU time when present: a child forked straight from this
+    (large) process would report this process's RSS at the fork as its own peak (Linux
+    carries ``maxrss`` across fork and exec); GNU time's child starts from a small one.
+    """
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        wrapped = argv
+        if os.access(_GNU_TIME, os.X_OK):
+            wrapped = [_GNU_TIME, "-f", "%M", "-o", rss.name, *argv]
+        t = time.perf_counter()
+        p = subprocess.run(wrapped, capture_output=True, env=env)
+        wall = time.perf_counter() - t
+        if p.returncode:
+            raise RuntimeError(f"{' '.join(argv[:5])} failed: {p.stderr.decode()[-800:]}")
+        text = rss.read().strip().splitlines()
+    peak = float(text[-1]) / 1024 if text and text[-1].isdigit() else float("nan")
+    return wall, peak, p.stdout.decode()
 
 
 def _median_pair(

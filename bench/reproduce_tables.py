@@ -131,9 +131,11 @@ DEFAULT_METHODS = "lsh,pcah,itq,sdh,dpsh,hashnet,adsh,a2net,float"
 
 #: ``--small``: a CPU configuration (minutes, not days) — ResNet-18 from random weights,
 #: 64-pixel crops, 2 attention maps, 18 outer iterations of 3 epochs over 480 sampled
-#: images, lr 0.01, and the demo's fixes for tiny data sets (``fghash.demo``): soft
-#: similarity targets and γ = 20, without which the learned codes collapse to one code.
+#: images, lr 0.01 without decay or Nesterov, and the demo's fixes for tiny data sets
+#: (``fghash.demo``): soft similarity targets and γ = 20, without which the learned codes
+#: collapse to one code.
 SMALL_TRAIN_ARGS: tuple[str, ...] = (
+    "--weights", "none",
     "--backbone", "resnet18",
     "--image-size", "64",
     "--num-attention", "2",
@@ -142,6 +144,9 @@ SMALL_TRAIN_ARGS: tuple[str, ...] = (
     "--num-samples", "480",
     "--batch-size", "16",
     "--lr", "0.01",
+    "--lr-milestones", "",
+    "--no-nesterov",
+    "--train-crop", "resize-crop",
     "--gamma", "20",
     "--soft-similarity",
 )  # fmt: skip

@@ -74,18 +74,20 @@ def similarity_matrix(labels_q: Any, labels_db: Any) -> Tensor:
     return ((q.float() @ d.float().T) > 0).float()
 
 
-def similarity_targets(S: Tensor, soft: bool = False) -> Tensor:
-    """ADSH targets from ``S ∈ {0,1}``: ``2S − 1``, or with ``soft`` similar → 1, dissimilar → −P/D."""
-    if not torch.all((S == 0) | (S == 1)):
+def similarity_targets(S: Tensor, soft: bool = False, check: bool = True) -> Tensor:
+    """ADSH targets from ``S ∈ {0,1}``: ``2S − 1``, or with ``soft`` similar → 1, dissimilar → −P/D.
+
+    ``check=False`` skips the 0/1 check (a device→host synchronisation); nothing else
+    here waits for the device.
+    """
+    if check and not torch.all((S == 0) | (S == 1)):
         raise FghashError("the similarity matrix S must hold only 0 and 1 (use similarity_matrix).")
     s = S if S.is_floating_point() else S.float()
     if not soft:
         return 2 * s - 1
     pos = s.sum()
-    neg = s.numel() - pos
-    if neg == 0:
-        return torch.ones_like(s)
-    return torch.where(s > 0, 1.0, -(pos / neg)).to(s.dtype)
+    neg = s.numel() - pos  # no dissimilar pair: the ratio is never used
+    return torch.where(s > 0, 1.0, -(pos / neg.clamp(min=1))).to(s.dtype)
 
 
 def init_database_codes(

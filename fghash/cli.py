@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from fghash import __version__
+from fghash import __version__, runtime
 from fghash.errors import FghashError, os_error_sentence
+
+# Before any command imports torch or FAISS: their OpenMP runtimes read the wait policy
+# once, when loaded (see fghash.runtime). A policy the user exported is kept.
+runtime.prepare_environment()
 
 __all__ = ["main", "UserError"]
 
@@ -63,6 +68,17 @@ def device_option(choices: tuple[str, ...] = ("auto", "cpu", "gpu")) -> Any:
         default="auto",
         show_default=True,
         help="Where to run: auto picks the GPU when one is usable and says so.",
+    )
+
+
+def threads_option() -> Any:
+    """Shared ``--threads`` option of the commands that run torch on the CPU."""
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="CPU threads for torch (and FAISS) [default: OMP_NUM_THREADS if set, else the cores "
+        "this process may use].",
     )
 
 
@@ -560,7 +576,12 @@ def add_cmd(
 # --- fghash train ------------------------------------------------------------------
 
 
-from fghash.config import METHODS, PRESETS  # noqa: E402  (no torch: plain dataclasses)
+from fghash.config import (  # noqa: E402  (no torch: plain dataclasses)
+    METHODS,
+    PRESETS,
+    PROTOCOLS,
+    TRAIN_CROPS,
+)
 
 
 class _LazyChoice(click.Choice):  # type: ignore[type-arg]
@@ -619,6 +640,14 @@ def _flag(name: str, help: str) -> Any:
     "+self-consistency (journal).",
 )
 @click.option(
+    "--protocol",
+    type=click.Choice(list(PROTOCOLS)),
+    default=None,
+    help="Every default at once: paper (the paper's values, the reference code's where it is "
+    "silent) or reference (the authors' code throughout). Other options override it. "
+    "[default: paper]",
+)
+@click.option(
     "--method",
     type=click.Choice(list(METHODS)),
     default=None,
@@ -626,38 +655,70 @@ def _flag(name: str, help: str) -> Any:
     "(no attention), dpsh or hashnet (deep baselines) [default: a2net].",
 )
 @click.option("--backbone", default=None, help="torchvision backbone [default: resnet50].")
-@click.option("--weights", default=None, help="torchvision weights name, e.g. DEFAULT.")
-@click.option("--num-attention", type=int, default=None, help="Number of attention maps.")
+@click.option(
+    "--weights",
+    default=None,
+    help="Initial backbone weights: a torchvision name (IMAGENET1K_V1), a local state-dict "
+    "file, or none for random initialisation. [default: IMAGENET1K_V1, downloaded once by "
+    "torchvision]",
+)
+@click.option("--num-attention", type=int, default=None, help="Attention maps [default: bits].")
 @click.option("--image-size", type=int, default=None, help="Crop size [default: 224].")
 @click.option(
     "--resize", type=int, default=None, help="Shorter side before cropping [image size x 8/7]."
 )
+@click.option(
+    "--train-crop",
+    type=click.Choice(list(TRAIN_CROPS)),
+    default=None,
+    help="Training crop: RandomResizedCrop, or resize then RandomCrop [random-resized].",
+)
 @click.option("--batch-size", type=int, default=None, help="[default: 16]")
-@click.option("--max-iter", type=int, default=None, help="Outer ADSH iterations [default: 40].")
-@click.option("--epochs", type=int, default=None, help="Epochs per outer iteration [30].")
+@click.option(
+    "--max-iter",
+    type=int,
+    default=None,
+    help="Outer ADSH iterations [paper: 60; 70 for food101, nabirds, vegfru].",
+)
+@click.option("--epochs", type=int, default=None, help="Epochs per outer iteration [paper: 20].")
 @click.option(
     "--num-samples",
     type=int,
     default=None,
     help="Images sampled per outer iteration [2000; 4000 for nabirds and vegfru].",
 )
-@click.option("--lr", type=float, default=None, help="Learning rate [2.5e-4].")
+@click.option(
+    "--lr", type=float, default=None, help="Learning rate [2.5e-4; 5e-4 nabirds, vegfru]."
+)
 @click.option("--momentum", type=float, default=None, help="SGD momentum [0.91].")
+@_flag("nesterov", "Nesterov momentum [on].")
 @click.option("--weight-decay", type=float, default=None, help="[default: 1e-4]")
-@click.option("--lr-milestones", default=None, help="Outer iterations where lr drops, e.g. 25,35.")
+@click.option(
+    "--lr-milestones",
+    default=None,
+    help="Outer iterations where lr drops x0.1, e.g. 50 [paper: 50; 60 for the large sets].",
+)
 @click.option("--gamma", type=float, default=None, help="ADSH quantization weight [200].")
-@click.option("--lam", type=float, default=None, help="Encoder term in the reconstruction [1].")
+@click.option(
+    "--lam", type=float, default=None, help="Encoder term in the reconstruction [paper 1, ref 0]."
+)
 @click.option("--alpha", type=float, default=None, help="Decorrelation weight [1/(n k)].")
 @click.option("--beta", type=float, default=None, help="Asymmetric/quantization scale [12/k].")
 @click.option("--image-weight", type=float, default=None, help="Self-consistency weight [0.01].")
 @click.option(
+    "--image-weight-finetune",
+    type=float,
+    default=None,
+    help="Self-consistency weight from --aux-start-iter on [0.1].",
+)
+@click.option(
     "--aux-start-iter",
     type=int,
     default=None,
-    help="Outer iteration that switches on the reconstruction, decorrelation and "
-    "self-consistency terms (reference code: 35 of 50) [0].",
+    help="Outer iteration where the fine-tune stage starts: reconstruction term on, image "
+    "weight raised [paper 0 (+self-consistency: the lr milestone), reference 35].",
 )
-@_flag("soft-similarity", "Reference code's soft targets for dissimilar pairs [off].")
+@_flag("soft-similarity", "Reference code's soft targets for dissimilar pairs [on].")
 @_flag("attention", "A2-Net attention branch.")
 @_flag("reconstruction", "A2-Net reconstruction loss.")
 @_flag("decorrelation", "A2-Net decorrelation loss.")
@@ -671,9 +732,18 @@ def _flag(name: str, help: str) -> Any:
     help="Share of the train split held out for val mAP [0].",
 )
 @click.option("--eval-every", type=int, default=None, help="Outer iterations between val mAPs.")
-@click.option("--num-workers", type=int, default=None, help="DataLoader workers [0].")
+@click.option(
+    "--num-workers", type=int, default=None, help="DataLoader workers [0 on CPU, auto on CUDA]."
+)
+@click.option(
+    "--nan-check-every", type=int, default=None, help="SGD steps between NaN checks [50]."
+)
+@click.option(
+    "--keep-checkpoints", type=int, default=None, help="Per-iteration checkpoints kept [2]."
+)
 @click.option("--seed", type=int, default=None, help="Random seed [0].")
 @device_option(("auto", "cpu", "cuda"))
+@threads_option()
 @click.option("--resume", is_flag=True, help="Continue the run(s) in --out exactly.")
 def train_cmd(
     dataset: str,
@@ -683,11 +753,19 @@ def train_cmd(
     preset: str | None,
     resume: bool,
     lr_milestones: str | None,
+    threads: int | None,
     **options: Any,
 ) -> None:
-    """Train A2-Net (or an ablation / baseline) with the ADSH protocol into a run folder."""
+    """Train A2-Net (or an ablation / baseline) with the ADSH protocol into a run folder.
+
+    The defaults are the paper's protocol (--protocol paper) with ImageNet weights;
+    config.json in the run folder records every resolved value. Under torchrun
+    (torchrun --nproc_per_node N -m fghash train ...) the processes train one run together.
+    """
     from fghash.config import parse_bits, resolve_config
     from fghash.train import train_many
+
+    runtime.set_threads(threads)
 
     if lr_milestones is not None:
         try:
@@ -699,6 +777,8 @@ def train_cmd(
     lengths = parse_bits(bits)
     cfg = resolve_config(dataset, preset, data_root=data_root, bits=lengths[0], **options)
     for r in train_many(cfg, lengths, out, resume=resume):
+        if os.environ.get("RANK", "0") != "0":
+            continue  # under torchrun, rank 0 speaks for the run
         vm = "" if r.val_map is None else f", val mAP {r.val_map:.4f}"
         click.echo(
             f"{r.config.bits} bits: {r.run_dir} ({r.iterations} outer "
@@ -760,6 +840,7 @@ def train_cmd(
     help="Data set folder, when it moved since training.",
 )
 @device_option(("auto", "cpu", "cuda"))
+@threads_option()
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def encode_cmd(
     run_dir: str,
@@ -772,6 +853,7 @@ def encode_cmd(
     resume: bool,
     data_root: str | None,
     device: str,
+    threads: int | None,
     force: bool,
 ) -> None:
     """Encode a trained run's test (query) and training (database) splits to a codes file.
@@ -782,6 +864,8 @@ def encode_cmd(
     """
     from fghash.codes import read_attrs
     from fghash.encode import encode_run
+
+    runtime.set_threads(threads)
 
     path = encode_run(
         run_dir,
@@ -848,9 +932,18 @@ def _demo_summary(rep: Any, out: Path, seconds: dict[str, float]) -> str:
         )
         speed.append(("binary / float", f"{rep.speedup:.2f}x"))
     lines.append(_table(speed, indent="  "))
-    took = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
-    lines += ["", f"time: {took}"]
+    lines += ["", _demo_times(seconds, rep.threads)]
     return "\n".join(lines)
+
+
+def _demo_times(seconds: dict[str, float], threads: int) -> str:
+    """The demo's phase times, one line each, then the total."""
+    import torch
+
+    rows = [(name, f"{s:.1f} s") for name, s in seconds.items()]
+    rows.append(("total", f"{sum(seconds.values()):.1f} s"))
+    head = f"time, {threads} CPU thread(s), torch {torch.__version__}:"
+    return "\n".join([head, _table(rows, indent="  ")])
 
 
 @main.command("demo", context_settings=CONTEXT_SETTINGS)
@@ -869,13 +962,23 @@ def _demo_summary(rep: Any, out: Path, seconds: dict[str, float]) -> str:
     help="torchvision weights for the backbone, e.g. DEFAULT (downloads) [none: random init].",
 )
 @click.option("--quick", is_flag=True, help="A tiny version (4 classes, 32 px, 1 iteration).")
+@click.option(
+    "--method",
+    type=click.Choice(["a2net_efficient", "a2net"]),
+    default=None,
+    help="a2net: the paper's network, one layer4 pass per attention map (1.65x slower) "
+    "[a2net_efficient].",
+)
 @click.option("--max-iter", type=int, default=None, help="Outer ADSH iterations.")
 @click.option("--epochs", type=int, default=None, help="Epochs per outer iteration.")
 @click.option("--num-samples", type=int, default=None, help="Images sampled per outer iteration.")
 @click.option("--lr", type=float, default=None, help="Learning rate.")
 @click.option("--seed", type=int, default=None, help="Seed of the data and the training.")
+@threads_option()
 @click.option("--force", is_flag=True, help="Train again (and regenerate changed data) in --out.")
-def demo_cmd(out: Path, device: str, quick: bool, force: bool, **overrides: Any) -> None:
+def demo_cmd(
+    out: Path, device: str, quick: bool, threads: int | None, force: bool, **overrides: Any
+) -> None:
     """The whole chain on the embedded synthetic birds, no download: generate the data,
     train a small A2-Net, encode, build a FAISS index, search, and compare mAP with exact
     float search.
@@ -883,28 +986,38 @@ def demo_cmd(out: Path, device: str, quick: bool, force: bool, **overrides: Any)
     Running it again in the same --out reuses the data and the trained run (an interrupted
     run resumes); other settings there need --force, which trains again.
     """
+    import time
+
     from bench.quick import quick_report
     from fghash.demo import DemoConfig, run_demo
     from index import build_bundle, search_bundle
 
+    n_threads = runtime.set_threads(threads)
     cfg = (DemoConfig.quick() if quick else DemoConfig()).replace(**overrides)
     res = run_demo(cfg, out, device=device, force=force, step=click.echo)
+    seconds = dict(res.seconds)
     bundle = out / "index"
     click.echo(f"[index] exact binary index (IndexBinaryFlat) -> {bundle}")
+    t0 = time.perf_counter()
     build_bundle(
         res.codes_path,
         bundle,
         device="gpu" if device == "cuda" else device,
         overwrite=True,
     )
+    seconds["index"] = time.perf_counter() - t0
     k = min(5, res.n_train)
+    t0 = time.perf_counter()
     results = search_bundle(bundle, k, codes=res.codes_path, limit=3, device="cpu")
+    seconds["search"] = time.perf_counter() - t0
     click.echo(f"[search] the first {len(results)} test images, top {k}:")
     click.echo(_search_text(results))
     click.echo("[evaluate] mAP and speed")
-    rep = quick_report(res.codes_path, k=min(10, res.n_train))
+    t0 = time.perf_counter()
+    rep = quick_report(res.codes_path, k=min(10, res.n_train), threads=n_threads)
+    seconds["eval"] = time.perf_counter() - t0
     click.echo("")
-    click.echo(_demo_summary(rep, out, res.seconds))
+    click.echo(_demo_summary(rep, out, seconds))
     click.echo("")
     click.echo("next:")
     for line in (

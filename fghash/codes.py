@@ -53,6 +53,7 @@ __all__ = [
     "is_codes_file",
     "ids_unique",
     "SplitReader",
+    "IdsChecker",
     "open_split",
     "CodesWriter",
     "append_codes",
@@ -692,8 +693,20 @@ class SplitReader:
         return name in self._g
 
     def read(self, name: str, start: int = 0, stop: int | None = None) -> Any:
-        """Rows ``start:stop`` of dataset ``name``; ``paths`` come back as a list of str."""
-        rows = self._g[name][start : self.n if stop is None else stop]
+        """Rows ``start:stop`` of dataset ``name``; ``paths`` come back as a list of str.
+
+        Numeric datasets stored without filters (as fghash writes them) are read
+        straight from the file's bytes at their chunks' offsets, several times faster
+        than through HDF5 and without holding h5py's global lock; anything else goes
+        through h5py.
+        """
+        stop = self.n if stop is None else min(int(stop), self.n)
+        ds = self._g[name]
+        if name != "paths":
+            rows = _raw_rows(self.path, ds, int(start), stop)
+            if rows is not None:
+                return rows
+        rows = ds[start:stop]
         if name == "paths":
             return [p.decode() if isinstance(p, bytes) else str(p) for p in rows]
         return rows
@@ -705,28 +718,93 @@ class SplitReader:
 
     def validate(self, rows: int = 1 << 20) -> None:
         """Check unused high bits and id uniqueness, one block of rows at a time."""
-        where, name = str(self.path), f"/{self.split}"
-        ids = self._g["ids"]
-        last = None
-        increasing = True
+        self.check_padding(rows)
+        checker = IdsChecker(self)
+        for s, e in self.blocks(rows):
+            checker.feed(self.read("ids", s, e))
+        checker.finish()
+
+    def check_padding(self, rows: int = 1 << 20) -> None:
+        """Check that no code sets a bit above ``bits`` (reads the last byte only)."""
         spare = nbytes_for(self.bits) * 8 - self.bits
+        if not spare:  # whole bytes: no bit beyond `bits` exists
+            return
         mask = np.uint8((0xFF << (8 - spare)) & 0xFF)
         for s, e in self.blocks(rows):
-            # only the last byte can hold bits beyond `bits`; none when bits % 8 == 0
-            if spare and np.any(self._g["codes"][s:e, -1] & mask):
+            if np.any(self._g["codes"][s:e, -1] & mask):
                 raise _fail(
-                    where,
-                    f"{name}/codes",
+                    str(self.path),
+                    f"/{self.split}/codes",
                     f"codes sets bits above bit {self.bits - 1}; unused high bits must be 0",
                 )
-            if increasing:
-                b = ids[s:e]
-                if (last is not None and b.shape[0] and b[0] <= last) or not np.all(b[1:] > b[:-1]):
-                    increasing = False
-                elif b.shape[0]:
-                    last = b[-1]
-        if not increasing and not ids_unique(ids[()]):
-            raise _fail(where, f"{name}/ids", "ids must be unique within the split")
+
+
+def _raw_rows(path: Path, ds: Any, start: int, stop: int) -> np.ndarray | None:
+    """Rows ``start:stop`` of an unfiltered numeric dataset read with ``os.preadv`` at
+    the byte offsets HDF5 reports, or None when the layout does not allow it."""
+    try:
+        if ds.dtype.kind not in "iuf" or ds.ndim == 0 or stop <= start:
+            return None
+        if ds.id.get_create_plist().get_nfilters():
+            return None
+        rest = ds.shape[1:]
+        out = np.empty((stop - start, *rest), dtype=ds.dtype)
+        row_bytes = out.itemsize * int(np.prod(rest, dtype=np.int64))
+        if ds.chunks is None:
+            offset = ds.id.get_offset()
+            if offset is None:
+                return None
+            pieces = [(start, stop, offset + start * row_bytes)]
+        else:
+            if tuple(ds.chunks[1:]) != tuple(rest):
+                return None  # chunks that cut rows: leave it to HDF5
+            step = ds.chunks[0]
+            pieces = []
+            for c0 in range(start - start % step, stop, step):
+                info = ds.id.get_chunk_info_by_coord((c0,) + (0,) * len(rest))
+                if info.byte_offset is None or info.filter_mask:
+                    return None  # a chunk never written (fill value) or filtered
+                a, b = max(start, c0), min(stop, c0 + step)
+                pieces.append((a, b, info.byte_offset + (a - c0) * row_bytes))
+        flat = out.reshape(stop - start, -1).view(np.uint8)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for a, b, offset in pieces:
+                view = memoryview(flat[a - start : b - start]).cast("B")
+                if os.preadv(fd, [view], offset) != (b - a) * row_bytes:
+                    return None
+        finally:
+            os.close(fd)
+        return out
+    except (AttributeError, OSError, RuntimeError, ValueError, TypeError):
+        return None
+
+
+class IdsChecker:
+    """Check a split's ids unique while they stream past in order, block by block.
+
+    :meth:`feed` each block of ids in row order, then :meth:`finish`. Increasing ids
+    (``0..N-1`` and the like) are settled on the way in linear time; otherwise
+    :meth:`finish` reads them once more and sorts (see :func:`ids_unique`).
+    """
+
+    def __init__(self, reader: SplitReader) -> None:
+        self.reader = reader
+        self.increasing = True
+        self._last: Any = None
+
+    def feed(self, ids: np.ndarray) -> None:
+        if not self.increasing or ids.shape[0] == 0:
+            return
+        if (self._last is not None and ids[0] <= self._last) or not np.all(ids[1:] > ids[:-1]):
+            self.increasing = False
+        else:
+            self._last = ids[-1]
+
+    def finish(self) -> None:
+        r = self.reader
+        if not self.increasing and not ids_unique(r.read("ids")):
+            raise _fail(str(r.path), f"/{r.split}/ids", "ids must be unique within the split")
 
 
 def open_split(path: str | os.PathLike[str], split: str = "database") -> SplitReader:

@@ -23,7 +23,6 @@ import logging
 import os
 import signal
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +31,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from fghash.batching import PositionDataset
-from fghash.checkpoint import load_checkpoint
 from fghash.codes import Split, make_codes_file, pack_bits, signs_to_codes, write_codes
-from fghash.config import ASYMMETRIC_METHODS, TrainConfig, load_config
+from fghash.config import ASYMMETRIC_METHODS, TrainConfig
 from fghash.datacheck import check_data, check_data_root, fingerprint
 from fghash.device import resolve_device
 from fghash.errors import FghashError
+from fghash.inference import Encoded, embed, encode_images
 from fghash.parts import PartStore, parts_folder
 from fghash.progress import Progress
+from fghash.rundir import load_run
 
 __all__ = [
     "Encoded",
@@ -62,76 +62,6 @@ DEFAULT_CHUNK = 8192  # images per part of a streaming encode
 # Tests only: kill -9 this process after writing that many parts (a crash at a known point).
 _CRASH_ENV = "FGHASH_TEST_KILL_AFTER_PARTS"
 _parts_written = [0]  # parts written by this process, for _CRASH_ENV
-
-
-@dataclass
-class Encoded:
-    """Network outputs for the readable items of a view of a data set."""
-
-    relaxed: np.ndarray  # float32 [n, k], tanh(v)
-    backbone: np.ndarray | None  # float32 [n, d], pooled backbone features, when asked for
-    positions: np.ndarray  # int64 [n], positions (into the requested indices) that were read
-    skipped: int  # requested items that could not be read
-
-
-def _forward(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    out = model(images)
-    return out.relaxed.float(), out.x.float()
-
-
-@torch.no_grad()
-def encode_images(
-    model: torch.nn.Module,
-    ds: Any,
-    indices: Sequence[int] | np.ndarray,
-    *,
-    device: Any = "cpu",
-    batch_size: int = 64,
-    num_workers: int = 0,
-    features: bool = False,
-    progress: bool = True,
-    desc: str = "encoding",
-) -> Encoded:
-    """Run the network (eval mode, float32) over items ``indices`` of ``ds``."""
-    from tqdm.auto import tqdm
-
-    from fghash.data import collate_skip_none
-
-    device = resolve_device(device)
-    was_training = model.training
-    model.eval()
-    loader = DataLoader(
-        PositionDataset(ds, indices),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=collate_skip_none,
-    )
-    rel: list[np.ndarray] = []
-    back: list[np.ndarray] = []
-    pos: list[np.ndarray] = []
-    images_done = Progress(f"{desc}, images", len(indices), logger=log)
-    try:
-        for batch in tqdm(loader, desc=desc, leave=False, disable=None if progress else True):
-            if batch is None or len(batch[0]) == 0:
-                continue
-            images, _, p = batch
-            r, x = _forward(model, images.to(device))
-            rel.append(r.cpu().numpy())
-            if features:
-                back.append(x.cpu().numpy())
-            pos.append(np.asarray(p, dtype=np.int64))
-            if progress:
-                images_done.step(n=len(p), every=PROGRESS_EVERY_S)
-    finally:
-        model.train(was_training)
-    k = int(model.config.get("bits", 0)) if hasattr(model, "config") else 0
-    relaxed = np.concatenate(rel).astype(np.float32) if rel else np.zeros((0, k), np.float32)
-    positions = np.concatenate(pos) if pos else np.zeros(0, np.int64)
-    backbone = None
-    if features:
-        backbone = np.concatenate(back).astype(np.float32) if back else np.zeros((0, 0), np.float32)
-    return Encoded(relaxed, backbone, positions, len(indices) - len(positions))
 
 
 def default_num_workers() -> int:
@@ -209,7 +139,7 @@ def encode_to_parts(
                 if batch is None or len(batch[0]) == 0:
                     continue
                 images, _, p = batch
-                r, x = _forward(model, images.to(device))
+                r, x = embed(model, images.to(device))
                 rel.append(r.cpu().numpy().astype(np.float32))
                 if features:
                     back.append(x.cpu().numpy().astype(np.float32))
@@ -230,31 +160,6 @@ def encode_to_parts(
     finally:
         model.train(was_training)
     return n_parts
-
-
-def _read_run(run_dir: Path, device: Any) -> tuple[TrainConfig, dict[str, Any], torch.nn.Module]:
-    from fghash.train import CHECKPOINT, build_model
-
-    if not run_dir.is_dir():
-        raise FghashError(f"{run_dir}: no such run folder; train one with fghash train.")
-    if not (run_dir / "config.json").is_file() and any(run_dir.glob("bits-*/config.json")):
-        subs = ", ".join(sorted(p.parent.name for p in run_dir.glob("bits-*/config.json")))
-        raise FghashError(
-            f"{run_dir} holds several runs ({subs}); name one of them, e.g. {run_dir}/bits-12."
-        )
-    cfg = load_config(run_dir / "config.json")
-    state = load_checkpoint(run_dir / CHECKPOINT)
-    if not state.get("complete", False):
-        log.warning(
-            "%s: training stopped after %d of %d outer iterations; encoding its current state",
-            run_dir,
-            int(state["next_iter"]),
-            cfg.max_iter,
-        )
-    model = build_model(TrainConfig.from_dict({**cfg.to_dict(), "weights": None}))
-    model.load_state_dict(state["model"])
-    model.to(resolve_device(device)).eval()
-    return cfg, state, model
 
 
 def _rel_path(p: str, root: str) -> str:
@@ -334,7 +239,7 @@ def encode_run(
     chunk = max(1, -(-chunk_size // batch_size)) * batch_size
     workers = default_num_workers() if num_workers is None else int(num_workers)
 
-    cfg, state, model = _read_run(run_dir, device)
+    cfg, state, model = load_run(run_dir, device)
     root = str(data_root) if data_root is not None else cfg.data_root
     check_data_root(cfg.dataset, root, cfg.data_root)  # never generate or download data
     if database == "learned" and cfg.method not in ASYMMETRIC_METHODS:
@@ -582,7 +487,7 @@ class HashEncoder:
     def _run(self, images: Any, batch_size: int, backbone: bool) -> np.ndarray:
         outs = []
         for batch in self._batches(images, batch_size):
-            r, x = _forward(self.model, batch.to(self.device))
+            r, x = embed(self.model, batch.to(self.device))
             outs.append((x if backbone else r).cpu().numpy())
         if not outs:
             return np.zeros((0, self.bits), np.float32)
@@ -603,5 +508,5 @@ class HashEncoder:
 
 def load(run_dir: str | os.PathLike[str], device: str = "auto") -> HashEncoder:
     """A :class:`HashEncoder` for the trained run in ``run_dir``."""
-    cfg, _, model = _read_run(Path(run_dir), device)
+    cfg, _, model = load_run(Path(run_dir), device)
     return HashEncoder(model, cfg, resolve_device(device))

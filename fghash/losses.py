@@ -9,9 +9,16 @@ in the database, and ``S ∈ {0,1}^{n×N}`` the similarity of the batch to the d
 
 Scales follow the A²-Net reference code (``A_2_net_loss.py``; ``β = 12/k`` and the
 ``1/(nN)`` of ADSH's own loss) so that ``gamma=200`` means what it means there. The
-reference trains in two stages: asymmetric + quantization only for the first 35 of 50
-outer iterations, then all terms; :class:`A2NetLoss`'s flags are plain attributes, so a
-trainer can switch terms on later (and the flags reproduce the paper's ablation, Table 2).
+reference trains in two stages: asymmetric + quantization + decorrelation (+ the image
+term at weight 0.01) first, then a fine-tune stage that adds the reconstruction term
+(and raises the image weight to 0.1); :class:`A2NetLoss`'s flags and the image weight
+are plain attributes, so a trainer can switch them per outer iteration (and the flags
+reproduce the paper's ablation, Table 2).
+
+Speed: every ``forward`` checks that its tensor inputs are finite, which costs one
+GPU→CPU synchronisation per tensor, and reports its parts as Python floats (one more
+each). A training loop sets ``check_values = False`` and ``tensor_parts = True`` on the
+loss: then nothing in it waits for the device, and the loop checks for NaN itself.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ __all__ = [
 
 def _finite(name: str, t: Any) -> None:
     if isinstance(t, HashOutput):
-        for field in ("v", "relaxed", "x", "x_rec", "image_rec"):
+        for field in ("v", "relaxed", "x", "x_rec", "image_rec", "image_rec_code"):
             _finite(f"{name}.{field}", getattr(t, field))
     elif isinstance(t, Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
         raise FghashError(
@@ -66,15 +73,29 @@ class HashLoss(nn.Module):
     """Base class: ``forward`` validates the inputs, then calls ``compute_loss``.
 
     Subclasses implement ``compute_loss`` (and ``check_inputs`` for shapes); every tensor
-    argument (and every tensor field of a :class:`HashOutput`) must be finite.
+    argument (and every tensor field of a :class:`HashOutput`) must be finite, unless
+    ``check_values`` is off. Parts are floats, or detached 0-d tensors with ``tensor_parts``.
     """
 
+    check_values: bool = True  # finite-value checks (a host sync per tensor)
+    tensor_parts: bool = False  # parts as detached tensors instead of floats (no host sync)
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        bound = inspect.signature(self.compute_loss).bind(*args, **kwargs)
-        for name, value in bound.arguments.items():
-            _finite(name, value)
+        if self.check_values:
+            bound = inspect.signature(self.compute_loss).bind(*args, **kwargs)
+            for name, value in bound.arguments.items():
+                _finite(name, value)
         self.check_inputs(*args, **kwargs)
         return self.compute_loss(*args, **kwargs)
+
+    def report(self, parts: dict[str, Any]) -> dict[str, Any]:
+        """The loss parts as the caller asked for them (floats or detached tensors)."""
+        out: dict[str, Any] = {}
+        for name, t in parts.items():
+            if isinstance(t, Tensor):
+                t = t.detach() if self.tensor_parts else float(t.detach())
+            out[name] = t
+        return out
 
     def check_inputs(self, *args: Any, **kwargs: Any) -> None:
         """Raise :class:`FghashError` when shapes do not fit (default: no check)."""
@@ -161,7 +182,7 @@ class AsymmetricHashLoss(HashLoss):
         _shape("S", S, (relaxed.shape[0], B_db.shape[0]))
 
     def compute_loss(self, relaxed: Tensor, S: Tensor, B_db: Tensor) -> Tensor:
-        St = similarity_targets(S, self.soft_similarity).to(relaxed.dtype)
+        St = similarity_targets(S, self.soft_similarity, self.check_values).to(relaxed.dtype)
         n, N = St.shape
         return self.beta / (n * N) * ((relaxed @ B_db.T - self.bits * St) ** 2).sum()
 
@@ -194,26 +215,43 @@ class QuantizationLoss(HashLoss):
 
 
 class ImageReconstructionLoss(HashLoss):
-    """Self-consistency (journal version): reconstruct the input image from the features,
+    """Self-consistency (journal version, "Attribute-Aware Deep Hashing with
+    Self-Consistency"): against the simplicity bias of hashing (codes that keep only the
+    few cues that separate the training classes), the image must be recoverable both from
+    the features and from what the codes keep of them,
 
-        L_img = w · mean_{i,c,h,w} (Î_i − I_i)²,
+        L_img = w · [ mean_{i,c,h,w} (G₁(x_i) − I_i)²  +  mean_{i,c,h,w} (G₂(Wᵀ tanh(W x_i)) − I_i)² ],
 
-    ``w = 0.01`` as the reference's first stage (it uses 0.1 when fine-tuning).
+    ``G₁``, ``G₂`` the two generators of the model (:class:`fghash.models.A2Net`). The
+    second term's gradient reaches the hash layer ``W`` through ``dret = Wᵀ tanh(W x)``.
+    ``w = 0.01`` before the fine-tune stage and 0.1 in it, as the reference (the trainer
+    sets ``weight``). The reference's published loss computes the second term but leaves
+    its addition commented out; we add it, as the journal describes. ``image_rec_code``
+    may be ``None`` (a model without the second generator): then only the first term.
     """
 
     def __init__(self, weight: float = 0.01) -> None:
         super().__init__()
         self.weight = float(weight)
 
-    def check_inputs(self, image_rec: Tensor, images: Tensor) -> None:
+    def check_inputs(
+        self, image_rec: Tensor, images: Tensor, image_rec_code: Tensor | None = None
+    ) -> None:
         if image_rec is None:
             raise FghashError(
                 "the image reconstruction loss needs a model built with self_consistency=True."
             )
         _shape("images", images, tuple(image_rec.shape))
+        if image_rec_code is not None:
+            _shape("image_rec_code", image_rec_code, tuple(image_rec.shape))
 
-    def compute_loss(self, image_rec: Tensor, images: Tensor) -> Tensor:
-        return self.weight * F.mse_loss(image_rec, images)
+    def compute_loss(
+        self, image_rec: Tensor, images: Tensor, image_rec_code: Tensor | None = None
+    ) -> Tensor:
+        loss = F.mse_loss(image_rec, images)
+        if image_rec_code is not None:
+            loss = loss + F.mse_loss(image_rec_code, images)
+        return self.weight * loss
 
 
 class A2NetLoss(HashLoss):
@@ -301,19 +339,19 @@ class A2NetLoss(HashLoss):
         if self.quantization:
             terms["quantization"] = self.quant_loss(out.relaxed, B_omega, B_db.shape[0])
         if self.self_consistency:
-            terms["image"] = self.image_loss(out.image_rec, images)
+            terms["image"] = self.image_loss(out.image_rec, images, out.image_rec_code)
         total = torch.stack(list(terms.values())).sum()
-        parts = {name: float(t.detach()) for name, t in terms.items()}
-        parts["total"] = float(total.detach())
-        return total, parts
+        return total, self.report({**terms, "total": total})
 
 
-def _pair_side(out: HashOutput, S: Tensor, other: Tensor | None, bits: int) -> Tensor:
+def _pair_side(
+    out: HashOutput, S: Tensor, other: Tensor | None, bits: int, values: bool = True
+) -> Tensor:
     _shape("out.v", out.v, (None, bits))
     side = out.v if other is None else other
     _shape("B_db", side, (None, bits))
     _shape("S", S, (out.v.shape[0], side.shape[0]))
-    if not torch.all((S == 0) | (S == 1)):
+    if values and not torch.all((S == 0) | (S == 1)):
         raise FghashError("the similarity matrix S must hold only 0 and 1 (use similarity_matrix).")
     return side
 
@@ -343,7 +381,7 @@ class DPSHLoss(HashLoss):
         B_db: Tensor | None = None,
         B_omega: Tensor | None = None,
     ) -> None:
-        _pair_side(out, S, B_db, self.bits)
+        _pair_side(out, S, B_db, self.bits, self.check_values)
         if B_omega is not None:
             _shape("B_omega", B_omega, tuple(out.v.shape))
 
@@ -362,11 +400,7 @@ class DPSHLoss(HashLoss):
         target = torch.where(u >= 0, 1.0, -1.0).to(u.dtype).detach() if B_omega is None else B_omega
         quant = self.eta * ((u - target) ** 2).mean()
         total = likelihood + quant
-        return total, {
-            "likelihood": float(likelihood.detach()),
-            "quantization": float(quant.detach()),
-            "total": float(total.detach()),
-        }
+        return total, self.report({"likelihood": likelihood, "quantization": quant, "total": total})
 
 
 class HashNetLoss(HashLoss):
@@ -419,7 +453,7 @@ class HashNetLoss(HashLoss):
         B_db: Tensor | None = None,
         B_omega: Tensor | None = None,
     ) -> None:
-        _pair_side(out, S, B_db, self.bits)
+        _pair_side(out, S, B_db, self.bits, self.check_values)
 
     def compute_loss(
         self,
@@ -440,8 +474,4 @@ class HashNetLoss(HashLoss):
         n_neg = n_all - n_pos
         w = torch.where(s > 0, n_all / n_pos.clamp(min=1), n_all / n_neg.clamp(min=1))
         total = (w * pair).sum() / n_all
-        return total, {
-            "pairwise": float(total.detach()),
-            "scale": beta,
-            "total": float(total.detach()),
-        }
+        return total, self.report({"pairwise": total, "scale": beta, "total": total})

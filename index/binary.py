@@ -220,6 +220,17 @@ class BinaryIndex:
         if codes.shape[0]:
             _add(self.faiss_index, pad_codes(codes, self.bits, self.dim))
 
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` items in all, so that adding blocks up to ``n`` never
+        reallocates and copies the stored codes (flat CPU indexes; others ignore it)."""
+        import faiss
+
+        fi = self.faiss_index
+        if type(fi) is faiss.IndexBinaryFlat and n > self.ntotal:
+            size = self.ntotal * fi.code_size
+            fi.xb.resize(int(n) * fi.code_size)  # std::vector keeps its capacity...
+            fi.xb.resize(size)  # ...when it shrinks back to the items it holds
+
     def _check_queries(self, xq: np.ndarray) -> np.ndarray:
         q = np.asarray(xq)
         if q.ndim == 2 and q.dtype == np.uint8 and q.shape[1] != self.nbytes:

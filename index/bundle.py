@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from fghash.atomic import remove_stale, temp_prefix
-from fghash.codes import SplitReader, file_checksum, nbytes_for, open_split
+from fghash.codes import IdsChecker, SplitReader, file_checksum, nbytes_for, open_split
 from fghash.errors import FghashError, os_error_from_message
 from index.binary import BinaryIndex, build_index, default_hash_params, wrap_faiss_index
 from index.checks import check_index_file, codes_origin, file_record
@@ -335,25 +335,31 @@ def _index_from_reader(
     blocks = iter(r.blocks(_READ_ROWS))
     s, e = next(blocks)
     index = build_index(r.read("codes", s, e), r.bits, kind, nlist=nlist, device=device, **build_kw)
+    index.reserve(r.n)
     for s, e in blocks:
         index.add(r.read("codes", s, e))
     return index
 
 
 def _copy_items(r: SplitReader, dst: Path) -> None:
-    """Write the ids, labels and paths of a split into an ``items.h5``, block by block."""
+    """Write the ids, labels and paths of a split into an ``items.h5``, block by block,
+    checking on the way that the ids are unique (:class:`fghash.codes.IdsChecker`)."""
     labels = None
     if r.has("labels"):
         lab = r.read("labels", 0, 1)
         labels = ("multi", lab.shape[1]) if lab.ndim == 2 else "single"
+    ids_check = IdsChecker(r)
     with ItemsWriter(dst, r.n, labels=labels, paths=r.has("paths")) as w:
         for s, e in r.blocks(_READ_ROWS):
+            ids = r.read("ids", s, e)
+            ids_check.feed(ids)
             w.write(
                 s,
-                r.read("ids", s, e),
+                ids,
                 r.read("labels", s, e) if labels else None,
                 r.read("paths", s, e) if r.has("paths") else None,
             )
+    ids_check.finish()
 
 
 def build_from_codes(
@@ -406,14 +412,22 @@ def build_bundle(
     out = Path(out)
     codes_path = Path(codes_path)
     _check_target(out, overwrite)
-    with open_split(codes_path, split) as r, ThreadPoolExecutor(1) as pool:
-        r.validate()
-        # hashing the codes file (I/O and hashlib release the GIL) overlaps the build
+    with (
+        open_split(codes_path, split) as r,
+        bundle_folder(out, overwrite=overwrite) as tmp,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        # Beside the index build, worker threads hash the codes file and copy the items
+        # (checking ids unique); file reads, hashlib, h5py I/O and FAISS's add release
+        # the GIL. The pool is left (threads joined) before the folder is renamed.
         checksum = pool.submit(file_checksum, codes_path)
+        copied = pool.submit(_copy_items, r, tmp / ITEMS_FILE)
+        r.check_padding()
         index = _index_from_reader(r, kind, nlist, device, **build_kw)
-        with bundle_folder(out, overwrite=overwrite) as tmp:
-            record = write_index_file(index, tmp)
-            _copy_items(r, tmp / ITEMS_FILE)
-            write_meta(tmp, index_meta(index, _source(r, checksum.result()), record))
+        _write_faiss(index, tmp / INDEX_FILE)
+        record = pool.submit(file_record, tmp / INDEX_FILE)
+        copied.result()
+        source = _source(r, checksum.result())
+        write_meta(tmp, index_meta(index, source, record.result()))
     logger.debug("saved %s index (%d items) to %s", index.kind, index.ntotal, out)
     return index, out

@@ -68,7 +68,9 @@ class LazyStrings(Sequence[str]):
         uniq, inv = np.unique(pos, return_inverse=True)
         with h5py.File(self.path, "r") as f:
             ds = f[self.name]
-            if uniq.size > _WHOLE_READ_SHARE * self.n:
+            if uniq[-1] - uniq[0] + 1 == uniq.size:  # a contiguous run: one slice
+                got = ds[int(uniq[0]) : int(uniq[-1]) + 1]
+            elif uniq.size > _WHOLE_READ_SHARE * self.n:
                 got = ds[()][uniq]
             else:
                 got = ds[uniq]

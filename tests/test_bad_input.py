@@ -244,6 +244,7 @@ def _empty_run(tmp: Path, w: dict[str, Path]) -> None:
 BENCH = ["--index-types", "flat", "--runs", "1", "--latency-queries", "1"]
 TRAIN = ["--dataset", "synthetic", "--data-root", "{data}", "--backbone", "resnet18"]
 TRAIN += ["--image-size", "32", "--max-iter", "1", "--epochs", "1", "--num-samples", "8"]
+TRAIN += ["--weights", "none"]
 ENC = ["encode", "{run}", "--device", "cpu", "--features", "none"]
 EXPLAIN = ["explain", "{demo}/codes.h5", "--device", "cpu", "--rotations", "2"]
 

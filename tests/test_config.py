@@ -60,14 +60,99 @@ def test_parts_a_method_lacks_are_refused_when_asked_for():
 def test_dataset_defaults_then_preset_then_options():
     assert resolve_config("cub200").num_samples == 2000
     nab = resolve_config("nabirds", "a2net")
-    assert (nab.num_samples, nab.lr, nab.max_iter) == (4000, 5e-4, 50)
+    assert (nab.num_samples, nab.lr, nab.max_iter) == (4000, 5e-4, 70)
     assert resolve_config("vegfru", num_samples=100).num_samples == 100
+
+
+# Each protocol's resolved values, written out by hand from the paper (PAPER.md, §4.2) and
+# the reference command lines (SEMICON README; SEMICON_train.py for Nesterov).
+COMMON = dict(
+    backbone="resnet50",
+    weights="IMAGENET1K_V1",
+    image_size=224,
+    train_crop="random-resized",
+    batch_size=16,
+    momentum=0.91,
+    nesterov=True,
+    weight_decay=1e-4,
+    gamma=200.0,
+    alpha=None,  # 1/(n·k)
+    beta=None,  # 12/k
+    num_attention=None,  # M = bits
+    soft_similarity=True,
+    lr_gamma=0.1,
+)
+PAPER = {
+    # data set: (max_iter, lr_milestones, epochs, num_samples, lr)
+    "cub200": (60, (50,), 20, 2000, 2.5e-4),
+    "aircraft": (60, (50,), 20, 2000, 2.5e-4),
+    "food101": (70, (60,), 20, 2000, 2.5e-4),
+    "nabirds": (70, (60,), 20, 4000, 5e-4),
+    "vegfru": (70, (60,), 20, 4000, 5e-4),
+    "dogs": (60, (50,), 20, 2000, 2.5e-4),
+}
+REFERENCE = {
+    "cub200": (40, (40,), 30, 2000, 2.5e-4),
+    "aircraft": (40, (40,), 30, 2000, 2.5e-4),
+    "food101": (50, (45,), 30, 2000, 2.5e-4),
+    "nabirds": (50, (45,), 30, 4000, 5e-4),
+    "vegfru": (50, (45,), 30, 4000, 5e-4),
+    "cars": (40, (40,), 30, 2000, 2.5e-4),
+}
+SCHEDULE = ("max_iter", "lr_milestones", "epochs", "num_samples", "lr")
+
+
+@pytest.mark.parametrize(
+    "protocol, dataset, lam, aux",
+    [("paper", d, 1.0, 0) for d in PAPER] + [("reference", d, 0.0, 35) for d in REFERENCE],
+)
+def test_each_protocol_resolves_every_value(protocol, dataset, lam, aux, tmp_path):
+    table = PAPER if protocol == "paper" else REFERENCE
+    cfg = resolve_config(dataset, None, protocol if protocol == "reference" else None, bits=48)
+    assert cfg.protocol == protocol
+    assert tuple(getattr(cfg, k) for k in SCHEDULE) == table[dataset]
+    assert {k: getattr(cfg, k) for k in COMMON} == COMMON
+    assert (cfg.lam, cfg.aux_start_iter, cfg.image_weight, cfg.image_weight_finetune) == (
+        lam,
+        aux,
+        0.01,
+        0.1,
+    )
+    raw = json.loads(save_config(cfg, tmp_path / "config.json").read_text())
+    assert raw["protocol"] == protocol and raw["weights"] == "IMAGENET1K_V1"
+    assert raw["nesterov"] is True and raw["max_iter"] == table[dataset][0]
+
+
+def test_flags_override_the_protocol_and_none_means_random_init():
+    cfg = resolve_config("cub200", None, "reference", lam=0.5, nesterov=False, weights="none")
+    assert (cfg.lam, cfg.nesterov, cfg.weights, cfg.epochs) == (0.5, False, None, 30)
+    assert resolve_config("cub200", weights="/tmp/r50.pth").weights == "/tmp/r50.pth"
+    with pytest.raises(FghashError, match="--protocol"):
+        resolve_config("cub200", None, "mine")
+    with pytest.raises(FghashError, match="--no-nesterov"):
+        resolve_config("cub200", momentum=0.0)
+
+
+def test_self_consistency_preset_fine_tunes_from_the_lr_milestone():
+    # the journal's two stages: image weight 0.01, then 0.1 with the reconstruction term
+    assert resolve_config("cub200", "+self-consistency").aux_start_iter == 50
+    assert resolve_config("food101", "+self-consistency").aux_start_iter == 60
+    assert resolve_config("cub200", "+self-consistency", aux_start_iter=3).aux_start_iter == 3
+    assert resolve_config("cub200", "+self-consistency", None).image_weight == 0.01
+    assert resolve_config("cub200", "+self-consistency", "reference").aux_start_iter == 35
+    assert resolve_config("cub200", "a2net").aux_start_iter == 0
 
 
 def test_paper_defaults():
     cfg = TrainConfig()
     assert (cfg.backbone, cfg.image_size, cfg.batch_size) == ("resnet50", 224, 16)
     assert (cfg.weight_decay, cfg.gamma, cfg.method) == (1e-4, 200.0, "a2net")
+    assert (cfg.protocol, cfg.weights, cfg.max_iter, cfg.lr_milestones) == (
+        "paper",
+        "IMAGENET1K_V1",
+        60,
+        (50,),
+    )
 
 
 def test_baselines_switch_off_a2net_parts():

@@ -62,6 +62,7 @@ def trained(tmp_path_factory):
         gamma=1.0,
         lr=1e-3,
         val_fraction=0.25,
+        weights="none",
     )
     run = base / "run"
     train(cfg, run, progress=False)

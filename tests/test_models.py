@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 
 from fghash.adsh import init_database_codes, similarity_matrix
@@ -146,7 +147,7 @@ def test_full_loss_reaches_every_parameter(name):
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert dead == []
     groups = {n.split(".")[0] for n, _ in model.named_parameters()}
-    expect = {"W", "trunk", "layer4_global", "decoder"}
+    expect = {"W", "trunk", "layer4_global", "decoder", "decoder_code"}
     if name != "adsh":
         expect.add("attention_net")
     if name == "a2net":
@@ -159,13 +160,45 @@ def test_terms_reach_only_their_parameters():
     images, S, B, B_om = _batch()
     only_image = A2NetLoss(BITS, False, False, False, False, self_consistency=True)
     only_image(model(images), images, S, B, B_om)[0].backward()
-    assert model.W.grad is None  # the image path starts from x, before the hash layer
+    assert model.W.grad is not None  # through the second generator, from Wᵀ tanh(W x)
     assert model.layer4_local[0].conv1.weight.grad is not None
     model.zero_grad(set_to_none=True)
     only_hash = A2NetLoss(BITS, reconstruction=False, decorrelation=False)
     only_hash(model(images), images, S, B, B_om)[0].backward()
     assert all(p.grad is None for p in model.decoder.parameters())
     assert model.W.grad is not None and model.attention_net[0].conv1.weight.grad is not None
+
+
+def test_second_image_path_reaches_W_and_the_first_does_not():
+    """Journal self-consistency: Î = G₁(x) and Î′ = G₂(Wᵀ tanh(W x)). The gradient of
+    mean((Î′ − I)²) with respect to W, written out by hand through dret: with
+    g = ∂L/∂dret (from autograd through G₂ alone), dret = tanh(v) W, v = W x:
+    ∂L/∂W = tanh(v)ᵀ g + ((g Wᵀ) ⊙ (1 − tanh²v))ᵀ x."""
+    model = tiny("a2net", self_consistency=True).eval()  # eval: BN fixed, batch-independent
+    images = torch.randn(2, 3, SIZE, SIZE)
+    (g_first,) = torch.autograd.grad(
+        F.mse_loss(model(images).image_rec, images), model.W, allow_unused=True
+    )
+    assert g_first is None  # G₁ starts from x, before the hash layer
+    x = model(images).x.detach()
+    v = x @ model.W.T
+    r = torch.tanh(v)
+    dret = (r @ model.W).detach().requires_grad_(True)
+    loss_dret = F.mse_loss(model.decoder_code(dret, (SIZE, SIZE)), images)
+    (g,) = torch.autograd.grad(loss_dret, dret)
+    by_hand = r.T @ g + ((g @ model.W.T) * (1 - r**2)).T @ x
+    # autograd through the model, with the features held fixed (x does not depend on W)
+    W = model.W
+    img2 = model.decoder_code(torch.tanh(x @ W.T) @ W, (SIZE, SIZE))
+    (g_model,) = torch.autograd.grad(F.mse_loss(img2, images), W)
+    assert g_model.abs().sum() > 0
+    assert torch.allclose(g_model, by_hand.detach(), atol=1e-6, rtol=1e-4)
+    # and the full model's image term (both generators) gives W exactly this gradient
+    only_image = A2NetLoss(BITS, False, False, False, False, self_consistency=True)
+    only_image.image_loss.weight = 1.0
+    out = model(images)
+    (g_full,) = torch.autograd.grad(only_image(out, images, None, None, None)[0], W)
+    assert torch.allclose(g_full, by_hand.detach(), atol=1e-6, rtol=1e-4)
 
 
 def test_weights_from_a_local_state_dict(tmp_path):
@@ -202,3 +235,22 @@ def test_images_must_be_rgb_batches():
     with pytest.raises(FghashError, match=r"\[B, 3, H, W\]"):
         model(torch.randn(3, SIZE, SIZE))
     assert isinstance(model, A2Net)
+
+
+def test_imagenet_weights_without_network_say_how_to_get_them(monkeypatch, tmp_path):
+    """No network and no cached file: one sentence naming the file, a local path or none."""
+    import urllib.error
+
+    import torchvision.models._api as api
+
+    def offline(url, *a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(FghashError) as e:
+        create_model("adsh", bits=8, backbone="resnet18", weights="IMAGENET1K_V1")
+    msg = str(e.value)
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert str(cached) in msg and "https://download.pytorch.org/models/" in msg
+    assert "--weights none" in msg and "--weights PATH" in msg and "\n" not in msg

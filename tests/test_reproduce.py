@@ -95,7 +95,8 @@ def made(tmp_path_factory):
         "--bits", ",".join(map(str, BITS)), "--methods", "adsh,a2net,lsh,float",
         "--ablation", "adsh,+decorrelation", "--device", "cpu", "--ties", "stable",
         "--train-args",
-        "--backbone resnet18 --image-size 32 --max-iter 1 --epochs 1 --num-samples 8 --batch-size 4",
+        "--weights none --backbone resnet18 --image-size 32 --max-iter 1 --epochs 1 "
+        "--num-samples 8 --batch-size 4",
     ]  # fmt: skip
     assert main(argv) == 0
     return out, argv

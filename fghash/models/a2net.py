@@ -35,12 +35,21 @@ sharing the feature map between the global and the local vectors.
 ``attention=False`` gives the vanilla ADSH network: backbone through ``layer4`` + GAP +
 the same hash layer (the baselines DPSH and HashNet use it too).
 
-``self_consistency=True`` (journal) adds an image decoder that reconstructs the input
-image from ``x``: a linear layer to 512 values, a transposed conv to an ``s×s`` grid
+``self_consistency=True`` (journal) adds two image decoders (the reference's two
+``Generator`` modules) that reconstruct the input image ``I``:
+
+* ``Î = G₁(x)`` from the holistic features, and
+* ``Î′ = G₂(dret)`` from the features decoded from the codes, ``dret = Wᵀ tanh(W x)``
+  (``x̂`` above), so that the image the codes describe must look like the input: the
+  self-consistency gradient reaches the hash layer ``W`` through ``dret``, which ``G₁``'s
+  gradient does not.
+
+Each decoder is a linear layer to 512 values, a transposed conv to an ``s×s`` grid
 (``s = ceil(image_size / 32)``), then five ×2 transposed-conv upsamplings with BN + ReLU
 (as the reference ``Generator``; 7×7 → 224×224 at the default size). Unlike the
 reference, the last layer is linear (no BN + sigmoid) because it regresses the
-normalised input image; outputs are resized to the input's size if it differs.
+normalised input image; outputs are resized to the input's size if it differs. The loss
+is in :class:`fghash.losses.ImageReconstructionLoss`.
 """
 
 from __future__ import annotations
@@ -83,8 +92,9 @@ class HashOutput:
     relaxed: Tensor  # [B, k] relaxed code tanh(v), in (-1, 1)
     x: Tensor  # [B, d] concatenated local and global features
     x_rec: Tensor  # [B, d] tied-decoder reconstruction Wᵀ tanh(v) (Eq. 7)
-    image_rec: Tensor | None  # [B, 3, H, W] self-consistency reconstruction, else None
+    image_rec: Tensor | None  # [B, 3, H, W] image reconstructed from x (self-consistency)
     attention: Tensor | None  # [B, M, h, w] non-negative attention maps, else None
+    image_rec_code: Tensor | None = None  # [B, 3, H, W] image reconstructed from Wᵀ tanh(v)
 
 
 def _init_convs(module: nn.Module) -> None:
@@ -160,7 +170,8 @@ class A2Net(nn.Module):
             a path to a local ResNet state-dict file; both ``layer4`` copies start from it.
         num_attention: number of attention maps ``M``; ``None`` means ``bits``.
         attention: ``False`` gives the vanilla ADSH network (global branch only).
-        self_consistency: add the image decoder of the journal version.
+        self_consistency: add the two image decoders of the journal version (from ``x`` and
+            from ``Wᵀ tanh(W x)``).
         image_size: training image side; sets the decoder's output size.
         efficient: one shared ``layer4`` pass + attention pooling instead of ``M`` passes.
     """
@@ -209,6 +220,7 @@ class A2Net(nn.Module):
         self.W = nn.Parameter(torch.empty(bits, self.feature_dim))
         nn.init.kaiming_uniform_(self.W, a=math.sqrt(5))
         self.decoder = ImageDecoder(self.feature_dim, image_size) if self_consistency else None
+        self.decoder_code = ImageDecoder(self.feature_dim, image_size) if self_consistency else None
 
     def features(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         """``x`` ``[B, d]`` and the attention maps ``[B, M, h, w]`` (``None`` without attention)."""
@@ -238,9 +250,26 @@ class A2Net(nn.Module):
         x, a = self.features(images)
         v = F.linear(x, self.W)
         relaxed = torch.tanh(v)
-        x_rec = relaxed @ self.W  # Wᵀ tanh(v) for each row
-        image_rec = self.decoder(x, tuple(images.shape[-2:])) if self.decoder is not None else None
-        return HashOutput(v=v, relaxed=relaxed, x=x, x_rec=x_rec, image_rec=image_rec, attention=a)
+        x_rec = relaxed @ self.W  # dret = Wᵀ tanh(v) for each row
+        image_rec = image_rec_code = None
+        if self.decoder is not None and self.decoder_code is not None:
+            size = tuple(images.shape[-2:])
+            image_rec = self.decoder(x, size)
+            image_rec_code = self.decoder_code(x_rec, size)
+        return HashOutput(
+            v=v,
+            relaxed=relaxed,
+            x=x,
+            x_rec=x_rec,
+            image_rec=image_rec,
+            attention=a,
+            image_rec_code=image_rec_code,
+        )
+
+    def embed(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``(tanh(W x), x)`` without the image decoders: what evaluation needs."""
+        x, _ = self.features(images)
+        return torch.tanh(F.linear(x, self.W)), x
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
@@ -249,8 +278,7 @@ class A2Net(nn.Module):
         The module's train/eval mode is left as it is: call ``model.eval()`` first so that
         BatchNorm uses its running statistics.
         """
-        x, _ = self.features(images)
-        return torch.tanh(F.linear(x, self.W))
+        return self.embed(images)[0]
 
     @torch.no_grad()
     def codes(self, images: Tensor) -> Tensor:

@@ -4,7 +4,9 @@
 
 * ``None`` — random initialisation (what tests use; never downloads);
 * a torchvision weight name such as ``"IMAGENET1K_V1"``, ``"IMAGENET1K_V2"`` or
-  ``"DEFAULT"`` — torchvision downloads it into ``$TORCH_HOME`` on first use;
+  ``"DEFAULT"`` — torchvision downloads it into ``$TORCH_HOME/hub/checkpoints`` (by
+  default ``~/.cache/torch/hub/checkpoints``) on first use; without a network and without
+  that file, one sentence says which file to put there, or to pass a local file or none;
 * a path to a local file holding a ResNet ``state_dict`` (``torch.save(model.state_dict())``;
   a checkpoint dict with a ``"state_dict"`` or ``"model"`` entry and DataParallel's
   ``"module."`` prefixes are accepted too). The classifier ``fc.*`` may be absent.
@@ -116,9 +118,29 @@ def build_resnet(name: str, weights: str | os.PathLike[str] | None = None) -> nn
         raise FghashError(
             f"unknown weights {weights!r} for {name}; use one of {', '.join(names)}, or a path to a state-dict file."
         )
-    return getattr(torchvision.models, ctor)(
-        weights=enum[weights] if weights != "DEFAULT" else enum.DEFAULT
-    )
+    member = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
+    return _torchvision_pretrained(ctor, member, name)
+
+
+def _torchvision_pretrained(ctor: str, member: object, name: str) -> nn.Module:
+    """torchvision's constructor with ``member`` weights, from its cache or downloaded."""
+    from urllib.parse import urlparse
+
+    url = str(getattr(member, "url", ""))
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    try:
+        return getattr(torchvision.models, ctor)(weights=member)
+    except Exception as e:  # no network (URLError), a broken download, a damaged cache file
+        if cached.is_file():
+            raise FghashError(
+                f"the cached {name} weights {cached} could not be read ({e.__class__.__name__}); "
+                "delete the file so that it is downloaded again, or pass --weights none."
+            ) from None
+        raise FghashError(
+            f"the {name} ImageNet weights ({member}) are not in torchvision's cache and could not "
+            f"be downloaded ({e.__class__.__name__}); download {url} to {cached}, pass a local "
+            "state-dict file with --weights PATH, or train from random weights with --weights none."
+        ) from None
 
 
 def split_resnet(model: nn.Module) -> tuple[nn.Sequential, nn.Sequential]:
