@@ -17,8 +17,12 @@ from typing import Any
 
 import click
 
-from fghash import __version__
+from fghash import __version__, runtime
 from fghash.errors import FghashError, os_error_sentence
+
+# Before any command imports torch or FAISS: their OpenMP runtimes read the wait policy
+# once, when loaded (see fghash.runtime). A policy the user exported is kept.
+runtime.prepare_environment()
 
 __all__ = ["main", "UserError"]
 
@@ -64,6 +68,17 @@ def device_option(choices: tuple[str, ...] = ("auto", "cpu", "gpu")) -> Any:
         default="auto",
         show_default=True,
         help="Where to run: auto picks the GPU when one is usable and says so.",
+    )
+
+
+def threads_option() -> Any:
+    """Shared ``--threads`` option of the commands that run torch on the CPU."""
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="CPU threads for torch (and FAISS) [default: OMP_NUM_THREADS if set, else the cores "
+        "this process may use].",
     )
 
 
@@ -728,6 +743,7 @@ def _flag(name: str, help: str) -> Any:
 )
 @click.option("--seed", type=int, default=None, help="Random seed [0].")
 @device_option(("auto", "cpu", "cuda"))
+@threads_option()
 @click.option("--resume", is_flag=True, help="Continue the run(s) in --out exactly.")
 def train_cmd(
     dataset: str,
@@ -737,6 +753,7 @@ def train_cmd(
     preset: str | None,
     resume: bool,
     lr_milestones: str | None,
+    threads: int | None,
     **options: Any,
 ) -> None:
     """Train A2-Net (or an ablation / baseline) with the ADSH protocol into a run folder.
@@ -747,6 +764,8 @@ def train_cmd(
     """
     from fghash.config import parse_bits, resolve_config
     from fghash.train import train_many
+
+    runtime.set_threads(threads)
 
     if lr_milestones is not None:
         try:
@@ -821,6 +840,7 @@ def train_cmd(
     help="Data set folder, when it moved since training.",
 )
 @device_option(("auto", "cpu", "cuda"))
+@threads_option()
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def encode_cmd(
     run_dir: str,
@@ -833,6 +853,7 @@ def encode_cmd(
     resume: bool,
     data_root: str | None,
     device: str,
+    threads: int | None,
     force: bool,
 ) -> None:
     """Encode a trained run's test (query) and training (database) splits to a codes file.
@@ -843,6 +864,8 @@ def encode_cmd(
     """
     from fghash.codes import read_attrs
     from fghash.encode import encode_run
+
+    runtime.set_threads(threads)
 
     path = encode_run(
         run_dir,
@@ -909,9 +932,18 @@ def _demo_summary(rep: Any, out: Path, seconds: dict[str, float]) -> str:
         )
         speed.append(("binary / float", f"{rep.speedup:.2f}x"))
     lines.append(_table(speed, indent="  "))
-    took = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
-    lines += ["", f"time: {took}"]
+    lines += ["", _demo_times(seconds, rep.threads)]
     return "\n".join(lines)
+
+
+def _demo_times(seconds: dict[str, float], threads: int) -> str:
+    """The demo's phase times, one line each, then the total."""
+    import torch
+
+    rows = [(name, f"{s:.1f} s") for name, s in seconds.items()]
+    rows.append(("total", f"{sum(seconds.values()):.1f} s"))
+    head = f"time, {threads} CPU thread(s), torch {torch.__version__}:"
+    return "\n".join([head, _table(rows, indent="  ")])
 
 
 @main.command("demo", context_settings=CONTEXT_SETTINGS)
@@ -930,13 +962,23 @@ def _demo_summary(rep: Any, out: Path, seconds: dict[str, float]) -> str:
     help="torchvision weights for the backbone, e.g. DEFAULT (downloads) [none: random init].",
 )
 @click.option("--quick", is_flag=True, help="A tiny version (4 classes, 32 px, 1 iteration).")
+@click.option(
+    "--method",
+    type=click.Choice(["a2net_efficient", "a2net"]),
+    default=None,
+    help="a2net: the paper's network, one layer4 pass per attention map (1.65x slower) "
+    "[a2net_efficient].",
+)
 @click.option("--max-iter", type=int, default=None, help="Outer ADSH iterations.")
 @click.option("--epochs", type=int, default=None, help="Epochs per outer iteration.")
 @click.option("--num-samples", type=int, default=None, help="Images sampled per outer iteration.")
 @click.option("--lr", type=float, default=None, help="Learning rate.")
 @click.option("--seed", type=int, default=None, help="Seed of the data and the training.")
+@threads_option()
 @click.option("--force", is_flag=True, help="Train again (and regenerate changed data) in --out.")
-def demo_cmd(out: Path, device: str, quick: bool, force: bool, **overrides: Any) -> None:
+def demo_cmd(
+    out: Path, device: str, quick: bool, threads: int | None, force: bool, **overrides: Any
+) -> None:
     """The whole chain on the embedded synthetic birds, no download: generate the data,
     train a small A2-Net, encode, build a FAISS index, search, and compare mAP with exact
     float search.
@@ -944,28 +986,38 @@ def demo_cmd(out: Path, device: str, quick: bool, force: bool, **overrides: Any)
     Running it again in the same --out reuses the data and the trained run (an interrupted
     run resumes); other settings there need --force, which trains again.
     """
+    import time
+
     from bench.quick import quick_report
     from fghash.demo import DemoConfig, run_demo
     from index import build_bundle, search_bundle
 
+    n_threads = runtime.set_threads(threads)
     cfg = (DemoConfig.quick() if quick else DemoConfig()).replace(**overrides)
     res = run_demo(cfg, out, device=device, force=force, step=click.echo)
+    seconds = dict(res.seconds)
     bundle = out / "index"
     click.echo(f"[index] exact binary index (IndexBinaryFlat) -> {bundle}")
+    t0 = time.perf_counter()
     build_bundle(
         res.codes_path,
         bundle,
         device="gpu" if device == "cuda" else device,
         overwrite=True,
     )
+    seconds["index"] = time.perf_counter() - t0
     k = min(5, res.n_train)
+    t0 = time.perf_counter()
     results = search_bundle(bundle, k, codes=res.codes_path, limit=3, device="cpu")
+    seconds["search"] = time.perf_counter() - t0
     click.echo(f"[search] the first {len(results)} test images, top {k}:")
     click.echo(_search_text(results))
     click.echo("[evaluate] mAP and speed")
-    rep = quick_report(res.codes_path, k=min(10, res.n_train))
+    t0 = time.perf_counter()
+    rep = quick_report(res.codes_path, k=min(10, res.n_train), threads=n_threads)
+    seconds["eval"] = time.perf_counter() - t0
     click.echo("")
-    click.echo(_demo_summary(rep, out, res.seconds))
+    click.echo(_demo_summary(rep, out, seconds))
     click.echo("")
     click.echo("next:")
     for line in (

@@ -304,8 +304,10 @@ def rank_hamming(
     histogram per query row; with single labels ``r`` is the histogram of the row
     gathered at the query's class (``N / classes`` items), with multi-hot labels that of
     ``d + (b + 1)·rel``. Memory: the counts plus ``workers`` blocks, whatever ``N``.
-    The stable ranking sorts whole rows, so it ignores ``db_chunk`` and keeps about
-    ``chunk_bytes`` of rows in flight. Blocks run in ``workers`` threads (default
+    The stable ranking needs whole rows, so it ignores ``db_chunk`` and keeps about
+    ``chunk_bytes`` of rows in flight; with single labels it sorts nothing
+    (:func:`_stable_single_label_row`), with multi-hot labels it sorts each row by
+    distance (stable). Blocks run in ``workers`` threads (default
     :func:`fghash.hamming.default_workers`).
     """
     bits = int(bits)

@@ -98,6 +98,7 @@ __all__ = [
     "train",
     "train_many",
     "build_model",
+    "build_loss",
     "initial_database_codes",
     "split_train_indices",
     "auto_num_workers",
@@ -177,7 +178,8 @@ def initial_database_codes(n: int, bits: int, seed: int) -> np.ndarray:
     return np.where(rng.standard_normal((n, bits)) >= 0, 1.0, -1.0).astype(np.float32)
 
 
-def _build_loss(cfg: TrainConfig) -> torch.nn.Module:
+def build_loss(cfg: TrainConfig) -> torch.nn.Module:
+    """The loss a config describes, set up for the training loop (no per-step host syncs)."""
     from fghash import losses
 
     if _asymmetric(cfg):
@@ -354,7 +356,7 @@ class _Run:
         self.net: torch.nn.Module = self.model  # what the steps call (DDP-wrapped if several)
         if dist.active:
             self.net = self._wrap_ddp()
-        self.loss_fn = _build_loss(cfg).to(self.device)
+        self.loss_fn = build_loss(cfg).to(self.device)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
             lr=cfg.lr,
@@ -694,10 +696,16 @@ def train(
             "or choose another --out."
         )
     dist, device = setup(resolve_device(cfg.device))
+    created = not run_dir.exists()
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
     dist.barrier()
-    run = _Run(cfg, run_dir, progress, dist, device)
+    try:
+        run = _Run(cfg, run_dir, progress, dist, device)
+    except BaseException:
+        if created and dist.main and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a bad option or missing weights leave no empty run folder
+        raise
     if dist.active:
         log.info("process %d of %d on %s", dist.rank, dist.world, device)
     if state is not None:

@@ -65,11 +65,11 @@ __all__ = ["ENGINES", "SELECTIONS", "TensorIndex", "tensor_from_binary", "pick_e
 logger = logging.getLogger(__name__)
 
 ENGINES = ("auto", "faiss", "tensor")
-# Bytes of working memory per distance beyond the distance itself: the int32 key of the
-# histogram (or int32 tie ranks) and three bool masks, rounded up.
-# With "stream", a block's nonzero() may in the worst case return every pair (16 bytes).
-_EXTRA_BYTES = {"count": 12, "stream": 28}
 SELECTIONS = ("count", "stream")
+# Bytes of working memory per distance beyond the distance itself: the int32 histogram
+# key and bool masks, rounded up; with "stream" a block's nonzero() may in the worst case
+# return every pair (16 bytes more).
+_EXTRA_BYTES = {"count": 12, "stream": 28}
 # Bytes per gathered neighbour (row, position, distance, sort key and order, twice).
 _GATHER_BYTES = 64
 _MAX_QUERY_BLOCK = 4096

@@ -383,6 +383,22 @@ def test_bench_hnsw_on_the_items_its_build_budget_allows(tmp_path):
     assert rows[-1]["accuracy"]["knn-recall@10"] > 0.95
 
 
+def test_bench_map_speed_runs_and_its_naive_evaluator_is_right(capsys):
+    from bench.bench_map_speed import main as map_speed
+    from bench.bench_map_speed import naive_metrics
+
+    out = map_speed(["--nq", "60", "--nb", "500", "--classes", "5", "--naive-queries", "0"])
+    assert out["fghash"]["warnings"] == [] and out["naive"]["queries_timed"] == 60
+    assert out["naive"]["speedup_cpu"] > 0 and '"speedup_cpu"' in capsys.readouterr().out
+    # hand-worked, without ties: one query, database codes at distances 4, 0, 1, 2, 3
+    q = pack_bits(np.zeros((1, 4), dtype=np.uint8))
+    db = pack_bits(np.array([[1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]]))
+    res = naive_metrics(q, db, np.array([1]), np.array([1, 0, 1, 0, 1]), ks=(2,))
+    # ranking by distance: positions 1, 2, 3, 4, 0 -> relevance 0 1 0 1 1
+    assert res["map@all"] == pytest.approx((1 / 2 + 2 / 4 + 3 / 5) / 3)
+    assert res["map@2"] == pytest.approx(1 / 2) and res["p@2"] == 0.5 and res["r@2"] == 1 / 3
+
+
 def test_pareto_frontier():
     #       recall  qps
     pts = [(0.5, 1000), (0.9, 100), (0.8, 50), (1.0, 10), (0.9, 200), (0.4, 900)]

@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from fghash.cli import main
@@ -68,9 +69,27 @@ def _stable_ap(order: np.ndarray, rel: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("demo") / "fghash-demo"
-    r = _run(*QUICK, "--out", out)
-    assert r.exit_code == 0, r.output
+    before = torch.get_num_threads()
+    try:
+        r = _run(*QUICK, "--out", out, "--threads", 1)
+        assert r.exit_code == 0, r.output
+        assert torch.get_num_threads() == 1  # --threads reached torch in this process
+    finally:
+        torch.set_num_threads(before)
     return out, r.stdout
+
+
+def test_quick_demo_prints_its_phase_times_and_total(quick_demo: tuple[Path, str]) -> None:
+    _, text = quick_demo
+    assert "time, 1 CPU thread(s), torch " in text
+    assert "1 FAISS thread(s)" in text
+    phases = ("data", "training", "encoding", "index", "search", "eval")
+    seconds = {}
+    for name in (*phases, "total"):
+        m = re.search(rf"^\s+{name}\s+([0-9.]+) s$", text, re.MULTILINE)
+        assert m, (name, text)
+        seconds[name] = float(m.group(1))
+    assert abs(sum(seconds[p] for p in phases) - seconds["total"]) <= 0.05 * len(phases)
 
 
 def test_quick_demo_writes_everything_and_says_what_next(quick_demo: tuple[Path, str]) -> None:
@@ -148,3 +167,15 @@ def test_demo_config_resolves_to_a_valid_training_config(tmp_path: Path) -> None
     assert (cfg.dataset, cfg.backbone, cfg.weights, cfg.bits) == ("synthetic", "resnet18", None, 12)
     assert cfg.soft_similarity and cfg.data_root == str(tmp_path.resolve())
     assert DemoConfig.quick(max_iter=3).replace(epochs=2, lr=None).max_iter == 3
+
+
+def test_encode_applies_threads(quick_demo: tuple[Path, str], tmp_path: Path) -> None:
+    out, _ = quick_demo
+    before = torch.get_num_threads()
+    try:
+        r = _run("encode", out / "run", "--out", tmp_path / "c.h5", "--threads", 1)
+        assert r.exit_code == 0, r.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert (tmp_path / "c.h5").is_file()

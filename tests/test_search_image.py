@@ -1,9 +1,10 @@
-"""`fghash search INDEX --image ...`: query images encoded by the index's run."""
+"""A tiny trained run: `fghash search INDEX --image ...` and `fghash explain --run` encode with it."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -89,3 +90,25 @@ def test_image_search_errors_are_one_sentence(indexed, tmp_path):
     assert r.exit_code == 2 and "go with --image" in r.output
     r = run("search", bundle, "--image", images[0], "--run", tmp_path, "--device", "cpu")
     assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_explain_encodes_missing_relaxed_values_with_the_run(indexed, tmp_path):
+    from fghash.codes import read_codes, write_codes
+
+    run_dir, bundle, _ = indexed
+    cf = read_codes(read_bundle_meta(bundle)["codes"]["path"])
+    db = cf["database"]
+    want = db.features
+    db.features = db.features_kind = None  # a codes file without relaxed codes
+    bare = write_codes(tmp_path / "bare.h5", cf)
+    out = tmp_path / "ex"
+    r = run("explain", bare, "--out", out, "--run", run_dir, "--rotations", "2", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "explain.json").read_text())
+    assert doc["relaxed_values"] == "run" and doc["awareness"]["scores_from"] == "relaxed values"
+    assert (out / "bits_overview.png").is_file()
+    # the relaxed values it ranked by are the run's own outputs for those images
+    from bench.explain_inputs import load_input
+
+    inp = load_input(bare, run=run_dir, device="cpu")
+    assert np.allclose(inp.relaxed, want, atol=1e-5)

@@ -209,3 +209,27 @@ def test_bench_evaluation_dispatch() -> None:
         return out
 
     assert flat(got) == pytest.approx(flat(want), rel=1e-12, abs=1e-12)
+
+
+def test_gpu_benchmark_smoke_on_cpu_without_faiss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/bench_gpu_search.py runs with torch alone (the GPU machine has no FAISS)."""
+    import sys
+
+    from bench.bench_gpu_search import main
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now fails
+    out = main(
+        "--device cpu --sizes 300 --nq 20 --bits 48 --k 10 --runs 1 --check 5 "
+        "--map-size 20,100".split()
+    )
+    engines = [r["engine"] for r in out["search"]]
+    assert engines == [
+        "tensor/count/bincount",
+        "tensor/count/compare",
+        "tensor/stream/bincount",
+        "topk",
+    ]
+    assert out["search"][0]["exact_vs_brute_force"]
+    assert all(r["same_D"] for r in out["search"][1:])
+    assert all(r["same_I"] for r in out["search"][1:3])
+    assert len(out["map"]) == 4
