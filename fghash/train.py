@@ -696,10 +696,16 @@ def train(
             "or choose another --out."
         )
     dist, device = setup(resolve_device(cfg.device))
+    created = not run_dir.exists()
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
     dist.barrier()
-    run = _Run(cfg, run_dir, progress, dist, device)
+    try:
+        run = _Run(cfg, run_dir, progress, dist, device)
+    except BaseException:
+        if created and dist.main and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a bad option or missing weights leave no empty run folder
+        raise
     if dist.active:
         log.info("process %d of %d on %s", dist.rank, dist.world, device)
     if state is not None:

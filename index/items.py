@@ -174,12 +174,47 @@ class ItemMeta:
         return int(lab)
 
 
+class _RawColumn:
+    """A contiguous numeric dataset allocated when created and filled with ``pwritev``
+    at its byte offset: no HDF5 fill pass, no copy through HDF5's buffers."""
+
+    def __init__(self, f: Any, path: Path, name: str, shape: tuple[int, ...], dtype: Any):
+        import h5py
+
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        self.dtype = np.dtype(dtype)
+        space = h5py.h5s.create_simple(shape)
+        tid = h5py.h5t.py_create(self.dtype)
+        self.ds = h5py.Dataset(h5py.h5d.create(f.id, name.encode(), tid, space, dcpl=dcpl))
+        self.row_bytes = self.dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        self.offset = self.ds.id.get_offset() if shape[0] else None
+        self.fd = os.open(path, os.O_WRONLY) if self.offset is not None else None
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        data = np.ascontiguousarray(rows, dtype=self.dtype)
+        if self.fd is None:
+            self.ds[start : start + len(data)] = data
+            return
+        view = memoryview(data.reshape(len(data), -1).view(np.uint8)).cast("B")
+        done = os.pwritev(self.fd, [view], self.offset + start * self.row_bytes)
+        if done != len(view):
+            raise OSError(f"short write to {self.ds.file.filename}")
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 class ItemsWriter:
     """Write an ``items.h5`` of ``n`` rows block by block (bounded memory).
 
     ``labels`` is None, ``"single"`` (int64 ``[n]``) or ``("multi", C)`` (uint8
-    ``[n, C]``); ``paths`` says whether a string dataset is written. Datasets are
-    contiguous and uncompressed so that :func:`read_items` can memory-map them.
+    ``[n, C]``); ``paths`` says whether a string dataset is written. ``ids`` and
+    ``labels`` are contiguous and uncompressed so that :func:`read_items` can
+    memory-map them; they are allocated up front and written at their offsets.
     """
 
     def __init__(
@@ -187,21 +222,31 @@ class ItemsWriter:
     ) -> None:
         import h5py
 
+        path = Path(path)
         self._f = h5py.File(path, "w")
-        self._f.attrs["format"] = ITEMS_FORMAT
-        self._f.attrs["version"] = 1
-        self._ids = self._f.create_dataset("ids", shape=(n,), dtype=np.int64)
-        self._labels = None
-        if labels == "single":
-            self._labels = self._f.create_dataset("labels", shape=(n,), dtype=np.int64)
-        elif labels is not None:
-            self._labels = self._f.create_dataset(
-                "labels", shape=(n, int(labels[1])), dtype=np.uint8
-            )
-        self._paths = None
-        if paths:
-            dt = h5py.string_dtype("utf-8")
-            self._paths = self._f.create_dataset("paths", shape=(n,), dtype=dt)
+        self._cols: list[_RawColumn] = []
+        try:
+            self._f.attrs["format"] = ITEMS_FORMAT
+            self._f.attrs["version"] = 1
+            self._ids = self._column(path, "ids", (n,), np.int64)
+            self._labels = None
+            if labels == "single":
+                self._labels = self._column(path, "labels", (n,), np.int64)
+            elif labels is not None:
+                self._labels = self._column(path, "labels", (n, int(labels[1])), np.uint8)
+            self._paths = None
+            if paths:
+                dt = h5py.string_dtype("utf-8")
+                self._paths = self._f.create_dataset("paths", shape=(n,), dtype=dt)
+            self._f.flush()
+        except BaseException:
+            self.close()
+            raise
+
+    def _column(self, path: Path, name: str, shape: tuple[int, ...], dtype: Any) -> _RawColumn:
+        col = _RawColumn(self._f, path, name, shape, dtype)
+        self._cols.append(col)
+        return col
 
     def write(
         self,
@@ -213,13 +258,15 @@ class ItemsWriter:
         """Rows ``start : start + len(ids)``."""
         stop = start + len(ids)
         if stop > start:
-            self._ids[start:stop] = ids
+            self._ids.write(start, ids)
             if self._labels is not None:
-                self._labels[start:stop] = labels
+                self._labels.write(start, labels)  # type: ignore[arg-type]
             if self._paths is not None:
                 self._paths[start:stop] = list(paths)  # type: ignore[arg-type]
 
     def close(self) -> None:
+        for col in self._cols:
+            col.close()
         self._f.close()
 
     def __enter__(self) -> ItemsWriter:

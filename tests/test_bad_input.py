@@ -616,6 +616,12 @@ CASES = [
     Case("explain-read-only", [*EXPLAIN, "--out", "{ro}/e"], "read-only", needs="ro"),
     Case("explain-disk-full", [*EXPLAIN, "--out", "{full}/e"], "no space", needs="full"),
     Case("explain-long-name", [*EXPLAIN, "--out", "{tmp}/" + LONG], "too long"),
+    Case("search-engine", ["search", "{flat}", "--code", "0000", "--engine", "x"], "invalid"),
+    Case(
+        "search-engine-ivf",
+        ["search", "{ivf}", "--code", "0000", "--engine", "tensor"],
+        "flat indexes only",
+    ),
     # --- search by image ---
     Case("search-image-no-run", ["search", "{flat}", "--image", "{text}"], "--run"),
     Case(

@@ -273,3 +273,22 @@ def test_unreadable_training_image_is_skipped_and_counted(data_root, tmp_path):
     assert (record["images"], record["skipped"]) == (15, 1)
     with pytest.raises(FghashError, match="cannot be decoded"):
         train(tiny(root, num_samples=16, skip_corrupt=False), tmp_path / "strict", progress=False)
+
+
+def test_paper_protocol_offline_without_weights_says_so_and_leaves_nothing(
+    data_root, tmp_path, monkeypatch
+):
+    import urllib.error
+
+    import torchvision.models._api as api
+
+    def offline(url, *a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "synthetic", "--data-root", str(data_root), "--out", str(out)]
+    res = CliRunner().invoke(main, [*args, "--backbone", "resnet18", "--device", "cpu"])
+    assert res.exit_code == 2 and "--weights none" in res.output
+    assert "Traceback" not in res.output and not out.exists()
