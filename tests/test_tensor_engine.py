@@ -208,7 +208,13 @@ def test_bench_evaluation_dispatch() -> None:
             out.update(flat(v, f"{prefix}{key}/") if isinstance(v, dict) else {prefix + key: v})
         return out
 
-    assert flat(got) == pytest.approx(flat(want), rel=1e-12, abs=1e-12)
+    got, want = flat(got), flat(want)
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        if isinstance(value, str):
+            assert got[key] == value, key
+        else:  # numbers and lists of numbers (pytest.approx refuses nested lists)
+            np.testing.assert_allclose(got[key], value, rtol=1e-12, atol=1e-12, err_msg=key)
 
 
 def test_gpu_benchmark_smoke_on_cpu_without_faiss(monkeypatch: pytest.MonkeyPatch) -> None:
