@@ -42,6 +42,7 @@ from bench.explain_stats import (
 from bench.report import write_text_atomic
 from bench.retrieval_sheet import draw_retrieval
 from bench.sheets import Tile, draw_sheet, load_image, placeholder
+from fghash.atomic import remove_stale
 from fghash.errors import FghashError
 from fghash.ranking import hamming_matrix, relevance
 
@@ -355,6 +356,8 @@ def prepare_out(out: Path, force: bool) -> None:
     """
     if out.exists() and not out.is_dir():
         raise FghashError(f"--out {out} exists and is not a folder.")
+    if out.is_dir():
+        remove_stale(out)  # temporaries of a killed run are not "other files"
     if out.is_dir() and not force:
         if (out / "explain.json").exists():
             raise FghashError(f"{out} already holds an explain report; pass --force to replace it.")

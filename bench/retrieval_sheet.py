@@ -13,16 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.sheets import Tile, draw_sheet, load_image, placeholder
+from index.query import format_label
 
 __all__ = ["draw_retrieval"]
-
-
-def _label_text(label: Any) -> str:
-    if label is None:
-        return "-"
-    if isinstance(label, list):
-        return ",".join(map(str, label)) or "-"
-    return str(label)
 
 
 def draw_retrieval(
@@ -61,12 +54,12 @@ def draw_retrieval(
             qcap = "query image"
         else:
             qimg = image(root, q.get("path"))
-            qcap = f"label {_label_text(q.get('label'))}"
+            qcap = f"label {format_label(q.get('label'))}"
         row: list[Tile | None] = [Tile(qimg, qcap, "query"), None]
         for r in ex["results"]:
             rel = r.get("relevant")
             frame = None if rel is None else ("relevant" if rel else "irrelevant")
-            cap = f"d = {r['distance']}\nlabel {_label_text(r.get('label'))}"
+            cap = f"d = {r['distance']}\nlabel {format_label(r.get('label'))}"
             row.append(Tile(image(root, r.get("path")), cap, frame))
         rows.append(row)
         labels.append(ex.get("row_label") or f"query {n}")

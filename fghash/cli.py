@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -330,21 +331,15 @@ def build_index_cmd(
 # --- fghash search -----------------------------------------------------------------
 
 
-def _fmt_label(label: Any) -> str:
-    if label is None:
-        return "-"
-    if isinstance(label, list):
-        return ",".join(map(str, label)) or "-"
-    return str(label)
-
-
 def _search_text(results: list[dict[str, Any]]) -> str:
+    from index.query import format_label
+
     blocks = []
     for n, r in enumerate(results, start=1):
         q = r["query"]
         head = f"query {n}"
         if q["id"] is not None:
-            head += f": id {q['id']}, label {_fmt_label(q['label'])}"
+            head += f": id {q['id']}, label {format_label(q['label'])}"
             if q["path"] is not None:
                 head += f", {q['path']}"
         elif q["path"] is not None:  # an image given with --image
@@ -356,7 +351,7 @@ def _search_text(results: list[dict[str, Any]]) -> str:
                     str(hit["rank"]),
                     str(hit["id"]),
                     str(hit["distance"]),
-                    _fmt_label(hit["label"]),
+                    format_label(hit["label"]),
                     hit["path"] or "-",
                 )
             )
@@ -585,15 +580,18 @@ from fghash.config import (  # noqa: E402  (no torch: plain dataclasses)
 
 
 class _LazyChoice(click.Choice):  # type: ignore[type-arg]
-    """A ``click.Choice`` whose names are looked up only when needed (help, parsing)."""
+    """A click.Choice whose choices are computed on first use, so that loading the CLI
+    (``fghash --help``) does not import what computes them (numpy, the baselines)."""
 
-    def __init__(self, names: Any) -> None:
-        self._names = names
-        super().__init__([])
+    def __init__(self, load: Any, case_sensitive: bool = True) -> None:
+        self._load, self._choices = load, None
+        super().__init__([], case_sensitive=case_sensitive)
 
     @property  # type: ignore[override]
-    def choices(self) -> list[str]:
-        return list(self._names())
+    def choices(self) -> Any:
+        if self._choices is None:
+            self._choices = tuple(self._load())
+        return self._choices
 
     @choices.setter
     def choices(self, value: Any) -> None:
@@ -1166,7 +1164,7 @@ def _command_line(name: str, args: list[str]) -> str:
             continue
         flag = max(p.opts, key=len)
         parts += [flag] if v is True else [flag, str(v)]
-    return " ".join(parts)
+    return shlex.join(parts)
 
 
 @main.command("explain")
@@ -1312,25 +1310,6 @@ def _baseline_methods() -> list[str]:
     from fghash.baselines import list_baselines
 
     return list_baselines()
-
-
-class _LazyChoice(click.Choice):
-    """A click.Choice whose choices are computed on first use, so that loading the CLI
-    (``fghash --help``) does not import what computes them (numpy, the baselines)."""
-
-    def __init__(self, load: Any, case_sensitive: bool = True) -> None:
-        self._load, self._choices = load, None
-        super().__init__([], case_sensitive=case_sensitive)
-
-    @property  # type: ignore[override]
-    def choices(self) -> Any:
-        if self._choices is None:
-            self._choices = tuple(self._load())
-        return self._choices
-
-    @choices.setter
-    def choices(self, value: Any) -> None:
-        pass
 
 
 @main.command("baseline")

@@ -234,7 +234,7 @@ def _plural(n: int, noun: str) -> str:
 
 def _run_state(run_dir: Path) -> str:
     """``"none"``, ``"partial"`` (a checkpoint to resume) or ``"done"``."""
-    from fghash.train import CHECKPOINT
+    from fghash.rundir import CHECKPOINT
 
     if (run_dir / "database_codes.npy").is_file() and (run_dir / CHECKPOINT).is_file():
         return "done"

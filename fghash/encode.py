@@ -266,7 +266,7 @@ def encode_run(
         all_train=not cfg.val_fraction,
     )
     learned_B = state["B"].numpy()
-    from fghash.train import CHECKPOINT
+    from fghash.rundir import CHECKPOINT
 
     ckpt = run_dir / CHECKPOINT
     store = PartStore(

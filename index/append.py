@@ -239,12 +239,12 @@ def add_to_bundle(
     else:
         _check_unique(None, new, where)
         _check_milvus_unique(items, new, where)
+    if len(new) == 0:
+        return index.ntotal, None
     source = dict(meta.get("codes") or {})
     codes_path: Path | None = None
     if update_codes:
         codes_path = _source_codes(source, bundle, index.ntotal)
-    if len(new) == 0:
-        return index.ntotal, None
     backup = None
     if codes_path is not None:
         backup = _backup(codes_path)

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fghash.codes import file_checksum
 from fghash.errors import FghashError
 
 __all__ = [
@@ -34,12 +35,8 @@ HEAD_BYTES = 64  # FAISS binary headers (fourcc, d, code_size, ntotal, ...) fit 
 AUTO_VERIFY_BYTES = 64 << 20  # below this, the full SHA-256 is checked on every load
 
 
-def _sha256(path: Path, block: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            h.update(chunk)
-    return h.hexdigest()
+def _sha256(path: Path) -> str:
+    return file_checksum(path).removeprefix("sha256:")
 
 
 def file_record(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -18,9 +18,18 @@ from index.gpu import GPU_MAX_K
 from index.items import ItemMeta, search_items
 from index.tensor import pick_engine, tensor_from_binary
 
-__all__ = ["search_bundle", "describe"]
+__all__ = ["search_bundle", "describe", "format_label"]
 
 logger = logging.getLogger(__name__)
+
+
+def format_label(label: Any) -> str:
+    """A result's label for people: ``-`` when absent, multi-hot labels comma-separated."""
+    if label is None:
+        return "-"
+    if isinstance(label, list):
+        return ",".join(map(str, label)) or "-"
+    return str(label)
 
 
 def search_bundle(

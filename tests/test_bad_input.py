@@ -886,3 +886,26 @@ def test_progress_lines_can_be_throttled() -> None:
     p._last_line -= 31
     assert p.step(n=10, every=30).startswith("images: 20/100 done")
     assert p.step(n=10, every=30) is None
+
+
+def test_stale_synthetic_and_explain_temporaries_are_removed(tmp_path) -> None:
+    """A killed data generation leaves `.data.<pid>-….tmp/` beside the set, a killed explain
+    a temporary PNG in its report folder; the next run removes both, since the dead
+    process's temporaries are not the user's files."""
+    from bench.explain import prepare_out
+    from fghash.data.synthetic import generate_synthetic
+
+    dead = _dead_pid()
+    stale_data = tmp_path / f".data.{dead}-abcdefgh.tmp"
+    stale_data.mkdir()
+    (stale_data / "half.png").write_bytes(b"png")
+    generate_synthetic(tmp_path / "data", num_classes=2, train_per_class=1, test_per_class=1)
+    assert not stale_data.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+    out = tmp_path / "explain"
+    out.mkdir()
+    stale_png = out / f".retrieval.png.{dead}-zz99yy88.png"
+    stale_png.write_bytes(b"png")
+    prepare_out(out, force=False)  # before the fix: "already holds other files"
+    assert not stale_png.exists()

@@ -59,6 +59,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from fghash.atomic import remove_stale, temp_prefix
 from fghash.data.base import ImageListDataset, Transform
 from fghash.errors import FghashError
 
@@ -498,12 +499,15 @@ def generate_synthetic(
         )
 
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    remove_stale(root.parent, root.name)  # what a killed generation left beside root
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(root.name), suffix=".tmp", dir=root.parent))
     try:
         _write_files(tmp, params)
         if root.is_dir() and manifest is not None:
             # Ours (the manifest says so): move the old set aside, swap, then delete it.
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+            old = Path(
+                tempfile.mkdtemp(prefix=temp_prefix(root.name), suffix=".old", dir=root.parent)
+            )
             for name in _OUR_FILES:
                 if (root / name).exists():
                     os.replace(root / name, old / name)
