@@ -77,7 +77,7 @@ def loop_rate(cfg: Any, run_dir: Path) -> float:
 def ceiling_rate(cfg: Any, steps: int) -> float:
     """Images/s of the training step alone on one on-device batch (same model, loss, AMP)."""
     from fghash.rundir import build_model
-    from fghash.train import build_loss
+    from fghash.train import _amp_dtype, _float_output, build_loss
 
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
@@ -87,7 +87,13 @@ def ceiling_rate(cfg: Any, steps: int) -> float:
     if cuda:
         torch.backends.cudnn.benchmark = True
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    opt = torch.optim.SGD(  # the optimizer fghash.train builds
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+    )
     n, N, k = cfg.batch_size, cfg.num_samples, cfg.bits
     images = torch.randn(n, 3, cfg.image_size, cfg.image_size, device=device)
     if cuda:
@@ -95,14 +101,14 @@ def ceiling_rate(cfg: Any, steps: int) -> float:
     B = torch.where(torch.randn(N, k, device=device) >= 0, 1.0, -1.0)
     S = (torch.arange(n, device=device)[:, None] % 4 == torch.arange(N, device=device) % 4).float()
     rows = torch.arange(n, device=device)
-    dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
+    dtype = _amp_dtype(cfg, device)
     use_amp = cfg.amp and cuda
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and dtype == torch.float16)
 
     def step() -> None:
         with torch.autocast("cuda", dtype=dtype, enabled=use_amp):
             out = model(images)
-        out = type(out)(**{f: _f32(getattr(out, f)) for f in out.__dataclass_fields__})
+        out = _float_output(out)
         total, _ = loss_fn(out, images, S, B, B[rows])
         opt.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
@@ -124,10 +130,6 @@ def ceiling_rate(cfg: Any, steps: int) -> float:
         sync()
         times.append(time.perf_counter() - t0)
     return n * steps / statistics.median(times)
-
-
-def _f32(t: Any) -> Any:
-    return t.float() if torch.is_tensor(t) and t.is_floating_point() else t
 
 
 def main(argv: list[str] | None = None) -> int:
