@@ -77,7 +77,7 @@ def loop_rate(cfg: Any, run_dir: Path) -> float:
 def ceiling_rate(cfg: Any, steps: int) -> float:
     """Images/s of the training step alone on one on-device batch (same model, loss, AMP)."""
     from fghash.rundir import build_model
-    from fghash.train import _amp_dtype, _float_output, build_loss
+    from fghash.train import _amp_dtype, _float_output, build_loss, make_sgd
 
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
@@ -87,13 +87,7 @@ def ceiling_rate(cfg: Any, steps: int) -> float:
     if cuda:
         torch.backends.cudnn.benchmark = True
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(  # the optimizer fghash.train builds
-        model.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
-    )
+    opt = make_sgd(model.parameters(), cfg)  # the optimizer fghash.train builds
     n, N, k = cfg.batch_size, cfg.num_samples, cfg.bits
     images = torch.randn(n, 3, cfg.image_size, cfg.image_size, device=device)
     if cuda:

@@ -930,17 +930,19 @@ def _demo_summary(rep: Any, out: Path, seconds: dict[str, float]) -> str:
         )
         speed.append(("binary / float", f"{rep.speedup:.2f}x"))
     lines.append(_table(speed, indent="  "))
-    lines += ["", _demo_times(seconds, rep.threads)]
+    lines += ["", _demo_times(seconds)]
     return "\n".join(lines)
 
 
-def _demo_times(seconds: dict[str, float], threads: int) -> str:
+def _demo_times(seconds: dict[str, float]) -> str:
     """The demo's phase times, one line each, then the total."""
     import torch
 
     rows = [(name, f"{s:.1f} s") for name, s in seconds.items()]
     rows.append(("total", f"{sum(seconds.values()):.1f} s"))
-    head = f"time, {threads} CPU thread(s), torch {torch.__version__}:"
+    used = runtime.thread_summary()
+    threads = f"{used} CPU thread(s)" if used.isdigit() else f"CPU threads {used}"
+    head = f"time, {threads}, torch {torch.__version__}:"
     return "\n".join([head, _table(rows, indent="  ")])
 
 

@@ -30,17 +30,39 @@ operators); the default spin costs 2× beside one busy process (4× for the fait
 ``import faiss``: the command-line entry points (:mod:`fghash.cli`, hence
 ``python -m fghash``) call it before importing anything else. A user who exported
 ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` keeps exactly what they chose.
+
+The thread count follows the load when nobody fixed it (no ``--threads``, no
+``OMP_NUM_THREADS``): beside one busy process on 2 cores, one thread beats two (one
+training step of the demo's network: 274–291 ms against 350–406 ms; quiet, two threads
+take 187–193 ms and one 313–315 ms). :class:`LoadFollower` measures, every few seconds,
+how much CPU time other processes took on this process's cores (``/proc/stat`` minus
+this process's own CPU time) and uses the cores they leave free, rounded, at least one;
+the training loop calls :func:`adapt_threads` once per step. The count changes only when
+two measurements in a row agree, so a short burst of other work does not make it flap.
+Results computed with other thread counts can differ in the last bits (the order of
+floating-point sums changes), so a run that must repeat bit for bit fixes ``--threads``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
 
 from fghash.errors import FghashError
 
-__all__ = ["SPIN_COUNT", "default_threads", "prepare_environment", "set_threads"]
+__all__ = [
+    "SPIN_COUNT",
+    "LoadFollower",
+    "adapt_threads",
+    "default_threads",
+    "prepare_environment",
+    "set_threads",
+    "thread_summary",
+]
 
 SPIN_COUNT = 3000  # libgomp spins before an idle thread sleeps (its default: 300,000)
 _USERS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # the user's word on waiting wins
@@ -60,32 +82,151 @@ def prepare_environment(environ: MutableMapping[str, str] | None = None) -> bool
     return True
 
 
+def _users_threads() -> int | None:
+    users = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(users) if users.isdigit() and int(users) > 0 else None
+
+
+def _usable_cores() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
 def default_threads() -> int:
     """``OMP_NUM_THREADS`` when the user set it to a positive integer, else the number of
     cores this process may run on (its CPU affinity, else every core)."""
-    users = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if users.isdigit() and int(users) > 0:
-        return int(users)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return _users_threads() or max(1, len(_usable_cores()))
 
 
-def set_threads(threads: int | None = None) -> int:
-    """Use ``threads`` compute threads in torch, and in FAISS if it is loaded.
-
-    ``None`` means :func:`default_threads`. FAISS is never imported here (``fghash``
-    training does not need it); a FAISS loaded later keeps its own default unless this is
-    called again. Returns the thread count applied.
-    """
-    n = default_threads() if threads is None else threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise FghashError(f"--threads must be a positive integer, got {threads!r}.")
+def _apply(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
     faiss = sys.modules.get("faiss")
     if faiss is not None:
         faiss.omp_set_num_threads(n)
+
+
+def busy_seconds(cores: list[int], stat: Path = Path("/proc/stat")) -> float | None:
+    """CPU seconds the machine has spent busy on ``cores`` since boot (every process:
+    user, nice, system, irq, softirq, and steal — time the hypervisor gave to others), or
+    ``None`` where ``/proc/stat`` cannot be read (not Linux)."""
+    try:
+        text = stat.read_text()
+    except OSError:
+        return None
+    wanted, ticks = set(cores), 0
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or not name[3:].isdigit() or int(name[3:]) not in wanted:
+            continue
+        f = [int(x) for x in rest.split()[:8]] + [0] * 8
+        ticks += f[0] + f[1] + f[2] + f[5] + f[6] + f[7]
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class LoadFollower:
+    """Use as many compute threads as the cores other processes leave free.
+
+    :meth:`poll` (cheap; call it often) measures every ``interval`` seconds the CPU time
+    others took on ``cores``: busy time of those cores (:func:`busy_seconds`) minus this
+    process's own CPU time, over the wall time. Wanted threads: ``round(len(cores) -
+    others)``, at least one. The count changes when two measurements in a row want the
+    same new value; the first measurement may change it at once (a busy machine at start).
+    ``seconds_at`` keeps how long each count was in use.
+    """
+
+    def __init__(
+        self,
+        cores: list[int],
+        threads: int,
+        *,
+        interval: float = 2.0,
+        busy: Callable[[list[int]], float | None] = busy_seconds,
+        own: Callable[[], float] = time.process_time,
+        clock: Callable[[], float] = time.monotonic,
+        apply: Callable[[int], None] = _apply,
+    ) -> None:
+        self.cores, self.threads, self.interval = list(cores), threads, interval
+        self._busy, self._own, self._clock, self._apply = busy, own, clock, apply
+        self.seconds_at: dict[int, float] = {}
+        self._first, self._wanted = True, threads
+        self._start()
+
+    def _start(self) -> None:
+        self._t, self._b, self._o = self._clock(), self._busy(self.cores), self._own()
+
+    def others(self) -> float | None:
+        """Cores' worth of CPU other processes used since the last measurement."""
+        now, b, o = self._clock(), self._busy(self.cores), self._own()
+        if b is None or self._b is None or now <= self._t:
+            return None
+        return max(0.0, (b - self._b) - (o - self._o)) / (now - self._t)
+
+    def poll(self) -> int | None:
+        """Measure when ``interval`` has passed; returns the new count when it changed."""
+        now = self._clock()
+        if now - self._t < self.interval:
+            return None
+        others = self.others()
+        self.seconds_at[self.threads] = self.seconds_at.get(self.threads, 0.0) + now - self._t
+        self._start()
+        if others is None:
+            return None
+        want = min(len(self.cores), max(1, math.floor(len(self.cores) - others + 0.5)))
+        agreed = self._first or want == self._wanted
+        self._first, self._wanted = False, want
+        if want == self.threads or not agreed:
+            return None
+        self._apply(want)
+        self.threads = want
+        return want
+
+    def summary(self) -> str:
+        """``"2"``, or e.g. ``"1-2 (1 for 250 s, 2 for 31 s; following the load)"``."""
+        now = self._clock()
+        spent = dict(self.seconds_at)
+        spent[self.threads] = spent.get(self.threads, 0.0) + now - self._t
+        used = sorted(n for n, t in spent.items() if t >= 0.5) or [self.threads]
+        if len(used) == 1:
+            return str(used[0])
+        parts = ", ".join(f"{n} for {spent[n]:.0f} s" for n in used)
+        return f"{used[0]}-{used[-1]} ({parts}; following the load)"
+
+
+_follower: LoadFollower | None = None
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Use ``threads`` compute threads in torch, and in FAISS if it is loaded.
+
+    ``None`` means :func:`default_threads`; when the user fixed no count (no
+    ``OMP_NUM_THREADS`` either) the count then follows the load from here on
+    (:class:`LoadFollower`, through :func:`adapt_threads`). FAISS is never imported here
+    (``fghash`` training does not need it); a FAISS loaded later keeps its own default
+    unless this is called again. Returns the thread count applied.
+    """
+    global _follower
+    n = default_threads() if threads is None else threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise FghashError(f"--threads must be a positive integer, got {threads!r}.")
+    _apply(n)
+    cores = _usable_cores()
+    follow = threads is None and _users_threads() is None and len(cores) > 1
+    _follower = LoadFollower(cores, n) if follow else None
     return n
+
+
+def adapt_threads() -> int | None:
+    """Let the thread count follow the load, when :func:`set_threads` chose it (cheap:
+    a clock read between measurements). Returns the new count when it changed."""
+    return None if _follower is None else _follower.poll()
+
+
+def thread_summary() -> str:
+    """The compute threads used since :func:`set_threads`, for a report line."""
+    import torch
+
+    return str(torch.get_num_threads()) if _follower is None else _follower.summary()

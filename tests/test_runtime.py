@@ -151,3 +151,197 @@ def test_train_threads_reach_torch_before_training(
     )
     assert r.exit_code == 0, r.output
     assert seen == [target]
+
+
+@pytest.fixture
+def no_follower(keep_threads: int) -> Iterator[None]:
+    """Leave no load follower behind for later tests in this process."""
+    yield
+    runtime._follower = None
+
+
+def test_busy_seconds_sums_the_busy_fields_of_the_chosen_cores(tmp_path: Path) -> None:
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = tmp_path / "stat"
+    stat.write_text(
+        # name user nice system idle iowait irq softirq steal guest guest_nice
+        "cpu  999 999 999 999 999 999 999 999 0 0\n"
+        "cpu0 100 1 20 5000 7 3 2 10 0 0\n"
+        "cpu1 200 0 40 4000 9 0 6 0 0 0\n"
+        "cpu2 7 7 7 7 7 7 7 7 0 0\n"
+        "intr 12345 0 0\n"
+    )
+    # busy = user + nice + system + irq + softirq + steal; idle and iowait are not
+    assert runtime.busy_seconds([0], stat) == pytest.approx(136 / tick)
+    assert runtime.busy_seconds([0, 1], stat) == pytest.approx((136 + 246) / tick)
+    assert runtime.busy_seconds([1, 5], stat) == pytest.approx(246 / tick)
+    assert runtime.busy_seconds([0], tmp_path / "missing") is None
+
+
+class _Machine:
+    """A 2-core machine whose other processes use ``others`` cores; this process
+    keeps every core it has threads for busy."""
+
+    def __init__(self) -> None:
+        self.t = self.busy = self.own = 0.0
+        self.others = 0.0
+        self.threads = 2
+        self.applied: list[int] = []
+
+    def run(self, seconds: float) -> None:
+        mine = min(self.threads, 2 - self.others) if self.others < 2 else 0.0
+        self.t += seconds
+        self.own += mine * seconds
+        self.busy += (mine + self.others) * seconds
+
+    def apply(self, n: int) -> None:
+        self.threads = n
+        self.applied.append(n)
+
+    def follower(self) -> runtime.LoadFollower:
+        return runtime.LoadFollower(
+            [0, 1],
+            2,
+            interval=2.0,
+            busy=lambda cores: self.busy,
+            own=lambda: self.own,
+            clock=lambda: self.t,
+            apply=self.apply,
+        )
+
+
+def test_load_follower_uses_the_cores_other_processes_leave_free() -> None:
+    m = _Machine()
+    m.others = 1.0  # one busy process from the start: the first measurement acts at once
+    f = m.follower()
+    m.run(1.0)
+    assert f.poll() is None  # the interval has not passed: nothing measured
+    m.run(1.0)
+    assert f.poll() == 1 and m.threads == 1
+    for _ in range(3):  # it keeps its core: one thread stays
+        m.run(2.0)
+        assert f.poll() is None and m.threads == 1
+    m.others = 0.0  # it ended: two measurements in a row agree, then two threads again
+    m.run(2.0)
+    assert f.poll() is None and m.threads == 1
+    m.run(2.0)
+    assert f.poll() == 2 and m.threads == 2
+    m.others = 0.8  # a burst of one measurement changes nothing
+    m.run(2.0)
+    assert f.poll() is None
+    m.others = 0.0
+    m.run(2.0)
+    assert f.poll() is None and m.applied == [1, 2]
+    m.others = 0.4  # a light load (round(2 - 0.4) = 2) keeps both threads
+    for _ in range(3):
+        m.run(2.0)
+        assert f.poll() is None
+    m.others = 2.0  # the machine is full: never below one thread
+    for _ in range(2):
+        m.run(2.0)
+        f.poll()
+    assert m.threads == 1
+    assert f.summary() == "1-2 (1 for 10 s, 2 for 16 s; following the load)"
+
+
+def test_load_follower_ignores_this_process_own_cpu_time() -> None:
+    m = _Machine()
+    f = m.follower()
+    for _ in range(4):  # this process alone, both cores busy: two threads throughout
+        m.run(2.0)
+        assert f.poll() is None
+    assert m.applied == [] and f.summary() == "2"
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="needs Linux /proc")
+def test_load_follower_sees_a_busy_process_on_its_cores() -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        f = runtime.LoadFollower(cores, len(cores), apply=lambda n: None)
+        before = _cpu_seconds(busy.pid)
+        t0 = time.monotonic()
+        time.sleep(1.5)
+        others = f.others()
+        child = (_cpu_seconds(busy.pid) - before) / (time.monotonic() - t0)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert others is not None
+    # everything the child used (from its own /proc entry) counts as another process's
+    assert child > 0.3
+    assert others >= 0.8 * child - 0.05
+
+
+def test_set_threads_follows_the_load_only_when_nobody_fixed_the_count(
+    monkeypatch: pytest.MonkeyPatch, no_follower: None
+) -> None:
+    monkeypatch.setattr(runtime, "_usable_cores", lambda: [0, 1])
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert runtime.set_threads(None) == 2
+    assert isinstance(runtime._follower, runtime.LoadFollower)
+    assert runtime.set_threads(1) == 1 and runtime._follower is None
+    assert runtime.thread_summary() == "1" and runtime.adapt_threads() is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert runtime.set_threads(None) == 2 and runtime._follower is None
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(runtime, "_usable_cores", lambda: [0])
+    assert runtime.set_threads(None) == 1 and runtime._follower is None
+
+
+def test_training_steps_let_the_thread_count_follow_the_load(
+    tmp_path: Path, no_follower: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fghash.config import resolve_config
+    from fghash.data import generate_synthetic
+    from fghash.train import train
+
+    root = generate_synthetic(
+        tmp_path / "d", num_classes=2, train_per_class=4, test_per_class=1, image_size=32
+    )
+    # another process keeps one of two cores busy: its busy time grows with the clock,
+    # this process's own CPU time stays 0; every reading of the clock is 3 s later
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 3.0
+        return now[0]
+
+    seen: list[int] = []
+    f = runtime.LoadFollower(
+        [0, 1],
+        2,
+        busy=lambda cores: now[0],
+        own=lambda: 0.0,
+        clock=clock,
+        apply=lambda n: (seen.append(n), torch.set_num_threads(n)),
+    )
+    runtime._follower = f
+    cfg = resolve_config(
+        "synthetic",
+        None,
+        data_root=str(root),
+        backbone="resnet18",
+        image_size=32,
+        bits=8,
+        num_samples=8,
+        batch_size=4,
+        max_iter=1,
+        epochs=1,
+        device="cpu",
+        weights="none",
+        gamma=1.0,
+        lr=1e-3,
+    )
+    with caplog.at_level("INFO", logger="fghash.train"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert seen == [1] and torch.get_num_threads() == 1
+    assert "1 compute thread(s) now" in caplog.text
