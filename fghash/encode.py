@@ -66,11 +66,9 @@ _parts_written = [0]  # parts written by this process, for _CRASH_ENV
 
 def default_num_workers() -> int:
     """DataLoader workers for decoding and transforms: the usable cores, at most 4."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+    from fghash.runtime import usable_cores
+
+    return min(4, usable_cores())
 
 
 def _part_name(split: str, c: int) -> str:

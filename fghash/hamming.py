@@ -16,7 +16,6 @@ queries can run in parallel threads. FAISS is imported when first used.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -96,8 +95,6 @@ def row_histograms(values: np.ndarray, out: np.ndarray) -> np.ndarray:
 def default_workers() -> int:
     """Threads for distance blocks: the cores this process may use, at most FAISS's (and so
     ``OMP_NUM_THREADS``') thread count."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, _faiss().omp_get_max_threads()))
+    from fghash.runtime import usable_cores
+
+    return max(1, min(usable_cores(), _faiss().omp_get_max_threads()))

@@ -62,6 +62,7 @@ __all__ = [
     "prepare_environment",
     "set_threads",
     "thread_summary",
+    "usable_cores",
 ]
 
 SPIN_COUNT = 3000  # libgomp spins before an idle thread sleeps (its default: 300,000)
@@ -94,10 +95,15 @@ def _usable_cores() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
+def usable_cores() -> int:
+    """How many cores this process may run on (its CPU affinity, else every core)."""
+    return max(1, len(_usable_cores()))
+
+
 def default_threads() -> int:
     """``OMP_NUM_THREADS`` when the user set it to a positive integer, else the number of
     cores this process may run on (its CPU affinity, else every core)."""
-    return _users_threads() or max(1, len(_usable_cores()))
+    return _users_threads() or usable_cores()
 
 
 def _apply(n: int) -> None:

@@ -92,7 +92,7 @@ from fghash.inference import encode_images
 from fghash.progress import Progress
 from fghash.retrieval import hamming_map
 from fghash.rundir import CHECKPOINT, CONFIG, build_model, save_iteration_checkpoint
-from fghash.runtime import adapt_threads
+from fghash.runtime import adapt_threads, usable_cores
 
 __all__ = [
     "TrainResult",
@@ -156,8 +156,7 @@ def auto_num_workers(device: torch.device, world: int = 1) -> int:
     training); on CUDA the machine's CPUs shared by the processes, at most 8 each."""
     if device.type != "cuda":
         return 0
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(8, (cpus or 1) // max(1, world) - 1))
+    return max(1, min(8, usable_cores() // max(1, world) - 1))
 
 
 def split_train_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

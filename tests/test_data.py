@@ -492,6 +492,36 @@ def test_transforms_shape_and_normalisation():
         build_transform(True, 224, resize=200)
 
 
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("shape", [(64, 64), (50, 37), (37, 90)])
+def test_resize_crop_equals_torchvision_v2_pipeline(train: bool, shape: tuple[int, int]):
+    """build_transform's one-call pipeline gives exactly what the transforms.v2 Compose it
+    replaces gives, draw for draw (decoded PNG birds and random non-square images)."""
+    import torch
+    from torchvision.transforms import v2
+
+    from fghash.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    size, resize = 32, 37
+    cut = v2.RandomCrop(size) if train else v2.CenterCrop(size)
+    steps = [v2.ToImage(), v2.Resize(resize, antialias=True), cut]
+    steps += [v2.RandomHorizontalFlip(p=0.5)] if train else []
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    reference, ours = v2.Compose(steps), build_transform(train, size, resize=resize)
+    ours = pickle.loads(pickle.dumps(ours))  # DataLoader workers get a pickled copy
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)) for _ in range(6)]
+    images += [render_bird(spec, size=shape[0]) for spec in class_specs(3)]
+    for image in images:
+        torch.manual_seed(7)
+        want = [reference(image) for _ in range(4)]
+        torch.manual_seed(7)
+        got = [ours(image) for _ in range(4)]
+        for a, b in zip(want, got, strict=True):
+            assert type(b) is torch.Tensor and b.shape == (3, size, size)
+            assert torch.equal(a.as_subclass(torch.Tensor), b)
+
+
 def test_subset_keeps_classes_attributes_and_parent_positions(tmp_path):
     ds = load_dataset("cub200", make_cub(tmp_path), split="train")
     sub = ds.subset([3, 1])
