@@ -140,8 +140,9 @@ class LoadFollower:
     others took on ``cores``: busy time of those cores (:func:`busy_seconds`) minus this
     process's own CPU time, over the wall time. Wanted threads: ``round(len(cores) -
     others)``, at least one. The count changes when two measurements in a row want the
-    same new value; the first measurement may change it at once (a busy machine at start).
-    ``seconds_at`` keeps how long each count was in use.
+    same new value; the first measurement, after only ``first_interval`` seconds, may
+    change it at once, so that work started on a busy machine runs on the right count
+    from its first steps. ``seconds_at`` keeps how long each count was in use.
     """
 
     def __init__(
@@ -150,12 +151,14 @@ class LoadFollower:
         threads: int,
         *,
         interval: float = 2.0,
+        first_interval: float = 0.5,
         busy: Callable[[list[int]], float | None] = busy_seconds,
         own: Callable[[], float] = time.process_time,
         clock: Callable[[], float] = time.monotonic,
         apply: Callable[[int], None] = _apply,
     ) -> None:
         self.cores, self.threads, self.interval = list(cores), threads, interval
+        self.first_interval = first_interval
         self._busy, self._own, self._clock, self._apply = busy, own, clock, apply
         self.seconds_at: dict[int, float] = {}
         self._first, self._wanted = True, threads
@@ -174,7 +177,7 @@ class LoadFollower:
     def poll(self) -> int | None:
         """Measure when ``interval`` has passed; returns the new count when it changed."""
         now = self._clock()
-        if now - self._t < self.interval:
+        if now - self._t < (self.first_interval if self._first else self.interval):
             return None
         others = self.others()
         self.seconds_at[self.threads] = self.seconds_at.get(self.threads, 0.0) + now - self._t

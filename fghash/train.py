@@ -532,6 +532,8 @@ class _Run:
         )
         cast = torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp else nullcontext()
         for images, _, pos in bar:
+            if not self.cuda and (threads := adapt_threads()) is not None:
+                log.info("CPU left free by other processes: %d compute thread(s) now", threads)
             if len(pos) == 0:
                 continue
             images = images.to(device, non_blocking=True)
@@ -561,8 +563,6 @@ class _Run:
             n_batches += 1
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value * n
-            if not self.cuda and (threads := adapt_threads()) is not None:
-                log.info("CPU left free by other processes: %d compute thread(s) now", threads)
             if n_batches % cfg.nan_check_every == 0:
                 self.check(bad, it, epoch, n_batches)
                 bar.set_postfix(loss=f"{float(sums['total']) / n_seen:.4g}", refresh=False)

@@ -214,9 +214,9 @@ def test_load_follower_uses_the_cores_other_processes_leave_free() -> None:
     m = _Machine()
     m.others = 1.0  # one busy process from the start: the first measurement acts at once
     f = m.follower()
-    m.run(1.0)
-    assert f.poll() is None  # the interval has not passed: nothing measured
-    m.run(1.0)
+    m.run(0.3)
+    assert f.poll() is None  # not even the first interval has passed: nothing measured
+    m.run(0.7)
     assert f.poll() == 1 and m.threads == 1
     for _ in range(3):  # it keeps its core: one thread stays
         m.run(2.0)
@@ -241,7 +241,7 @@ def test_load_follower_uses_the_cores_other_processes_leave_free() -> None:
         m.run(2.0)
         f.poll()
     assert m.threads == 1
-    assert f.summary() == "1-2 (1 for 10 s, 2 for 16 s; following the load)"
+    assert f.summary() == "1-2 (1 for 10 s, 2 for 15 s; following the load)"
 
 
 def test_load_follower_ignores_this_process_own_cpu_time() -> None:
