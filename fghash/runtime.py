@@ -58,6 +58,7 @@ __all__ = [
     "SPIN_COUNT",
     "LoadFollower",
     "adapt_threads",
+    "busy_seconds",
     "default_threads",
     "prepare_environment",
     "set_threads",
