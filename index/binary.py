@@ -242,16 +242,19 @@ class BinaryIndex:
         return check_codes(q, self.bits, "query codes")
 
     def _check_k(self, k: int) -> int:
-        k = _check_int("k", k, 1)
-        if k > self.ntotal:
-            raise FghashError(
-                f"k={k} is larger than the database ({self.ntotal} items); use k <= {self.ntotal}."
-            )
-        if self.device == "gpu" and k > GPU_MAX_K:
-            raise FghashError(
-                f"k={k} is above the GPU limit of {GPU_MAX_K}; use a smaller k or --device cpu."
-            )
-        return k
+        return check_k(k, self.ntotal, gpu=self.device == "gpu")
+
+
+def check_k(k: Any, ntotal: int, *, gpu: bool = False) -> int:
+    """``k`` as an int in ``1..ntotal`` (``..GPU_MAX_K`` for FAISS on a GPU), or one sentence."""
+    k = _check_int("k", k, 1)
+    if k > ntotal:
+        raise FghashError(f"k={k} is larger than the database ({ntotal} items); use k <= {ntotal}.")
+    if gpu and k > GPU_MAX_K:
+        raise FghashError(
+            f"k={k} is above the GPU limit of {GPU_MAX_K}; use a smaller k or --device cpu."
+        )
+    return k
 
 
 class _SearchParams:

@@ -54,6 +54,7 @@ from fghash.hamming_torch import (
     row_counts,
     torch_device,
 )
+from index.binary import check_k
 from index.gpu import GPU_MAX_K, gpu_available
 from index.padding import check_codes
 
@@ -192,13 +193,7 @@ class TensorIndex:
             if value is not None:
                 raise FghashError(f"{name} does not apply to the exact tensor engine.")
         q = check_codes(np.asarray(xq), self.bits, "query codes")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise FghashError(f"k must be an integer >= 1, got {k!r}.")
-        k = int(k)
-        if k > self.ntotal:
-            raise FghashError(
-                f"k={k} is larger than the database ({self.ntotal} items); use k <= {self.ntotal}."
-            )
+        k = check_k(k, self.ntotal)
         nq = q.shape[0]
         D = np.empty((nq, k), dtype=np.int32)
         I = np.empty((nq, k), dtype=np.int64)
