@@ -19,8 +19,8 @@ from typing import Any
 
 from fghash.codes import CodesFile, read_attrs, read_codes
 from fghash.errors import FghashError
-from fghash.metrics import TIES, summarize
-from fghash.ranking import DEFAULT_CHUNK_BYTES, RankingStats, rank_float_metrics, rank_hamming
+from fghash.eval.metrics import TIES, summarize
+from fghash.eval.ranking import DEFAULT_CHUNK_BYTES, RankingStats, rank_float_metrics, rank_hamming
 
 __all__ = [
     "CodesEval",
@@ -71,7 +71,7 @@ class CodesEval:
 
 def check_bench_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Cheap check (header only) that ``path`` is a codes file with non-empty ``query``
-    and ``database`` splits; returns its header (:func:`fghash.codes.read_attrs`)."""
+    and ``database`` splits; returns its header (:func:`fghash.codes.file.read_attrs`)."""
     head = read_attrs(path)
     splits = head["splits"]
     if "query" not in splits:
@@ -127,9 +127,9 @@ def ranking_device(device: str) -> str:
 
 
 def _torch_ranking(device: str) -> Callable[..., RankingStats]:
-    """:func:`fghash.ranking_torch.rank_hamming_torch` on the GPU, called like
+    """:func:`fghash.eval.ranking_torch.rank_hamming_torch` on the GPU, called like
     :func:`rank_hamming` (its blocks are sized from the free GPU memory instead)."""
-    from fghash.ranking_torch import rank_hamming_torch
+    from fghash.eval.ranking_torch import rank_hamming_torch
 
     def rank(*args: Any, chunk_bytes: int | None = None, **kw: Any) -> RankingStats:
         logger.info("Hamming ranking on %s with torch", device)
@@ -149,12 +149,12 @@ def evaluate_codes(
     phase: Callable[[str], AbstractContextManager[Any]] | None = None,
     device: str = "cpu",
 ) -> CodesEval:
-    """Rank ``query`` against ``database`` and compute every metric (see :mod:`fghash.metrics`).
+    """Rank ``query`` against ``database`` and compute every metric (see :mod:`fghash.eval.metrics`).
 
     ``phase(name)``, when given, wraps the ``"hamming ranking"`` and ``"float ranking"``
     steps (:class:`bench.progress.Phases`); the float ranking is skipped (no call) when
     there are no labels or features. ``device``: where the Hamming ranking runs
-    (:func:`ranking_device`); on a GPU it is :func:`fghash.ranking_torch.rank_hamming_torch`,
+    (:func:`ranking_device`); on a GPU it is :func:`fghash.eval.ranking_torch.rank_hamming_torch`,
     same results.
     """
     phase = phase or (lambda name: nullcontext())

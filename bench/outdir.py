@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fghash.atomic import remove_stale
 from fghash.errors import FghashError
+from fghash.util.atomic import remove_stale
 
 __all__ = ["check_out_dir", "cleanup_on_failure", "removing_on_failure"]
 

@@ -1,7 +1,7 @@
 """One log line per phase of a long benchmark, with an estimate of what is left.
 
 tqdm bars vanish when stderr is not a terminal (logs, CI, ``nohup``); these INFO lines
-(the CLI logs INFO to stderr) do not. Unlike :class:`fghash.progress.Progress`, whose
+(the CLI logs INFO to stderr) do not. Unlike :class:`fghash.util.progress.Progress`, whose
 steps cost about the same, benchmark phases differ by orders of magnitude, so each
 carries its own estimate. The whole plan is known up front, each phase with a rough cost estimate in seconds
 (from the sizes); as phases finish, the estimates of those still to come are scaled by
@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from fghash.progress import format_seconds
+from fghash.util.progress import format_seconds
 
 __all__ = ["Phases", "human_seconds"]
 
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 def human_seconds(s: float) -> str:
     """Seconds for a progress line: ``"3.2 s"`` below ten, else as
-    :func:`fghash.progress.format_seconds` (``"59 s"``, ``"2 min 05 s"``)."""
+    :func:`fghash.util.progress.format_seconds` (``"59 s"``, ``"2 min 05 s"``)."""
     return f"{s:.1f} s" if s < 10 else format_seconds(s)
 
 

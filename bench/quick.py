@@ -3,7 +3,7 @@
 :func:`quick_report` ranks the ``query`` split against the ``database`` split and gives
 
 * mAP@all of the binary codes by Hamming ranking, tie-aware (expected AP over random
-  order within ties, :func:`fghash.metrics.expected_ap`) and stable (ties in database order);
+  order within ties, :func:`fghash.eval.metrics.expected_ap`) and stable (ties in database order);
 * mAP@all of exact float search, inner product over the file's ``features`` (for codes
   files written by ``fghash encode`` the relaxed codes ``tanh(v)``), when it has them;
 * the chance level: the expected mAP@all of a random ranking, i.e. every item tied
@@ -27,7 +27,7 @@ import numpy as np
 from bench.evaluate import evaluate_codes, load_for_bench
 from bench.throughput import measure_binary, measure_float
 from fghash.errors import FghashError
-from fghash.metrics import expected_ap
+from fghash.eval.metrics import expected_ap
 
 __all__ = ["QuickReport", "chance_map", "quick_report"]
 

@@ -35,10 +35,10 @@ from bench.machine import machine_info, software_info
 from bench.outdir import check_out_dir, cleanup_on_failure
 from bench.progress import Phases
 from bench.throughput import DEFAULT_SWEEPS, run_throughput
-from fghash.atomic import atomic_write_text
 from fghash.codes import file_checksum
 from fghash.errors import FghashError
-from fghash.metrics import METRICS, TIES
+from fghash.eval.metrics import METRICS, TIES
+from fghash.util.atomic import atomic_write_text
 
 __all__ = [
     "REPORT_VERSION",
@@ -353,7 +353,7 @@ def _plot_k(ks: Sequence[int]) -> int:
 
 
 def _plots(report: dict[str, Any], out: Path) -> list[Path]:
-    from bench.plots import plot_map_vs_bits, plot_pr, plot_qps
+    from fghash.viz.plots import plot_map_vs_bits, plot_pr, plot_qps
 
     made: list[Path] = []
     curves = []

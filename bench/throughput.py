@@ -32,8 +32,8 @@ import numpy as np
 
 from bench.timing import RepeatTimer, percentiles_ms
 from fghash.errors import FghashError
-from fghash.metrics import ap_of_ranked, knn_recall, kth_distance
-from fghash.ranking import pair_distances, rank_hamming
+from fghash.eval.metrics import ap_of_ranked, knn_recall, kth_distance
+from fghash.eval.ranking import pair_distances, rank_hamming
 
 __all__ = [
     "DEFAULT_SWEEPS",
@@ -184,7 +184,7 @@ def measure_binary(
     """Rows for binary indexes over packed codes ``xb`` (database) and ``xq`` (queries).
 
     ``exact_counts`` are the exact per-distance counts ``n[q, d]`` of every query
-    (:func:`fghash.ranking.rank_hamming`); they give the exact k-th distance for the
+    (:func:`fghash.eval.ranking.rank_hamming`); they give the exact k-th distance for the
     tie-aware k-NN recall without trusting any index.
 
     ``hnsw_budget_s``: HNSW is built by adding the database in growing batches, in

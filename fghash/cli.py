@@ -18,11 +18,12 @@ from typing import Any
 
 import click
 
-from fghash import __version__, runtime
+from fghash import __version__
 from fghash.errors import FghashError, os_error_sentence
+from fghash.util import threads as runtime
 
 # Before any command imports torch or FAISS: their OpenMP runtimes read the wait policy
-# once, when loaded (see fghash.runtime). A policy the user exported is kept.
+# once, when loaded (see fghash.util.threads). A policy the user exported is kept.
 runtime.prepare_environment()
 
 __all__ = ["main", "UserError"]
@@ -450,7 +451,7 @@ def search_cmd(
         raise UserError("--run, --grid and --data-root go with --image.")
     xq = run_dir = None
     if images:
-        from fghash.image_query import encode_query_images, query_run
+        from fghash.encoding.image_query import encode_query_images, query_run
         from index import read_bundle_meta
 
         meta = read_bundle_meta(index_path)
@@ -481,7 +482,7 @@ def search_cmd(
     else:
         click.echo(_search_text(results))
     if grid is not None and run_dir is not None:
-        from bench.search_grid import write_search_grid
+        from fghash.viz.search_grid import write_search_grid
 
         path, missing = write_search_grid(results, grid, run_dir, data_root)
         if missing:
@@ -571,7 +572,7 @@ def add_cmd(
 # --- fghash train ------------------------------------------------------------------
 
 
-from fghash.config import (  # noqa: E402  (no torch: plain dataclasses)
+from fghash.runs.config import (  # noqa: E402  (no torch: plain dataclasses)
     METHODS,
     PRESETS,
     PROTOCOLS,
@@ -760,8 +761,8 @@ def train_cmd(
     config.json in the run folder records every resolved value. Under torchrun
     (torchrun --nproc_per_node N -m fghash train ...) the processes train one run together.
     """
-    from fghash.config import parse_bits, resolve_config
-    from fghash.train import train_many
+    from fghash.runs.config import parse_bits, resolve_config
+    from fghash.training.loop import train_many
 
     runtime.set_threads(threads)
 
@@ -861,7 +862,7 @@ def encode_cmd(
     the same command with --resume continues from the parts already written.
     """
     from fghash.codes import read_attrs
-    from fghash.encode import encode_run
+    from fghash.encoding.encode import encode_run
 
     runtime.set_threads(threads)
 
@@ -1016,7 +1017,7 @@ def demo_cmd(
     t0 = time.perf_counter()
     # one thread: a search of a few hundred codes is over before a second OpenMP thread
     # wakes (IndexBinaryFlat, 160 queries x 480 codes: 1.9M queries/s on one thread,
-    # 0.14M on two with the bounded spin of fghash.runtime)
+    # 0.14M on two with the bounded spin of fghash.util.threads)
     rep = quick_report(res.codes_path, k=min(10, res.n_train), threads=1)
     seconds["eval"] = time.perf_counter() - t0
     click.echo("")
@@ -1238,10 +1239,10 @@ def explain_cmd(
 
     With several codes files, their attribute-awareness scores side by side.
     """
-    from bench.explain import explain, parse_bits_to_show
-    from bench.explain_compare import compare
-    from bench.explain_inputs import load_input
     from bench.outdir import removing_on_failure
+    from fghash.explain.compare import compare
+    from fghash.explain.inputs import load_input
+    from fghash.explain.run import explain, parse_bits_to_show
 
     explain, compare = removing_on_failure(explain, out), removing_on_failure(compare, out)
 

@@ -4,7 +4,7 @@
 
     OUT/demo.json   the DemoConfig the folder was made with (written first)
     OUT/data/       the embedded synthetic bird set (fghash.data.synthetic), no download
-    OUT/run/        a training run (fghash.train): config.json, checkpoints, metrics.jsonl
+    OUT/run/        a training run (fghash.training.loop): config.json, checkpoints, metrics.jsonl
     OUT/codes.h5    schema-v1 codes file: query = test split (network codes), database =
                     training split (learned codes B), relaxed codes tanh(v) as features
 
@@ -83,8 +83,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fghash.config import TrainConfig, resolve_config
 from fghash.errors import FghashError
+from fghash.runs.config import TrainConfig, resolve_config
 
 __all__ = ["DemoConfig", "DemoResult", "DEMO_FILE", "run_demo"]
 
@@ -103,7 +103,7 @@ class DemoConfig:
     train_per_class: int = 30  # database images per class
     test_per_class: int = 10  # query images per class
     data_size: int = 64  # side of the generated PNG images
-    # --- training (fghash.config.TrainConfig fields) ---
+    # --- training (fghash.runs.config.TrainConfig fields) ---
     bits: int = 12  # code length
     method: str = "a2net_efficient"  # A²-Net, attention pooled over one layer4 pass
     backbone: str = "resnet18"  # smallest torchvision ResNet
@@ -232,7 +232,7 @@ def _clear(out: Path) -> None:
 
 
 def _write_marker(out: Path, config: DemoConfig) -> None:
-    from fghash.atomic import atomic_write_text
+    from fghash.util.atomic import atomic_write_text
 
     atomic_write_text(
         out / DEMO_FILE, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -245,7 +245,7 @@ def _plural(n: int, noun: str) -> str:
 
 def _run_state(run_dir: Path) -> str:
     """``"none"``, ``"partial"`` (a checkpoint to resume) or ``"done"``."""
-    from fghash.rundir import CHECKPOINT
+    from fghash.runs.folder import CHECKPOINT
 
     if (run_dir / "database_codes.npy").is_file() and (run_dir / CHECKPOINT).is_file():
         return "done"
@@ -270,8 +270,8 @@ def run_demo(
     docstring for the folder layout and what re-running does.
     """
     from fghash.data.synthetic import generate_synthetic, load_synthetic
-    from fghash.encode import encode_run
-    from fghash.train import train
+    from fghash.encoding.encode import encode_run
+    from fghash.training.loop import train
 
     say = step or (lambda line: log.info("%s", line))
     out = Path(out)

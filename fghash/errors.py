@@ -54,9 +54,9 @@ def os_error_from_message(message: str, filename: str | None = None) -> OSError 
 def os_error_sentence(e: OSError) -> str:
     """One sentence naming the path and the cause of ``e``, and what to do where clear.
 
-    A temporary path of :mod:`fghash.atomic` is reported as the file it stood for.
+    A temporary path of :mod:`fghash.util.atomic` is reported as the file it stood for.
     """
-    from fghash.atomic import final_name
+    from fghash.util.atomic import final_name
 
     code = e.errno
     filename = getattr(e, "filename2", None) or e.filename

@@ -76,12 +76,12 @@ def encode_new_items(
 ) -> tuple[int, Split]:
     """Encode image files (or every image in given folders) with a trained run.
 
-    Uses :func:`fghash.encode.load` (the run's evaluation transform and network). Ids
+    Uses :func:`fghash.encoding.encode.load` (the run's evaluation transform and network). Ids
     are ``first_id, first_id + 1, ...``; paths are the files as given; ``label`` (one
     class for all, or None) becomes their labels; ``features`` ``"relaxed_code"`` or
     ``"backbone"`` also stores those float features (as ``fghash encode`` does).
     """
-    from fghash.encode import load
+    from fghash.encoding.encode import load
 
     files: list[str] = []
     for p in map(Path, images):

@@ -13,7 +13,7 @@ Layout of a bundle folder ``PATH``::
 Saving is atomic: everything is written into a temporary folder beside ``PATH`` and
 renamed into place, so an interrupted save never leaves a half bundle under ``PATH``
 and a failed save never touches an existing one. The temporary folder's name carries the process id
-(:func:`fghash.atomic.temp_prefix`); one left by a killed process is removed by the next
+(:func:`fghash.util.atomic.temp_prefix`); one left by a killed process is removed by the next
 save beside it.
 """
 
@@ -31,9 +31,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fghash.atomic import remove_stale, temp_prefix
 from fghash.codes import IdsChecker, SplitReader, file_checksum, nbytes_for, open_split
 from fghash.errors import FghashError, os_error_from_message
+from fghash.util.atomic import remove_stale, temp_prefix
 from index.binary import BinaryIndex, build_index, default_hash_params, wrap_faiss_index
 from index.checks import check_index_file, codes_origin, file_record
 from index.items import ItemMeta, ItemsWriter, read_items, write_items
@@ -343,7 +343,7 @@ def _index_from_reader(
 
 def _copy_items(r: SplitReader, dst: Path) -> None:
     """Write the ids, labels and paths of a split into an ``items.h5``, block by block,
-    checking on the way that the ids are unique (:class:`fghash.codes.IdsChecker`)."""
+    checking on the way that the ids are unique (:class:`fghash.codes.file.IdsChecker`)."""
     labels = None
     if r.has("labels"):
         lab = r.read("labels", 0, 1)

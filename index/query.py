@@ -53,7 +53,7 @@ def search_bundle(
     or packed codes ``xq``.
 
     Exactly one of ``codes`` (a codes file; its ``split``, first ``limit`` rows), ``code``
-    (hex, byte 0 first, as :func:`fghash.codes.code_to_hex` writes) and ``xq`` (uint8
+    (hex, byte 0 first, as :func:`fghash.codes.file.code_to_hex` writes) and ``xq`` (uint8
     ``[nq, ceil(bits/8)]``, e.g. encoded images; ``query_paths`` names them) is given.
     Returns one dict per query as :func:`index.items.search_items` describes; for a hex
     code or ``xq`` the query's id and label are None. ``device="auto"`` stays on the CPU
@@ -126,7 +126,7 @@ def search_bundle(
 def describe(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str, Any]:
     """What a codes file or an index bundle holds, as a JSON-ready dict.
 
-    ``{"type": "codes", ...}`` carries :func:`fghash.codes.read_attrs` (bits, method,
+    ``{"type": "codes", ...}`` carries :func:`fghash.codes.file.read_attrs` (bits, method,
     config, created, splits with sizes, labels and features); ``{"type": "index", ...}``
     carries the bundle's ``index.json`` (kind, bits, dim, ntotal, params, source codes
     file and its checksum) and ``checked``: what of ``index.faiss`` was compared with

@@ -6,13 +6,13 @@ position, ``(D, I)`` as int32 / int64 — for any ``k`` up to the database size.
 
 **Distances.** One matrix product per (query block, database block) gives the exact
 distance matrix: ``[-u/2, 1/2] · [x, b]`` in fp16 on CUDA (tensor cores), float32 on
-the CPU; why every value is exact is argued in :mod:`fghash.hamming_torch`.
+the CPU; why every value is exact is argued in :mod:`fghash.eval.hamming_torch`.
 
 **Counting selection.** Distances take only ``b + 1`` values, so selection counts
 instead of sorting (as FAISS's CPU flat search does with its counting heap):
 
 1. per query, a histogram ``n[t]`` of the distances over the whole database
-   (:func:`fghash.hamming_torch.row_counts`, block by block);
+   (:func:`fghash.eval.hamming_torch.row_counts`, block by block);
 2. the ``k``-th distance is the first ``t*`` with ``Σ_{t ≤ t*} n[t] ≥ k``; all
    ``below = Σ_{t < t*} n[t]`` items closer than it belong to the answer, and so do the
    first ``k - below`` items *at* ``t*`` in database order;
@@ -25,7 +25,7 @@ instead of sorting (as FAISS's CPU flat search does with its counting heap):
 **One-pass variant** (``selection="stream"``): the first database block is selected by
 counting; each later block offers only items strictly closer than the running ``k``-th
 distance, merged by a stable sort. Same answer, one pass and no recomputed products;
-``bench/bench_gpu_search.py`` measures which variant is faster on a GPU.
+``bench/scripts/bench_gpu_search.py`` measures which variant is faster on a GPU.
 
 **Blocks.** Query and database blocks are sized so the working tensors (about
 ``itemsize + 12`` bytes per distance) fit ``memory_bytes``: on CUDA half the free
@@ -46,7 +46,7 @@ import numpy as np
 
 from fghash.codes import nbytes_for
 from fghash.errors import FghashError
-from fghash.hamming_torch import (
+from fghash.eval.hamming_torch import (
     database_operand,
     device_name,
     memory_budget,
@@ -92,10 +92,10 @@ class TensorIndex:
         bits: code length, 1..1024.
         device: ``"cpu"``, ``"gpu"``/``"cuda"`` or ``"auto"`` (CUDA when torch sees one).
         memory_bytes: working memory for blocks (default: see the module docstring).
-        count_method: how histograms are counted (:data:`fghash.hamming_torch.COUNT_METHODS`).
+        count_method: how histograms are counted (:data:`fghash.eval.hamming_torch.COUNT_METHODS`).
         selection: ``"count"`` (two passes, the module docstring) or ``"stream"`` (one
             pass; :meth:`_stream_block`). Same results; which is faster on a GPU is
-            what ``bench/bench_gpu_search.py`` measures.
+            what ``bench/scripts/bench_gpu_search.py`` measures.
         query_block, db_block: force block sizes (tests; default: from the memory).
     """
 
@@ -348,7 +348,7 @@ def pick_engine(engine: str, device: str, k: int) -> tuple[str, str]:
       imported. With ``--device gpu``: the tensor engine where FAISS cannot serve the
       request — FAISS without GPU support, or ``k`` above ``GpuIndexBinaryFlat``'s 2048 —
       and ``GpuIndexBinaryFlat`` otherwise. The engine's GPU speed is not measured yet
-      (``bench/bench_gpu_search.py``); once it is, this rule prefers it where it is faster.
+      (``bench/scripts/bench_gpu_search.py``); once it is, this rule prefers it where it is faster.
     """
     if engine not in ENGINES:
         raise FghashError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}.")

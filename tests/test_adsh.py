@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from fghash.adsh import (
+from fghash.errors import FghashError
+from fghash.training.adsh import (
     adsh_objective,
     init_database_codes,
     similarity_matrix,
     similarity_targets,
     update_database_codes,
 )
-from fghash.errors import FghashError
 
 
 def objective(B, U, S01, omega, gamma, k, soft=False):

@@ -716,7 +716,7 @@ def _dead_pid() -> int:
 
 
 def test_stale_temporaries_of_dead_processes_are_removed(world: dict[str, Path], tmp_path):
-    from fghash.atomic import remove_stale
+    from fghash.util.atomic import remove_stale
 
     dead, alive = _dead_pid(), os.getpid()
     stale_bundle = tmp_path / f".i.{dead}-abcdefgh.tmp"
@@ -747,7 +747,7 @@ def test_stale_temporaries_of_dead_processes_are_removed(world: dict[str, Path],
 def test_interrupted_checkpoint_write_leaves_nothing(tmp_path, monkeypatch) -> None:
     import torch
 
-    from fghash import checkpoint
+    from fghash.runs import checkpoint
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
@@ -828,7 +828,7 @@ def test_help_spells_options_alike() -> None:
 def test_progress_lines() -> None:
     import logging
 
-    from fghash.progress import Progress, format_seconds
+    from fghash.util.progress import Progress, format_seconds
 
     assert [format_seconds(s) for s in (5, 65, 3725)] == ["5 s", "1 min 05 s", "1 h 02 min"]
     p = Progress("work", 4, done=1, logger=logging.getLogger("t"))
@@ -879,7 +879,7 @@ def test_encode_takes_moved_data_and_refuses_other_data(world: dict[str, Path], 
 def test_progress_lines_can_be_throttled() -> None:
     import logging
 
-    from fghash.progress import Progress
+    from fghash.util.progress import Progress
 
     p = Progress("images", 100, logger=logging.getLogger("t"))
     assert p.step(n=10, every=30) is None  # too soon after the start
@@ -892,8 +892,8 @@ def test_stale_synthetic_and_explain_temporaries_are_removed(tmp_path) -> None:
     """A killed data generation leaves `.data.<pid>-….tmp/` beside the set, a killed explain
     a temporary PNG in its report folder; the next run removes both, since the dead
     process's temporaries are not the user's files."""
-    from bench.explain import prepare_out
     from fghash.data.synthetic import generate_synthetic
+    from fghash.explain.run import prepare_out
 
     dead = _dead_pid()
     stale_data = tmp_path / f".data.{dead}-abcdefgh.tmp"

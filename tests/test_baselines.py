@@ -17,8 +17,8 @@ from fghash.baselines import BASELINES, ITQ, create_baseline, list_baselines
 from fghash.baselines.run import output_paths, parse_bits, run_baseline
 from fghash.cli import main
 from fghash.codes import Split, file_checksum, make_codes_file, read_codes, unpack_bits, write_codes
+from fghash.codes.features import FeatureSplit, read_features, write_features
 from fghash.errors import FghashError
-from fghash.features import FeatureSplit, read_features, write_features
 
 
 def clustered(n: int, dim: int, classes: int, seed: int, spread: float = 4.0):

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bench.paper_table import main as paper_main
-from bench.plots import pareto_frontier
+from bench.scripts.paper_table import main as paper_main
 from bench.timing import RepeatTimer, percentiles_ms
-from fghash.atomic import default_file_mode
 from fghash.cli import main
 from fghash.codes import Split, make_codes_file, pack_bits, write_codes
+from fghash.util.atomic import default_file_mode
+from fghash.viz.plots import pareto_frontier
 
 
 def make_codes(
@@ -364,7 +364,7 @@ def test_bench_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
 
 def test_bench_hnsw_on_the_items_its_build_budget_allows(tmp_path):
     from bench.throughput import measure_binary
-    from fghash.ranking import rank_hamming
+    from fghash.eval.ranking import rank_hamming
 
     rng = np.random.default_rng(0)
     xb = rng.integers(0, 256, (25_000, 2), dtype=np.uint8)
@@ -384,8 +384,8 @@ def test_bench_hnsw_on_the_items_its_build_budget_allows(tmp_path):
 
 
 def test_bench_map_speed_runs_and_its_naive_evaluator_is_right(capsys):
-    from bench.bench_map_speed import main as map_speed
-    from bench.bench_map_speed import naive_metrics
+    from bench.scripts.bench_map_speed import main as map_speed
+    from bench.scripts.bench_map_speed import naive_metrics
 
     out = map_speed(["--nq", "60", "--nb", "500", "--classes", "5", "--naive-queries", "0"])
     assert out["fghash"]["warnings"] == [] and out["naive"]["queries_timed"] == 60
@@ -433,7 +433,7 @@ def test_paper_table_layout_and_values(tmp_path, capsys):
     assert rc == 0
     doc = json.loads((out / "paper_table.json").read_text())
     assert (
-        doc["command"].startswith("python -m bench.paper_table")
+        doc["command"].startswith("python -m bench.scripts.paper_table")
         and "--ties stable" in doc["command"]
     )
     table = doc["table"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torchvision
 
-from bench.bench_models import main
+from bench.scripts.bench_models import main
 
 
 def test_bench_models_times_each_model(capsys):

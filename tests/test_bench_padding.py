@@ -1,4 +1,4 @@
-"""Smoke test of bench/bench_padding.py on a tiny database (the figures are not checked)."""
+"""Smoke test of bench/scripts/bench_padding.py on a tiny database (the figures are not checked)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("faiss")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "bench_padding.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "scripts" / "bench_padding.py"
 
 
 def test_bench_padding_runs_and_distances_agree(capsys) -> None:

@@ -1,4 +1,4 @@
-"""``bench/bench_train.py`` runs the real loop and the step ceiling and prints both."""
+"""``bench/scripts/bench_train.py`` runs the real loop and the step ceiling and prints both."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.bench_train import main
+from bench.scripts.bench_train import main
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from fghash.config import (
+from fghash.errors import FghashError
+from fghash.runs.config import (
     PRESETS,
     TrainConfig,
     load_config,
@@ -14,7 +15,6 @@ from fghash.config import (
     resolve_config,
     save_config,
 )
-from fghash.errors import FghashError
 
 # Table 2 of A²-Net, written out by hand: (method, attention, reconstruction,
 # decorrelation, self_consistency) for each row.

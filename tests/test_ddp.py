@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from fghash.checkpoint import load_checkpoint
 from fghash.data import generate_synthetic
-from fghash.train import CHECKPOINT
+from fghash.runs.checkpoint import load_checkpoint
+from fghash.training.loop import CHECKPOINT
 
 pytestmark = pytest.mark.slow
 

@@ -17,15 +17,15 @@ from click.testing import CliRunner
 from PIL import Image
 
 import fghash
-from fghash.checkpoint import load_checkpoint
 from fghash.cli import main
 from fghash.codes import read_codes
-from fghash.config import resolve_config
+from fghash.codes.parts import PartStore, parts_folder
 from fghash.data import generate_synthetic, load_dataset
-from fghash.encode import encode_run
+from fghash.encoding.encode import encode_run
 from fghash.errors import FghashError
-from fghash.parts import PartStore, parts_folder
-from fghash.train import CHECKPOINT, train
+from fghash.runs.checkpoint import load_checkpoint
+from fghash.runs.config import resolve_config
+from fghash.training.loop import CHECKPOINT, train
 
 K = 12
 

@@ -11,7 +11,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from bench.explain_stats import (
+from fghash.cli import main
+from fghash.codes import Split, codes_to_signs, make_codes_file, signs_to_codes, write_codes
+from fghash.data import generate_synthetic
+from fghash.explain.stats import (
     auc_matrix,
     awareness,
     bit_correlation,
@@ -19,10 +22,7 @@ from bench.explain_stats import (
     random_rotation,
     rotation_null,
 )
-from bench.sheets import Tile, compose, draw_sheet
-from fghash.cli import main
-from fghash.codes import Split, codes_to_signs, make_codes_file, signs_to_codes, write_codes
-from fghash.data import generate_synthetic
+from fghash.viz.sheets import Tile, compose, draw_sheet
 
 
 def run(*args: object):

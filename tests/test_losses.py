@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from fghash.adsh import init_database_codes, similarity_matrix
 from fghash.errors import FghashError
-from fghash.losses import (
+from fghash.models import HashOutput, create_model
+from fghash.training.adsh import init_database_codes, similarity_matrix
+from fghash.training.losses import (
     A2NetLoss,
     AsymmetricHashLoss,
     DecorrelationLoss,
@@ -19,7 +20,6 @@ from fghash.losses import (
     ImageReconstructionLoss,
     QuantizationLoss,
 )
-from fghash.models import HashOutput, create_model
 
 # A 2-item batch, k = 2 bits, a database of N = 3 codes.
 U = torch.tensor([[0.5, -0.5], [1.0, 0.0]])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.make_codes import make_clustered_codes
+from bench.scripts.make_codes import make_clustered_codes
 from fghash.codes import read_codes, unpack_bits
 from fghash.errors import FghashError
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from fghash.codes import pack_bits
 from fghash.errors import FghashError
-from fghash.metrics import (
+from fghash.eval.metrics import (
     METRICS,
     ap_of_ranked,
     average_precision,
@@ -32,7 +32,7 @@ from fghash.metrics import (
     recall_at_k,
     summarize,
 )
-from fghash.ranking import (
+from fghash.eval.ranking import (
     hamming_matrix,
     pair_distances,
     rank_float,

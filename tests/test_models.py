@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from fghash.adsh import init_database_codes, similarity_matrix
 from fghash.errors import FghashError
-from fghash.losses import A2NetLoss
 from fghash.models import A2Net, create_model, list_models
+from fghash.training.adsh import init_database_codes, similarity_matrix
+from fghash.training.losses import A2NetLoss
 
 BITS, M, SIZE = 12, 4, 32
 TINY = {"bits": BITS, "backbone": "resnet18", "num_attention": M, "image_size": SIZE}

@@ -1,4 +1,4 @@
-"""bench/reproduce_tables.py end to end on a tiny synthetic set, against brute-force mAP.
+"""bench/scripts/reproduce_tables.py end to end on a tiny synthetic set, against brute-force mAP.
 
 The script runs real ``python -m fghash train/encode/baseline`` subprocesses; the test
 re-reads the codes files they wrote and recomputes every table entry independently.
@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from bench.reproduce_tables import main
+from bench.scripts.reproduce_tables import main
 from fghash.data import generate_synthetic
 
 BITS = (8, 12)
@@ -133,7 +133,10 @@ def test_tables_equal_brute_force_map(made):
     md1, md2 = (out / "table1.md").read_text(), (out / "table2.md").read_text()
     for md in (md1, md2):
         assert "not the paper's published numbers" in md
-        assert "python -m bench.reproduce_tables" in md and "--ablation adsh,+decorrelation" in md
+        assert (
+            "python -m bench.scripts.reproduce_tables" in md
+            and "--ablation adsh,+decorrelation" in md
+        )
         assert "`synthetic`" in md and "--max-iter 1" in md
     a2 = f"{100 * want[('a2net', 12)]:.2f}"
     assert "| synthetic | 8 |" in md1 and a2 in md1.split("|  | 12 |")[1].splitlines()[0]

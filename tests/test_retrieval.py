@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fghash.errors import FghashError
-from fghash.retrieval import hamming_map
+from fghash.training.validation import hamming_map
 
 
 def _ap(rel_in_order: list[bool]) -> float:

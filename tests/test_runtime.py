@@ -1,4 +1,4 @@
-"""``fghash.runtime``: the OpenMP wait policy set early, ``--threads`` applied."""
+"""``fghash.util.threads``: the OpenMP wait policy set early, ``--threads`` applied."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from fghash import runtime
 from fghash.cli import main
 from fghash.errors import FghashError
+from fghash.util import threads as runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,7 +134,7 @@ def test_train_threads_reach_torch_before_training(
         seen.append(torch.get_num_threads())
         return []
 
-    monkeypatch.setattr("fghash.train.train_many", fake_train_many)
+    monkeypatch.setattr("fghash.training.loop.train_many", fake_train_many)
     target = 2 if keep_threads == 1 else 1
     r = CliRunner().invoke(
         main,
@@ -300,9 +300,9 @@ def test_set_threads_follows_the_load_only_when_nobody_fixed_the_count(
 def test_training_steps_let_the_thread_count_follow_the_load(
     tmp_path: Path, no_follower: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from fghash.config import resolve_config
     from fghash.data import generate_synthetic
-    from fghash.train import train
+    from fghash.runs.config import resolve_config
+    from fghash.training.loop import train
 
     root = generate_synthetic(
         tmp_path / "d", num_classes=2, train_per_class=4, test_per_class=1, image_size=32
@@ -341,7 +341,7 @@ def test_training_steps_let_the_thread_count_follow_the_load(
         gamma=1.0,
         lr=1e-3,
     )
-    with caplog.at_level("INFO", logger="fghash.train"):
+    with caplog.at_level("INFO", logger="fghash.training.loop"):
         train(cfg, tmp_path / "run", progress=False)
     assert seen == [1] and torch.get_num_threads() == 1
     assert "1 compute thread(s) now" in caplog.text

@@ -263,9 +263,9 @@ def test_cli_help_does_not_import_numpy() -> None:
 def test_add_images_encoded_by_a_run(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     import fghash
-    from fghash.config import resolve_config
     from fghash.data import generate_synthetic
-    from fghash.train import train
+    from fghash.runs.config import resolve_config
+    from fghash.training.loop import train
 
     root = generate_synthetic(
         tmp_path / "birds", num_classes=2, train_per_class=3, test_per_class=1, image_size=32

@@ -13,9 +13,9 @@ pytest.importorskip("faiss")
 
 import fghash  # noqa: E402
 from fghash.cli import main  # noqa: E402
-from fghash.config import resolve_config  # noqa: E402
 from fghash.data import generate_synthetic  # noqa: E402
-from fghash.train import train  # noqa: E402
+from fghash.runs.config import resolve_config  # noqa: E402
+from fghash.training.loop import train  # noqa: E402
 from index import load_index, read_bundle_meta  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -108,7 +108,7 @@ def test_explain_encodes_missing_relaxed_values_with_the_run(indexed, tmp_path):
     assert doc["relaxed_values"] == "run" and doc["awareness"]["scores_from"] == "relaxed values"
     assert (out / "bits_overview.png").is_file()
     # the relaxed values it ranked by are the run's own outputs for those images
-    from bench.explain_inputs import load_input
+    from fghash.explain.inputs import load_input
 
     inp = load_input(bare, run=run_dir, device="cpu")
     assert np.allclose(inp.relaxed, want, atol=1e-5)

@@ -1,5 +1,5 @@
-"""The tensor engine (index.tensor) and ranking on a torch device (fghash.ranking_torch),
-run on CPU tensors, against brute force, FAISS's IndexBinaryFlat and fghash.ranking."""
+"""The tensor engine (index.tensor) and ranking on a torch device (fghash.eval.ranking_torch),
+run on CPU tensors, against brute force, FAISS's IndexBinaryFlat and fghash.eval.ranking."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ pytest.importorskip("faiss")
 
 from fghash.codes import pack_bits  # noqa: E402
 from fghash.errors import FghashError  # noqa: E402
-from fghash.hamming_torch import database_operand, query_operand, row_counts  # noqa: E402
-from fghash.ranking import rank_hamming  # noqa: E402
-from fghash.ranking_torch import rank_hamming_torch  # noqa: E402
+from fghash.eval.hamming_torch import database_operand, query_operand, row_counts  # noqa: E402
+from fghash.eval.ranking import rank_hamming  # noqa: E402
+from fghash.eval.ranking_torch import rank_hamming_torch  # noqa: E402
 from index import build_index  # noqa: E402
 from index.tensor import TensorIndex, pick_engine  # noqa: E402
 from tests._knn import brute_force_knn, check_knn, hamming_matrix  # noqa: E402
@@ -190,7 +190,7 @@ def test_bench_evaluation_dispatch() -> None:
     """fghash bench's --device picks where the ranking runs; the torch ranking, called as
     bench.evaluate calls rank_hamming, gives the same report figures."""
     from bench.evaluate import _torch_ranking, ranking_device
-    from fghash.metrics import summarize
+    from fghash.eval.metrics import summarize
 
     assert ranking_device("cpu") == "cpu" and ranking_device("gpu") == "cuda"
     with pytest.raises(FghashError, match="device must be"):
@@ -218,10 +218,10 @@ def test_bench_evaluation_dispatch() -> None:
 
 
 def test_gpu_benchmark_smoke_on_cpu_without_faiss(monkeypatch: pytest.MonkeyPatch) -> None:
-    """bench/bench_gpu_search.py runs with torch alone (the GPU machine has no FAISS)."""
+    """bench/scripts/bench_gpu_search.py runs with torch alone (the GPU machine has no FAISS)."""
     import sys
 
-    from bench.bench_gpu_search import main
+    from bench.scripts.bench_gpu_search import main
 
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now fails
     out = main(

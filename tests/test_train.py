@@ -14,12 +14,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from fghash.checkpoint import load_checkpoint
 from fghash.cli import main
-from fghash.config import load_config, resolve_config
 from fghash.data import build_transform, generate_synthetic, load_dataset
 from fghash.errors import FghashError
-from fghash.train import CHECKPOINT, build_model, initial_database_codes, train
+from fghash.runs.checkpoint import load_checkpoint
+from fghash.runs.config import load_config, resolve_config
+from fghash.training.loop import CHECKPOINT, build_model, initial_database_codes, train
 
 K = 8
 
@@ -144,7 +144,7 @@ def test_killed_mid_iteration_resumes_to_the_same_codes(data_root, tmp_path, mon
     """A run stopped part-way through an outer iteration (here: after epoch 1 of 2 of
     iteration 2, as a kill -9 would) resumes from the last completed iteration and ends
     with the same B, weights and metrics as an uninterrupted run; old checkpoints pruned."""
-    from fghash import train as train_mod
+    from fghash.training import loop as train_mod
 
     cfg = tiny(data_root, max_iter=2, epochs=2, keep_checkpoints=1)
     train(cfg, tmp_path / "straight", progress=False)
@@ -254,7 +254,7 @@ def test_symmetric_baselines_use_the_network_codes(data_root, tmp_path, method):
     assert np.array_equal(result.database_codes, np.where(v >= 0, 1, -1).astype(np.int8))
     # No learned codes to export: encoding with the default --database learned re-encodes.
     from fghash.codes import read_codes
-    from fghash.encode import encode_run
+    from fghash.encoding.encode import encode_run
 
     out = encode_run(tmp_path / method, tmp_path / "codes.h5", device="cpu", progress=False)
     db = read_codes(out)["database"]

@@ -2,7 +2,7 @@
 
 A baseline learns a real-valued projection ``f: R^D -> R^bits`` from training features
 and hashes by sign, ``b = sgn(f(x))`` with ``sgn(0) = +1`` (as
-:func:`fghash.codes.signs_to_codes`). Subclasses implement ``_fit`` and ``_project``
+:func:`fghash.codes.file.signs_to_codes`). Subclasses implement ``_fit`` and ``_project``
 only; :meth:`Hasher.fit`, :meth:`Hasher.transform` and :meth:`Hasher.encode` validate
 the input and do the rest.
 """

@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from fghash.baselines._registry import create_baseline, get_baseline
 from fghash.codes import MAX_BITS, CodesFile, Split, file_checksum, write_codes
+from fghash.codes.features import read_features, read_features_config
 from fghash.errors import FghashError
-from fghash.features import read_features, read_features_config
 
 __all__ = ["run_baseline", "output_paths", "parse_bits"]
 

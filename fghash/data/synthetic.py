@@ -59,9 +59,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from fghash.atomic import remove_stale, temp_prefix
 from fghash.data.base import ImageListDataset, Transform
 from fghash.errors import FghashError
+from fghash.util.atomic import remove_stale, temp_prefix
 
 __all__ = [
     "PARTS",

@@ -49,7 +49,7 @@ Each decoder is a linear layer to 512 values, a transposed conv to an ``s×s`` g
 (as the reference ``Generator``; 7×7 → 224×224 at the default size). Unlike the
 reference, the last layer is linear (no BN + sigmoid) because it regresses the
 normalised input image; outputs are resized to the input's size if it differs. The loss
-is in :class:`fghash.losses.ImageReconstructionLoss`.
+is in :class:`fghash.training.losses.ImageReconstructionLoss`.
 """
 
 from __future__ import annotations

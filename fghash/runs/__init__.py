@@ -1,0 +1,1 @@
+"""A training run's folder: its layout, resolved config, checkpoint and data fingerprint."""

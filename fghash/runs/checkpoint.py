@@ -1,0 +1,72 @@
+"""Training checkpoints: atomic save, safe load, and the random-number-generator states.
+
+A checkpoint is a plain dict of tensors and Python primitives saved with ``torch.save``
+to a temporary file in the same folder, flushed to disk and renamed over the old one,
+so a crash (or a NaN stop) never leaves a half-written ``last.pt``. Loading uses
+``weights_only=True``: nothing in a checkpoint can run code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fghash.errors import FghashError
+from fghash.util.atomic import atomic_path
+
+__all__ = ["save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state"]
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors and primitives only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FghashError(f"{path}: no checkpoint there; train the run first (fghash train).")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for damaged files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
+        raise FghashError(
+            f"{path} is not a readable fghash checkpoint (damaged, or not written by fghash: "
+            f"{first[:200]})."
+        ) from None
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The states of Python's, NumPy's and torch's global generators (CUDA too, if used)."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Put back states captured by :func:`capture_rng_state`."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -1,0 +1,1 @@
+"""Plumbing every layer may use: atomic writes, progress lines, thread control, device choice."""
