@@ -10,20 +10,11 @@ Two settings decide how fast torch (and FAISS) run on a small, possibly shared C
   another process wants the same cores, the spinning threads take CPU time from the
   thread that still has work, and every parallel region waits for the slowest thread.
 
-Measured on 2 cores, one training step of the demo's network (``a2net_efficient``,
-ResNet-18, 64 px, batch 16), 2 threads, ms per step (median of 8)::
-
-    idle threads                    quiet   one busy process beside it
-    spin 300,000 (libgomp default)   133     521
-    GOMP_SPINCOUNT=100,000           120     775
-    GOMP_SPINCOUNT=30,000            126     522
-    GOMP_SPINCOUNT=3,000             147     291
-    GOMP_SPINCOUNT=0 (as PASSIVE)    186     259
-
-Sleeping at once costs 40 % on a quiet machine (a futex wake-up between every two small
-operators); the default spin costs 2× beside one busy process (4× for the faithful
-``a2net``). :data:`SPIN_COUNT` spins, tens of microseconds, keep most of both:
-:func:`prepare_environment` sets ``GOMP_SPINCOUNT`` to it.
+Sleeping at once makes every join between two small operators a futex wake-up, which
+is slow on a quiet machine; the default spin takes CPU time from the working thread
+when another process shares the cores. :data:`SPIN_COUNT` spins (tens of microseconds)
+keep most of both: :func:`prepare_environment` sets ``GOMP_SPINCOUNT`` to it. The
+measurements behind the number are in ``CHANGELOG.md``.
 
 ``libgomp`` reads its environment once, when the library is loaded, so
 :func:`prepare_environment` must run before the first ``import torch`` or
@@ -32,11 +23,11 @@ operators); the default spin costs 2× beside one busy process (4× for the fait
 ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` keeps exactly what they chose.
 
 The thread count follows the load when nobody fixed it (no ``--threads``, no
-``OMP_NUM_THREADS``): beside one busy process on 2 cores, one thread beats two (one
-training step of the demo's network: 274–291 ms against 350–406 ms; quiet, two threads
-take 187–193 ms and one 313–315 ms). :class:`LoadFollower` measures, every few seconds,
-how much CPU time other processes took on this process's cores (``/proc/stat`` minus
-this process's own CPU time) and uses the cores they leave free, rounded, at least one;
+``OMP_NUM_THREADS``): beside a busy process, fewer threads than cores finish a step
+sooner, because a parallel region waits for its slowest thread. :class:`LoadFollower`
+measures, every few seconds, how much CPU time other processes took on this process's
+cores (``/proc/stat`` minus this process's own CPU time) and uses the cores they leave
+free, rounded, at least one;
 the training loop calls :func:`adapt_threads` once per step. The count changes only when
 two measurements in a row agree, so a short burst of other work does not make it flap.
 Results computed with other thread counts can differ in the last bits (the order of
