@@ -1,0 +1,5 @@
+"""``python -m fghash.cli``: the same as ``fghash``."""
+
+from fghash.cli import main
+
+main()

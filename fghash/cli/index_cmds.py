@@ -1,0 +1,221 @@
+"""``fghash info``, ``fghash build-index`` and ``fghash add``: index bundles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fghash.cli._app import UserError, main
+from fghash.cli._options import (
+    device_option,
+    echo_json,
+    format_option,
+)
+from fghash.cli._output import info_text
+
+__all__ = ["add_cmd", "build_index_cmd", "info_cmd"]
+
+
+@main.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@format_option("table", "json")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Index bundle: compare the SHA-256 of index.faiss with index.json whatever its size.",
+)
+def info_cmd(path: Path, fmt: str, verify: bool) -> None:
+    """What a codes file (splits, sizes, bits, method, config) or index bundle holds.
+
+    Exits with status 2 after the description when the file or bundle is unusable
+    (a damaged index.faiss, duplicate ids, ...), saying why on stderr.
+    """
+    from index import describe
+
+    d = describe(path, verify=verify)
+    if fmt == "json":
+        echo_json(d)
+    else:
+        click.echo(info_text(d))
+    if d.get("problems"):
+        raise UserError(" ".join(d["problems"]))
+
+
+@main.command("build-index")
+@click.argument("codes", metavar="CODES.h5", type=click.Path(path_type=Path))
+@click.option(
+    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Bundle folder to write."
+)
+@click.option(
+    "--type",
+    "kind",
+    default="flat",
+    show_default=True,
+    metavar="TYPE",
+    help="flat (exact), ivf, hnsw, hash or multihash.",
+)
+@click.option(
+    "--nlist", type=int, help="ivf: number of lists (default: sqrt(N), >= 39 items each)."
+)
+@click.option("--hnsw-m", type=int, default=32, show_default=True, help="hnsw: links per node.")
+@click.option("--hash-b", type=int, help="hash/multihash: bits per hash table (default: log2 N).")
+@click.option("--nhash", type=int, help="multihash: number of hash tables (default: bits // b).")
+@device_option()
+@click.option(
+    "--split", default="database", show_default=True, help="Split of the codes file to index."
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["faiss", "milvus"]),
+    default="faiss",
+    show_default=True,
+    help="faiss: a local index file; milvus: a Milvus collection (needs --uri).",
+)
+@click.option("--uri", help="milvus: a Milvus Lite file (PATH.db) or a server (http://host:19530).")
+@click.option("--collection", help="milvus: collection name [fghash_<name of --out>].")
+@click.option(
+    "--milvus-index",
+    type=click.Choice(["BIN_FLAT", "BIN_IVF_FLAT"]),
+    default="BIN_FLAT",
+    show_default=True,
+    help="milvus: exact BIN_FLAT, or BIN_IVF_FLAT (servers only; --nlist lists).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
+def build_index_cmd(
+    codes: Path,
+    out: Path,
+    kind: str,
+    nlist: int | None,
+    hnsw_m: int,
+    hash_b: int | None,
+    nhash: int | None,
+    device: str,
+    split: str,
+    backend: str,
+    uri: str | None,
+    collection: str | None,
+    milvus_index: str,
+    force: bool,
+) -> None:
+    """Build a FAISS binary index (or a Milvus collection) over one split of CODES.h5 and
+    save it as a bundle."""
+    from index import build_bundle
+
+    if backend == "milvus":
+        from index.milvus import build_milvus_bundle
+
+        if not uri:
+            raise UserError("--backend milvus needs --uri (a PATH.db file or http://host:19530).")
+        mindex, folder = build_milvus_bundle(
+            codes,
+            out,
+            uri=uri,
+            collection=collection,
+            split=split,
+            index_type=milvus_index,
+            nlist=nlist,
+            overwrite=force,
+        )
+        click.echo(
+            f"loaded {mindex.ntotal} items, {mindex.bits}-bit codes, into Milvus collection "
+            f"{mindex.collection} ({milvus_index}, HAMMING) at {mindex.params['uri']}"
+        )
+        click.echo(f"saved to {folder}")
+        return
+
+    index, folder = build_bundle(
+        codes,
+        out,
+        split=split,
+        kind=kind,
+        nlist=nlist,
+        device=device,
+        overwrite=force,
+        hnsw_m=hnsw_m,
+        hash_b=hash_b,
+        nhash=nhash,
+    )
+    params = ", ".join(f"{k}={v}" for k, v in sorted(index.params.items()))
+    padding = f", stored as {index.dim} (zero-padded)" if index.padded else ""
+    click.echo(
+        f"built {index.kind} index on {index.device.upper()}: {index.ntotal} items, "
+        f"{index.bits}-bit codes{padding}" + (f"; {params}" if params else "")
+    )
+    click.echo(f"saved to {folder}")
+
+
+@main.command("add")
+@click.argument("index_path", metavar="PATH", type=click.Path(path_type=Path))
+@click.argument("new_codes", metavar="[NEW.h5]", required=False, type=click.Path(path_type=Path))
+@click.option("--split", default="database", show_default=True, help="Split of NEW.h5 to add.")
+@click.option(
+    "--run", "run_dir", type=click.Path(file_okay=False), help="Trained run to encode --images."
+)
+@click.option(
+    "--images",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Image file or folder to encode with --run and add (repeatable).",
+)
+@click.option("--label", type=int, help="Class of every added image (when the index has labels).")
+@click.option("--first-id", type=int, help="Id of the first added image [largest id + 1].")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@device_option(("auto", "cpu", "cuda"))
+@click.option(
+    "--codes-file/--no-codes-file",
+    default=True,
+    show_default=True,
+    help="Also append to the codes file the index was built from (kept in step).",
+)
+def add_cmd(
+    index_path: Path,
+    new_codes: Path | None,
+    split: str,
+    run_dir: str | None,
+    images: tuple[Path, ...],
+    label: int | None,
+    first_id: int | None,
+    batch_size: int,
+    device: str,
+    codes_file: bool,
+) -> None:
+    """Append new items to the index bundle at PATH without rebuilding it.
+
+    The items come from a codes file NEW.h5 (its --split), or are images encoded with a
+    trained --run. Their ids must be new; the bundle's codes file gets them too
+    (unless --no-codes-file) and index.json its new checksum. Nothing is half written.
+    """
+    from index.append import (
+        add_to_bundle,
+        codes_features_kind,
+        encode_new_items,
+        next_id,
+        read_new_items,
+    )
+
+    if (new_codes is None) == (not images):
+        raise UserError("give the new items either as NEW.h5 or as --run RUN --images PATH.")
+    if images:
+        if run_dir is None:
+            raise UserError("--images needs --run RUN, the trained run that encodes them.")
+        start = next_id(index_path) if first_id is None else first_id
+        bits, new = encode_new_items(
+            run_dir,
+            list(images),
+            first_id=start,
+            label=label,
+            features=codes_features_kind(index_path) if codes_file else None,
+            batch_size=batch_size,
+            device=device,
+        )
+        origin = {"run": str(Path(run_dir).resolve()), "images": len(new)}
+    else:
+        bits, new = read_new_items(new_codes, split)  # type: ignore[arg-type]
+        origin = {"path": str(Path(new_codes).resolve()), "split": split}  # type: ignore[arg-type]
+    total, updated = add_to_bundle(
+        index_path, bits, new, update_codes=codes_file, new_source=origin
+    )
+    click.echo(f"added {len(new)} items to {index_path}: {total} in all")
+    if updated is not None:
+        click.echo(f"appended them to {updated}")
