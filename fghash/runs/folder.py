@@ -1,14 +1,18 @@
 """The run folder that ``fghash train`` writes and ``fghash encode`` reads.
 
-One module owns its layout, so training and encoding never import each other::
+One module owns its layout, so training and encoding never import each other, and
+every file name below is a constant here (name in brackets) that others import::
 
-    RUN/config.json                 the resolved TrainConfig
-    RUN/metrics.jsonl               one JSON object per epoch / evaluation
-    RUN/checkpoints/iter-0007.pt    the state after outer iteration 7 (the newest
-                                    ``keep_checkpoints`` are kept, older ones pruned)
-    RUN/checkpoints/last.pt         the newest of them (a hard link, or a copy)
-    RUN/database_codes.npy          learned database codes B when training ends
-    RUN/database_indices.npy        their positions in the train split
+    RUN/config.json                 [CONFIG] the resolved TrainConfig
+    RUN/data.json                   [DATA_FILE] the data set's fingerprint
+    RUN/metrics.jsonl               [METRICS] one JSON object per epoch / evaluation
+    RUN/checkpoints/iter-0007.pt    [iteration_checkpoint] the state after outer iteration
+                                    7 (the newest ``keep_checkpoints`` kept, older pruned)
+    RUN/checkpoints/last.pt         [CHECKPOINT] the newest of them (a hard link, or a copy)
+    RUN/database_codes.npy          [DATABASE_CODES] learned database codes B at the end
+    RUN/database_indices.npy        [DATABASE_INDICES] their positions in the train split
+    RUN/bits-12/...                 [bits_folder] one run per code length, when
+                                    ``fghash train`` is given several
 
 A checkpoint is written once per completed outer iteration (and never after a NaN), so
 a run stopped anywhere resumes from the start of the iteration it was in.
@@ -30,6 +34,9 @@ from fghash.runs.config import TrainConfig, load_config
 __all__ = [
     "CHECKPOINT",
     "CONFIG",
+    "DATABASE_CODES",
+    "DATABASE_INDICES",
+    "METRICS",
     "build_model",
     "save_iteration_checkpoint",
     "iteration_checkpoints",
@@ -39,6 +46,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+DATABASE_CODES = "database_codes.npy"
+DATABASE_INDICES = "database_indices.npy"
 CHECKPOINT = Path("checkpoints") / "last.pt"
 _ITER = re.compile(r"^iter-(\d+)\.pt$")
 
@@ -61,7 +71,7 @@ def build_model(cfg: TrainConfig) -> Any:
 
 def iteration_checkpoints(run_dir: str | os.PathLike[str]) -> list[Path]:
     """The per-iteration checkpoints of a run, oldest first."""
-    folder = Path(run_dir) / CHECKPOINT.parent
+    folder = Path(run_dir) / CHECKPOINTS
     if not folder.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _ITER.match(p.name))]
@@ -77,8 +87,10 @@ def save_iteration_checkpoint(
     Each file is written atomically (temporary file, fsync, rename) and ``last.pt`` is
     swapped in by one rename, so a crash at any moment leaves a readable ``last.pt``.
     """
+    from fghash.runs.checkpoint import save_checkpoint  # torch: only when training
+
     run_dir = Path(run_dir)
-    path = save_checkpoint(run_dir / CHECKPOINT.parent / f"iter-{iteration:04d}.pt", state)
+    path = save_checkpoint(run_dir / iteration_checkpoint(iteration), state)
     last = run_dir / CHECKPOINT
     tmp = last.with_name(f".{last.name}.link")
     if tmp.exists():
@@ -97,6 +109,7 @@ def load_run(
     run_dir: str | os.PathLike[str], device: Any = "cpu"
 ) -> tuple[TrainConfig, dict[str, Any], Any]:
     """``(config, checkpoint state, model in eval mode on device)`` of a trained run."""
+    from fghash.runs.checkpoint import load_checkpoint
     from fghash.util.device import resolve_device
 
     run_dir = Path(run_dir)
