@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fghash.errors import FghashError
+from fghash.runs.folder import DATA_FILE
 
 __all__ = [
     "DATA_FILE",
@@ -30,8 +31,6 @@ __all__ = [
     "check_data",
     "check_data_root",
 ]
-
-DATA_FILE = "data.json"
 
 
 def _rel(p: str, root: Path) -> str:

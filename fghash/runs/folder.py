@@ -28,15 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from fghash.errors import FghashError
-from fghash.runs.checkpoint import load_checkpoint, save_checkpoint
 from fghash.runs.config import TrainConfig, load_config
 
 __all__ = [
     "CHECKPOINT",
+    "CHECKPOINTS",
     "CONFIG",
+    "DATA_FILE",
     "DATABASE_CODES",
     "DATABASE_INDICES",
     "METRICS",
+    "iteration_checkpoint",
+    "bits_folder",
     "build_model",
     "save_iteration_checkpoint",
     "iteration_checkpoints",
@@ -46,11 +49,24 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONFIG = "config.json"
+DATA_FILE = "data.json"
 METRICS = "metrics.jsonl"
 DATABASE_CODES = "database_codes.npy"
 DATABASE_INDICES = "database_indices.npy"
-CHECKPOINT = Path("checkpoints") / "last.pt"
+CHECKPOINTS = Path("checkpoints")
+CHECKPOINT = CHECKPOINTS / "last.pt"
 _ITER = re.compile(r"^iter-(\d+)\.pt$")
+
+
+def iteration_checkpoint(iteration: int) -> Path:
+    """The checkpoint of outer iteration ``iteration``, relative to the run folder."""
+    return CHECKPOINTS / f"iter-{iteration:04d}.pt"
+
+
+def bits_folder(out: str | os.PathLike[str], bits: int) -> Path:
+    """The run folder of code length ``bits`` inside ``out`` when one ``fghash train``
+    trains several lengths."""
+    return Path(out) / f"bits-{int(bits)}"
 
 
 def build_model(cfg: TrainConfig) -> Any:
