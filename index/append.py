@@ -22,92 +22,26 @@ from typing import Any
 
 import numpy as np
 
-from fghash.codes import (
-    Split,
-    append_codes,
-    file_checksum,
-    ids_unique,
-    read_attrs,
-    read_codes,
-    signs_to_codes,
-)
+from fghash.codes import Split, append_codes, file_checksum, ids_unique, read_attrs, read_codes
 from fghash.errors import FghashError
-from index.bundle import (
-    ITEMS_FILE,
-    bundle_folder,
-    index_meta,
-    load_index,
-    milvus_meta,
-    read_bundle_meta,
-    write_index_file,
-    write_meta,
-)
-from index.items import ItemMeta, ItemsWriter, labels_form
+from index.bundle import load_index, store_added
+from index.folder import read_bundle_meta
+from index.items import ItemMeta, labels_form
 
 __all__ = [
     "add_to_bundle",
     "read_new_items",
-    "encode_new_items",
     "next_id",
     "codes_features_kind",
 ]
 
 logger = logging.getLogger(__name__)
 
-_COPY_ROWS = 1 << 20
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
 
 def read_new_items(path: str | os.PathLike[str], split: str = "database") -> tuple[int, Split]:
     """Bits and one split (features and attributes included) of a codes file of new items."""
     cf = read_codes(path, splits=[split])
     return cf.bits, cf[split]
-
-
-def encode_new_items(
-    run_dir: str | os.PathLike[str],
-    images: list[str | os.PathLike[str]],
-    *,
-    first_id: int,
-    label: int | None = None,
-    features: str | None = None,
-    batch_size: int = 64,
-    device: str = "auto",
-) -> tuple[int, Split]:
-    """Encode image files (or every image in given folders) with a trained run.
-
-    Uses :func:`fghash.encoding.encode.load` (the run's evaluation transform and network). Ids
-    are ``first_id, first_id + 1, ...``; paths are the files as given; ``label`` (one
-    class for all, or None) becomes their labels; ``features`` ``"relaxed_code"`` or
-    ``"backbone"`` also stores those float features (as ``fghash encode`` does).
-    """
-    from fghash.encoding.encode import load
-
-    files: list[str] = []
-    for p in map(Path, images):
-        if p.is_dir():
-            files += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in _IMAGE_SUFFIXES)
-        else:
-            files.append(str(p))
-    if not files:
-        raise FghashError("no images to add: give image files or folders holding images.")
-    enc = load(run_dir, device=device)
-    feats = None
-    if features == "relaxed_code":
-        feats = enc.encode_relaxed(files, batch_size=batch_size)
-        codes = signs_to_codes(feats)
-    else:
-        codes = enc.encode(files, batch_size=batch_size)
-        if features == "backbone":
-            feats = enc.features(files, batch_size=batch_size)
-        elif features is not None:
-            raise FghashError(f"cannot compute features of kind {features!r} for new images.")
-    n = len(files)
-    labels = None if label is None else np.full(n, int(label), dtype=np.int64)
-    ids = np.arange(first_id, first_id + n, dtype=np.int64)
-    return enc.bits, Split(
-        codes=codes, ids=ids, labels=labels, paths=files, features=feats, features_kind=features
-    )
 
 
 def codes_features_kind(bundle: str | os.PathLike[str]) -> str | None:
@@ -126,7 +60,7 @@ def _check_compatible(meta: dict[str, Any], items: Any, bits: int, new: Split, w
             f"the new items have {bits}-bit codes but {where} holds {meta['bits']}-bit codes; "
             f"encode them with the same model."
         )
-    old_form = _items_labels_form(items)
+    old_form = items.labels_form()
     new_form = labels_form(new.labels)
     widths_differ = isinstance(old_form, tuple) and old_form != new_form
     if not _same_form(old_form, new_form) or widths_differ:
@@ -134,27 +68,12 @@ def _check_compatible(meta: dict[str, Any], items: Any, bits: int, new: Split, w
             f"{where} has {_form_words(old_form)} but the new items have {_form_words(new_form)}; "
             f"both must carry labels of the same form."
         )
-    old_paths = _items_have_paths(items)
+    old_paths = items.has_paths()
     if old_paths != (new.paths is not None):
         raise FghashError(
             f"{where} {'has' if old_paths else 'has no'} item paths but the new items "
             f"{'have none' if old_paths else 'do'}; both must carry paths or neither."
         )
-
-
-def _items_labels_form(items: Any) -> Any:
-    if isinstance(items, ItemMeta):
-        return labels_form(items.labels)
-    fields = items.index.fields
-    if "labels" in fields:
-        return "multi"
-    return "single" if "label" in fields else None
-
-
-def _items_have_paths(items: Any) -> bool:
-    if isinstance(items, ItemMeta):
-        return items.paths is not None
-    return "path" in items.index.fields
 
 
 def _form_words(form: Any) -> str:
@@ -171,14 +90,14 @@ def _same_form(a: Any, b: Any) -> bool:
     return (a[0] if isinstance(a, tuple) else a) == (b[0] if isinstance(b, tuple) else b)
 
 
-def _check_unique(old_ids: np.ndarray | None, new: Split, where: str) -> None:
+def _check_unique(items: Any, new: Split, where: str) -> None:
     new_ids = np.asarray(new.ids, dtype=np.int64)
     if not ids_unique(new_ids):
         srt = np.sort(new_ids)
         dup = int(srt[1:][srt[1:] == srt[:-1]][0])
         raise FghashError(f"the new items repeat id {dup}; ids must be unique.")
-    if old_ids is not None and not ids_unique(np.concatenate([np.asarray(old_ids), new_ids])):
-        dup = int(np.intersect1d(old_ids, new_ids)[0])
+    dup = items.present_id(new_ids) if len(new_ids) else None
+    if dup is not None:
         raise FghashError(f"id {dup} is already in {where}; ids must stay unique.")
 
 
@@ -188,22 +107,6 @@ def next_id(bundle: str | os.PathLike[str]) -> int:
     if not isinstance(items, ItemMeta):
         raise FghashError("give --first-id when adding encoded images to a Milvus index.")
     return int(np.max(items.ids)) + 1 if len(items) else 0
-
-
-def _write_items(dst: Path, old: ItemMeta, new: Split) -> None:
-    n_old = len(old)
-    with ItemsWriter(
-        dst, n_old + len(new), labels=labels_form(new.labels), paths=new.paths is not None
-    ) as w:
-        for s in range(0, n_old, _COPY_ROWS):
-            e = min(n_old, s + _COPY_ROWS)
-            w.write(
-                s,
-                np.asarray(old.ids[s:e]),
-                None if old.labels is None else np.asarray(old.labels[s:e]),
-                None if old.paths is None else list(old.paths[s:e]),
-            )
-        w.write(n_old, new.ids, new.labels, new.paths)
 
 
 def _backup(path: Path) -> Path:
@@ -234,11 +137,7 @@ def add_to_bundle(
     index, items = load_index(bundle, device="cpu")
     where = f"the index {bundle}"
     _check_compatible(meta, items, bits, new, where)
-    if isinstance(items, ItemMeta):
-        _check_unique(items.ids, new, where)
-    else:
-        _check_unique(None, new, where)
-        _check_milvus_unique(items, new, where)
+    _check_unique(items, new, where)
     if len(new) == 0:
         return index.ntotal, None
     source = dict(meta.get("codes") or {})
@@ -248,7 +147,6 @@ def add_to_bundle(
     backup = None
     if codes_path is not None:
         backup = _backup(codes_path)
-    old_n = index.ntotal
     try:
         if codes_path is not None:
             append_codes(codes_path, source.get("split", "database"), new)
@@ -256,10 +154,7 @@ def add_to_bundle(
         added = list(source.get("added", []))
         added.append({"n": len(new), **(new_source or {})})
         source["added"] = added
-        if isinstance(items, ItemMeta):
-            _add_faiss(bundle, index, items, new, source, meta)
-        else:
-            _add_milvus(bundle, index, new, source, meta, old_n)
+        store_added(bundle, index, items, new, source, meta)
     except BaseException:
         if backup is not None:
             os.replace(backup, codes_path)  # type: ignore[arg-type]
@@ -293,46 +188,3 @@ def _source_codes(source: dict[str, Any], bundle: Path, ntotal: int) -> Path:
             f"of step (an earlier --no-codes-file?), so pass --no-codes-file again or rebuild."
         )
     return p
-
-
-def _add_faiss(
-    bundle: Path,
-    index: Any,
-    items: ItemMeta,
-    new: Split,
-    source: dict[str, Any],
-    meta: dict[str, Any],
-) -> None:
-    index.add(new.codes)
-    with bundle_folder(bundle, overwrite=True) as tmp:
-        record = write_index_file(index, tmp)
-        _write_items(tmp / ITEMS_FILE, items, new)
-        out = index_meta(index, source, record)
-        out["created"] = meta.get("created", out["created"])
-        out["updated"] = index_meta(index, None)["created"]
-        write_meta(tmp, out)
-
-
-def _check_milvus_unique(items: Any, new: Split, where: str) -> None:
-    ids = [int(i) for i in np.asarray(new.ids)]
-    client, name = items.index.client, items.index.collection
-    for s in range(0, len(ids), 1000):
-        got = client.query(name, filter=f"id in {ids[s : s + 1000]}", output_fields=["id"])
-        if got:
-            raise FghashError(
-                f"id {int(got[0]['id'])} is already in {where}; ids must stay unique."
-            )
-
-
-def _add_milvus(
-    bundle: Path, index: Any, new: Split, source: dict[str, Any], meta: dict[str, Any], old_n: int
-) -> None:
-    index.add(new.codes, new.ids, new.labels, new.paths)
-    try:
-        with bundle_folder(bundle, overwrite=True) as tmp:
-            out = milvus_meta(index, source)
-            out["created"] = meta.get("created", out["created"])
-            write_meta(tmp, out)
-    except BaseException:
-        index.client.delete(index.collection, filter=f"pos >= {old_n}")
-        raise

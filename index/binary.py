@@ -34,7 +34,7 @@ import numpy as np
 
 from fghash.codes import nbytes_for
 from fghash.errors import FghashError
-from index.gpu import GPU_MAX_K, resolve_device, to_cpu, to_gpu
+from index.gpu import GPU_MAX_K, faiss_device_name, resolve_faiss_device, to_cpu, to_gpu
 from index.padding import check_codes, fast_dim, pad_codes
 
 __all__ = [
@@ -297,11 +297,11 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
 
 def _kind_device(kind: str, device: str) -> str:
     if kind == "flat":
-        return resolve_device(device)
-    if device == "gpu":
+        return resolve_faiss_device(device)
+    if faiss_device_name(device) == "gpu":
         logger.warning("FAISS has no GPU %s binary index; building it on the CPU", kind)
     else:
-        resolve_device(device)  # validates the name
+        resolve_faiss_device(device)  # validates the name
         logger.info("%s binary indexes run on the CPU", kind)
     return "cpu"
 
@@ -323,7 +323,7 @@ def build_index(
 
     Kinds (:data:`KINDS`):
         ``flat``: ``IndexBinaryFlat``, exact; on GPU as ``GpuIndexBinaryFlat`` when
-        ``device`` resolves to ``"gpu"`` (see :func:`index.gpu.resolve_device`).
+        ``device`` resolves to ``"gpu"`` (see :func:`index.gpu.resolve_faiss_device`).
         ``ivf``: ``IndexBinaryIVF`` with a flat coarse quantizer; ``nlist`` lists trained
         by binary k-means on the database itself (default :func:`default_nlist`), needs
         at least 39 items per list or raises :class:`FghashError`; default ``nprobe`` is
@@ -349,68 +349,90 @@ def build_index(
         raise FghashError("the database is empty; an index needs at least one item.")
     where = _kind_device(kind, device)
     xb_p = pad_codes(codes, bits, dim)
-
     import faiss
 
     params: dict[str, Any] = {}
     if kind == "flat":
         fi = faiss.IndexBinaryFlat(dim)
     elif kind == "ivf":
-        if nlist is None:
-            nlist = default_nlist(n)
-        nlist = _check_int("nlist", nlist, 1)
-        if n < MIN_POINTS_PER_CENTROID * nlist:
-            raise FghashError(
-                f"an ivf index with nlist={nlist} needs at least "
-                f"{MIN_POINTS_PER_CENTROID * nlist} database items ({MIN_POINTS_PER_CENTROID} "
-                f"per list) but there are {n}; use --nlist {max(1, n // MIN_POINTS_PER_CENTROID)} "
-                f"or less, or --type flat."
-            )
-        quantizer = faiss.IndexBinaryFlat(dim)
-        fi = faiss.IndexBinaryIVF(quantizer, dim, nlist)
-        fi.nprobe = min(_DEFAULT_NPROBE, nlist)
-        logger.info("training ivf: binary k-means, %d lists on %d items", nlist, n)
-        fi.train(xb_p)
-        params = {"nlist": nlist, "nprobe": int(fi.nprobe)}
+        fi, params = _trained_ivf(xb_p, dim, nlist)
     elif kind == "hnsw":
-        hnsw_m = _check_int("hnsw_m", hnsw_m, 2)
-        ef_construction = _check_int("ef_construction", ef_construction, 1)
-        fi = faiss.IndexBinaryHNSW(dim, hnsw_m)
-        fi.hnsw.efConstruction = ef_construction
-        fi.hnsw.efSearch = _DEFAULT_EF_SEARCH
-        params = {
-            "hnsw_m": hnsw_m,
-            "ef_construction": ef_construction,
-            "ef_search": _DEFAULT_EF_SEARCH,
-        }
+        fi, params = _empty_hnsw(dim, hnsw_m, ef_construction)
     else:
-        b0, nh0 = default_hash_params(bits, n, kind)
-        b = b0 if hash_b is None else _check_int("hash_b", hash_b, 1)
-        if kind == "hash":
-            if nhash not in (None, 1):
-                raise FghashError("nhash applies to multihash indexes only.")
-            nh = 1
-        else:
-            nh = (max(1, bits // b) if hash_b is not None else nh0) if nhash is None else nhash
-            nh = _check_int("nhash", nh, 1)
-        if b > min(64, bits) or b * nh > bits:
-            raise FghashError(
-                f"{kind} with {nh} table(s) of {b} bits does not fit {bits}-bit codes; "
-                f"each table hashes at most 64 bits and together at most {bits}."
-            )
-        if kind == "hash":
-            fi = faiss.IndexBinaryHash(dim, b)
-        else:
-            fi = faiss.IndexBinaryMultiHash(dim, nh, b)
-        fi.nflip = _DEFAULT_NFLIP[kind]
-        params = {"hash_b": b, "nflip": int(fi.nflip)}
-        if kind == "multihash":
-            params["nhash"] = nh
+        fi, params = _empty_hash(kind, dim, bits, n, hash_b, nhash)
     _add(fi, xb_p)
     if where == "gpu":
         fi = to_gpu(fi)
     logger.debug("built %s index: %d items, %d bits stored as %d, on %s", kind, n, bits, dim, where)
     return BinaryIndex(fi, bits=bits, dim=dim, kind=kind, device=where, params=params)
+
+
+def _trained_ivf(xb: np.ndarray, dim: int, nlist: int | None) -> tuple[Any, dict[str, Any]]:
+    """An ``IndexBinaryIVF`` whose ``nlist`` lists are trained by binary k-means on ``xb``."""
+    import faiss
+
+    n = xb.shape[0]
+    if nlist is None:
+        nlist = default_nlist(n)
+    nlist = _check_int("nlist", nlist, 1)
+    if n < MIN_POINTS_PER_CENTROID * nlist:
+        raise FghashError(
+            f"an ivf index with nlist={nlist} needs at least "
+            f"{MIN_POINTS_PER_CENTROID * nlist} database items ({MIN_POINTS_PER_CENTROID} "
+            f"per list) but there are {n}; use --nlist {max(1, n // MIN_POINTS_PER_CENTROID)} "
+            f"or less, or --type flat."
+        )
+    quantizer = faiss.IndexBinaryFlat(dim)
+    fi = faiss.IndexBinaryIVF(quantizer, dim, nlist)
+    fi.nprobe = min(_DEFAULT_NPROBE, nlist)
+    logger.info("training ivf: binary k-means, %d lists on %d items", nlist, n)
+    fi.train(xb)
+    return fi, {"nlist": nlist, "nprobe": int(fi.nprobe)}
+
+
+def _empty_hnsw(dim: int, hnsw_m: int, ef_construction: int) -> tuple[Any, dict[str, Any]]:
+    """An empty ``IndexBinaryHNSW`` with ``hnsw_m`` links per node."""
+    import faiss
+
+    hnsw_m = _check_int("hnsw_m", hnsw_m, 2)
+    ef_construction = _check_int("ef_construction", ef_construction, 1)
+    fi = faiss.IndexBinaryHNSW(dim, hnsw_m)
+    fi.hnsw.efConstruction = ef_construction
+    fi.hnsw.efSearch = _DEFAULT_EF_SEARCH
+    params = {"hnsw_m": hnsw_m, "ef_construction": ef_construction, "ef_search": _DEFAULT_EF_SEARCH}
+    return fi, params
+
+
+def _empty_hash(
+    kind: str, dim: int, bits: int, n: int, hash_b: int | None, nhash: int | None
+) -> tuple[Any, dict[str, Any]]:
+    """An empty ``IndexBinaryHash`` (``kind="hash"``) or ``IndexBinaryMultiHash``; table
+    sizes default to :func:`default_hash_params`."""
+    import faiss
+
+    b0, nh0 = default_hash_params(bits, n, kind)
+    b = b0 if hash_b is None else _check_int("hash_b", hash_b, 1)
+    if kind == "hash":
+        if nhash not in (None, 1):
+            raise FghashError("nhash applies to multihash indexes only.")
+        nh = 1
+    else:
+        nh = (max(1, bits // b) if hash_b is not None else nh0) if nhash is None else nhash
+        nh = _check_int("nhash", nh, 1)
+    if b > min(64, bits) or b * nh > bits:
+        raise FghashError(
+            f"{kind} with {nh} table(s) of {b} bits does not fit {bits}-bit codes; "
+            f"each table hashes at most 64 bits and together at most {bits}."
+        )
+    if kind == "hash":
+        fi = faiss.IndexBinaryHash(dim, b)
+    else:
+        fi = faiss.IndexBinaryMultiHash(dim, nh, b)
+    fi.nflip = _DEFAULT_NFLIP[kind]
+    params = {"hash_b": b, "nflip": int(fi.nflip)}
+    if kind == "multihash":
+        params["nhash"] = nh
+    return fi, params
 
 
 def _add(fi: Any, xb: np.ndarray) -> None:
@@ -442,7 +464,7 @@ def wrap_faiss_index(
     if nbytes_for(bits) * 8 > fi.d:
         raise FghashError(f"a {fi.d}-bit FAISS index cannot hold {bits}-bit codes.")
     if kind == "flat":
-        device = resolve_device(device)
+        device = resolve_faiss_device(device)
         if device == "gpu":
             fi = to_gpu(fi)
     else:

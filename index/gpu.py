@@ -14,11 +14,20 @@ from typing import Any
 
 from fghash.errors import FghashError
 
-__all__ = ["DEVICES", "GPU_MAX_K", "gpu_available", "resolve_device", "to_gpu", "to_cpu"]
+__all__ = [
+    "DEVICES",
+    "GPU_MAX_K",
+    "gpu_available",
+    "faiss_device_name",
+    "resolve_faiss_device",
+    "to_gpu",
+    "to_cpu",
+]
 
 logger = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "gpu")
+#: Device names FAISS placement accepts; ``cuda`` (torch's spelling) means ``gpu``.
+DEVICES = ("auto", "cpu", "gpu", "cuda")
 #: Largest k that GpuIndexBinaryFlat accepts.
 GPU_MAX_K = 2048
 
@@ -37,13 +46,20 @@ def gpu_available() -> bool:
         return False
 
 
-def resolve_device(device: str) -> str:
-    """Turn ``"auto" | "cpu" | "gpu"`` into ``"cpu"`` or ``"gpu"``, logging the choice.
+def faiss_device_name(device: str) -> str:
+    """``device`` with torch's ``cuda`` spelled ``gpu``, so one ``--device`` serves both."""
+    return "gpu" if device == "cuda" else device
+
+
+def resolve_faiss_device(device: str) -> str:
+    """Where a FAISS binary index runs: ``"auto" | "cpu" | "gpu" | "cuda"`` → ``"cpu"`` or
+    ``"gpu"``, logging the choice (torch devices: :func:`fghash.util.device.resolve_device`).
 
     ``"gpu"`` without a GPU-enabled FAISS and a visible GPU raises :class:`FghashError`.
     """
     if device not in DEVICES:
         raise FghashError(f"device must be one of {', '.join(DEVICES)}, got {device!r}.")
+    device = faiss_device_name(device)
     if device == "cpu":
         return "cpu"
     ok = gpu_available()

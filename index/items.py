@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from fghash.codes import Split
+from fghash.codes import SplitReader, ids_unique
 from fghash.errors import FghashError
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "LazyStrings",
     "ItemsWriter",
     "labels_form",
+    "split_labels_form",
     "write_items",
     "read_items",
     "result_rows",
@@ -126,10 +127,20 @@ class ItemMeta:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
-    @classmethod
-    def from_split(cls, split: Split, source: dict[str, Any] | None = None) -> ItemMeta:
-        """The ids, labels and paths of one split of a codes file."""
-        return cls(ids=split.ids, labels=split.labels, paths=split.paths, source=source)
+    def labels_form(self) -> Any:
+        """:func:`labels_form` of the items' labels (what ``fghash add`` must match)."""
+        return labels_form(self.labels)
+
+    def has_paths(self) -> bool:
+        """True when the items carry paths."""
+        return self.paths is not None
+
+    def present_id(self, ids: np.ndarray) -> int | None:
+        """One of the unique ``ids`` that the items already hold, or None."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids_unique(np.concatenate([self.ids, ids])):
+            return None
+        return int(np.intersect1d(self.ids, ids)[0])
 
     def record(self, position: int) -> dict[str, Any]:
         """``{"id", "label", "path"}`` of one item, JSON-ready.
@@ -281,6 +292,11 @@ def labels_form(labels: np.ndarray | None) -> Any:
     if labels is None:
         return None
     return ("multi", labels.shape[1]) if labels.ndim == 2 else "single"
+
+
+def split_labels_form(r: SplitReader) -> Any:
+    """:func:`labels_form` of a split being read block by block (reads one row)."""
+    return labels_form(r.read("labels", 0, 1) if r.has("labels") else None)
 
 
 def write_items(path: str | os.PathLike[str], items: ItemMeta, block: int = 1 << 20) -> None:

@@ -38,15 +38,20 @@ from typing import Any
 
 import numpy as np
 
-from fghash.codes import SplitReader, nbytes_for, open_split
+from fghash.codes import Split, SplitReader, nbytes_for, open_split
 from fghash.errors import FghashError
+from index.folder import base_meta, bundle_folder, check_target, codes_source, write_meta
+from index.items import split_labels_form
 
 __all__ = [
     "MILVUS_INDEX_TYPES",
     "MilvusIndex",
     "MilvusItems",
     "build_milvus_bundle",
+    "milvus_meta",
     "open_milvus",
+    "append_milvus_items",
+    "default_collection",
     "is_lite_uri",
 ]
 
@@ -237,6 +242,28 @@ class MilvusItems:
     def record(self, position: int) -> dict[str, Any]:
         return self.records([position])[0]
 
+    def labels_form(self) -> Any:
+        """``"multi"``, ``"single"`` or None, as the collection's fields say (the width of
+        multi-hot labels is not recorded)."""
+        fields = self.index.fields
+        if "labels" in fields:
+            return "multi"
+        return "single" if "label" in fields else None
+
+    def has_paths(self) -> bool:
+        """True when the collection stores paths."""
+        return "path" in self.index.fields
+
+    def present_id(self, ids: np.ndarray) -> int | None:
+        """One of ``ids`` that the collection already holds, or None (asked 1000 at a time)."""
+        wanted = [int(i) for i in np.asarray(ids)]
+        client, name = self.index.client, self.index.collection
+        for s in range(0, len(wanted), 1000):
+            got = client.query(name, filter=f"id in {wanted[s : s + 1000]}", output_fields=["id"])
+            if got:
+                return int(got[0]["id"])
+        return None
+
 
 def _record(entity: dict[str, Any]) -> dict[str, Any]:
     if "labels" in entity:
@@ -321,11 +348,88 @@ def _schema(client: Any, bits: int, labels: Any, paths: bool) -> tuple[Any, list
     return s, fields
 
 
-def _labels_form(r: SplitReader) -> Any:
-    if not r.has("labels"):
-        return None
-    lab = r.read("labels", 0, 1)
-    return ("multi", lab.shape[1]) if lab.ndim == 2 else "single"
+def milvus_meta(index: MilvusIndex, source: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``index.json`` of a Milvus bundle: where the collection lives, no local index."""
+    return base_meta(
+        "milvus",
+        index.bits,
+        index.dim,
+        padded=False,
+        params=index.params,
+        ntotal=index.ntotal,
+        built_on="milvus",
+        codes=source,
+        files={},
+    )
+
+
+def _collection_name(out: Path, collection: str | None) -> str:
+    name = collection or default_collection(out)
+    if not _NAME.match(name):
+        raise FghashError(
+            f"collection name {name!r} must start with a letter or underscore and hold only "
+            f"letters, digits and underscores."
+        )
+    return name
+
+
+def _checked_uri(uri: str, index_type: str) -> str:
+    if index_type not in MILVUS_INDEX_TYPES:
+        raise FghashError(
+            f"unknown Milvus index type {index_type!r}; choose {' or '.join(MILVUS_INDEX_TYPES)}."
+        )
+    uri = _normalise_uri(uri)
+    if index_type == "BIN_IVF_FLAT" and is_lite_uri(uri):
+        raise FghashError(
+            "Milvus Lite (a local .db file) serves BIN_FLAT only; use --milvus-index BIN_FLAT "
+            "or a Milvus server URI (http://host:19530) for BIN_IVF_FLAT."
+        )
+    return uri
+
+
+def _drop_existing(client: Any, name: str, uri: str, overwrite: bool) -> None:
+    if client.has_collection(name):
+        if not overwrite:
+            raise FghashError(
+                f"the Milvus collection {name!r} already exists at {uri}; pass --force to "
+                f"replace it or choose another --collection."
+            )
+        client.drop_collection(name)
+
+
+def _fill(client: Any, name: str, r: SplitReader, fields: list[str]) -> None:
+    """Insert every row of the split ``r`` reads, block by block, and flush."""
+    for s, e in r.blocks(1 << 20):
+        _insert(
+            client,
+            name,
+            s,
+            r.read("codes", s, e),
+            r.read("ids", s, e),
+            r.read("labels", s, e) if r.has("labels") else None,
+            r.read("paths", s, e) if r.has("paths") else None,
+            fields,
+        )
+    client.flush(name)
+
+
+def _index_and_load(
+    client: Any, name: str, n: int, nlist: int | None, params: dict[str, Any]
+) -> None:
+    """Build the HAMMING vector index ``params["index_type"]`` and load the collection;
+    BIN_IVF_FLAT records its ``nlist`` (default sqrt(n)) and ``nprobe`` in ``params``."""
+    import math
+
+    index_type = params["index_type"]
+    ip = client.prepare_index_params()
+    if index_type == "BIN_IVF_FLAT":
+        nlist = nlist or max(1, int(round(math.sqrt(n))))
+        params["nlist"], params["nprobe"] = nlist, min(16, nlist)
+        ip.add_index("code", index_type=index_type, metric_type="HAMMING", params={"nlist": nlist})
+    else:
+        ip.add_index("code", index_type=index_type, metric_type="HAMMING")
+    client.create_index(name, ip)
+    client.load_collection(name)
 
 
 def build_milvus_bundle(
@@ -347,41 +451,17 @@ def build_milvus_bundle(
     the codes file. If anything fails the new collection is dropped and ``out`` is left
     as it was.
     """
-    import math
-
-    from index.bundle import _check_target, _source, bundle_folder, milvus_meta, write_meta
-
     out, codes_path = Path(out), Path(codes_path)
-    if index_type not in MILVUS_INDEX_TYPES:
-        raise FghashError(
-            f"unknown Milvus index type {index_type!r}; choose {' or '.join(MILVUS_INDEX_TYPES)}."
-        )
-    uri = _normalise_uri(uri)
-    if index_type == "BIN_IVF_FLAT" and is_lite_uri(uri):
-        raise FghashError(
-            "Milvus Lite (a local .db file) serves BIN_FLAT only; use --milvus-index BIN_FLAT "
-            "or a Milvus server URI (http://host:19530) for BIN_IVF_FLAT."
-        )
-    name = collection or default_collection(out)
-    if not _NAME.match(name):
-        raise FghashError(
-            f"collection name {name!r} must start with a letter or underscore and hold only "
-            f"letters, digits and underscores."
-        )
-    _check_target(out, overwrite)
+    uri = _checked_uri(uri, index_type)
+    name = _collection_name(out, collection)
+    check_target(out, overwrite)
     with open_split(codes_path, split) as r:
         r.validate()
         if r.n == 0:
             raise FghashError("the database is empty; an index needs at least one item.")
         client = _client(uri)
-        if client.has_collection(name):
-            if not overwrite:
-                raise FghashError(
-                    f"the Milvus collection {name!r} already exists at {uri}; pass --force to "
-                    f"replace it or choose another --collection."
-                )
-            client.drop_collection(name)
-        schema, fields = _schema(client, r.bits, _labels_form(r), r.has("paths"))
+        _drop_existing(client, name, uri, overwrite)
+        schema, fields = _schema(client, r.bits, split_labels_form(r), r.has("paths"))
         params: dict[str, Any] = {
             "uri": uri,
             "collection": name,
@@ -391,32 +471,11 @@ def build_milvus_bundle(
         }
         try:
             client.create_collection(name, schema=schema)
-            for s, e in r.blocks(1 << 20):
-                _insert(
-                    client,
-                    name,
-                    s,
-                    r.read("codes", s, e),
-                    r.read("ids", s, e),
-                    r.read("labels", s, e) if r.has("labels") else None,
-                    r.read("paths", s, e) if r.has("paths") else None,
-                    fields,
-                )
-            client.flush(name)
-            ip = client.prepare_index_params()
-            if index_type == "BIN_IVF_FLAT":
-                nlist = nlist or max(1, int(round(math.sqrt(r.n))))
-                params["nlist"], params["nprobe"] = nlist, min(16, nlist)
-                ip.add_index(
-                    "code", index_type=index_type, metric_type="HAMMING", params={"nlist": nlist}
-                )
-            else:
-                ip.add_index("code", index_type=index_type, metric_type="HAMMING")
-            client.create_index(name, ip)
-            client.load_collection(name)
+            _fill(client, name, r, fields)
+            _index_and_load(client, name, r.n, nlist, params)
             index = MilvusIndex(client, name, r.bits, r.n, params)
             with bundle_folder(out, overwrite=overwrite) as tmp:
-                write_meta(tmp, milvus_meta(index, _source(r)))
+                write_meta(tmp, milvus_meta(index, codes_source(r)))
         except BaseException as e:
             try:
                 client.drop_collection(name)
@@ -444,3 +503,20 @@ def open_milvus(meta: dict[str, Any]) -> tuple[MilvusIndex, MilvusItems]:
     client.load_collection(name)
     index = MilvusIndex(client, name, int(meta["bits"]), int(meta["ntotal"]), params)
     return index, MilvusItems(index)
+
+
+def append_milvus_items(
+    bundle: Path, index: MilvusIndex, new: Split, source: dict[str, Any], created: str | None
+) -> None:
+    """Insert ``new`` into the collection and rewrite the bundle's ``index.json`` (keeping
+    ``created``); if the bundle cannot be rewritten the inserted rows are deleted again."""
+    old_n = index.ntotal
+    index.add(new.codes, new.ids, new.labels, new.paths)
+    try:
+        with bundle_folder(bundle, overwrite=True) as tmp:
+            out = milvus_meta(index, source)
+            out["created"] = created or out["created"]
+            write_meta(tmp, out)
+    except BaseException:
+        index.client.delete(index.collection, filter=f"pos >= {old_n}")
+        raise

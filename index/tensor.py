@@ -55,7 +55,7 @@ from fghash.eval.hamming_torch import (
     torch_device,
 )
 from index.binary import check_k
-from index.gpu import GPU_MAX_K, gpu_available
+from index.gpu import GPU_MAX_K, faiss_device_name, gpu_available
 from index.padding import check_codes
 
 if TYPE_CHECKING:
@@ -341,7 +341,7 @@ def tensor_from_binary(index: Any, *, device: str = "auto", **kw: Any) -> Tensor
 def pick_engine(engine: str, device: str, k: int) -> tuple[str, str]:
     """Which engine and device ``fghash search`` uses: ``(engine, device)``.
 
-    * ``faiss``: FAISS as before (``device`` as in :func:`index.gpu.resolve_device`).
+    * ``faiss``: FAISS as before (``device`` as in :func:`index.gpu.resolve_faiss_device`).
     * ``tensor``: the tensor engine on ``device`` (``auto``: CUDA when torch sees a GPU).
       On ``cpu`` it is for checking correctness, not for speed.
     * ``auto`` (the default) with ``--device cpu`` or ``auto``: FAISS, and torch is never
@@ -352,6 +352,7 @@ def pick_engine(engine: str, device: str, k: int) -> tuple[str, str]:
     """
     if engine not in ENGINES:
         raise FghashError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}.")
+    device = faiss_device_name(device)
     if engine == "auto":
         if device != "gpu":
             return "faiss", device

@@ -24,6 +24,7 @@ from index import (  # noqa: E402
     load_index,
     pad_codes,
     resolve_device,
+    resolve_faiss_device,
     result_rows,
     save_index,
     search_items,
@@ -202,11 +203,19 @@ def test_bad_search_input() -> None:
 def test_resolve_device() -> None:
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") == ("gpu" if gpu_available() else "cpu")
+    assert resolve_device is resolve_faiss_device  # the old name stays exported
     with pytest.raises(FghashError, match="device"):
-        resolve_device("cuda")
+        resolve_device("tpu")
     if not gpu_available():
         with pytest.raises(FghashError, match="faiss-gpu"):
             resolve_device("gpu")
+        with pytest.raises(FghashError, match="faiss-gpu"):  # torch's spelling of gpu
+            resolve_device("cuda")
+        with pytest.raises(FghashError, match="faiss-gpu"):
+            build_index(random_codes(10, 8), 8, "flat", device="cuda")
+        assert build_index(random_codes(10, 8), 8, "hnsw", device="cuda").device == "cpu"
+    else:
+        assert resolve_device("cuda") == "gpu"
         with pytest.raises(FghashError, match="faiss-gpu"):
             build_index(random_codes(10, 8), 8, "flat", device="gpu")
         # kinds without a GPU version run on the CPU whatever was asked
@@ -349,7 +358,8 @@ def test_index_package_never_imports_torch() -> None:
 
     script = (
         "import sys, numpy as np\n"
-        "import index, index.binary, index.bundle, index.gpu, index.items, index.padding, index.query\n"
+        "import index, index.binary, index.bundle, index.gpu, index.items, index.padding\n"
+        "import index.search, index.describe, index.folder, index.faiss_bundle, index.append\n"
         "index.build_index(np.zeros((3, 1), np.uint8), 8, 'flat', device='auto').search(np.zeros((1, 1), np.uint8), 2)\n"
         "assert 'torch' not in sys.modules\n"
     )

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 faiss = pytest.importorskip("faiss")
 
-import index.bundle as bundle_mod  # noqa: E402
+import index.faiss_bundle as faiss_bundle  # noqa: E402
 from fghash.cli import main  # noqa: E402
 from fghash.codes import (  # noqa: E402
     CodesFileError,
@@ -104,9 +104,9 @@ def test_split_reader_checks_padding_block_by_block(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["flat", "hash", "hnsw"])
 def test_blockwise_build_equals_brute_force(tmp_path: Path, monkeypatch, kind: str) -> None:
-    monkeypatch.setattr(bundle_mod, "_READ_ROWS", 37)  # many blocks, the last one short
+    monkeypatch.setattr(faiss_bundle, "_READ_ROWS", 37)  # many blocks, the last one short
     path, db, q = _codes(tmp_path / "c.h5")
-    index, out = bundle_mod.build_bundle(path, tmp_path / "b", kind=kind, device="cpu")
+    index, out = faiss_bundle.build_faiss_bundle(path, tmp_path / "b", kind=kind, device="cpu")
     assert index.ntotal == len(db)
     idx, items = load_index(out)
     np.testing.assert_array_equal(items.ids, db.ids)

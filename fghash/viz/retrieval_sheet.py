@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fghash.codes.labels import format_label
 from fghash.viz.sheets import Tile, draw_sheet, load_image, placeholder
-from index.query import format_label
 
 __all__ = ["draw_retrieval"]
 

@@ -1,0 +1,192 @@
+"""The index bundle folder: its file names, its ``index.json``, its atomic replacement.
+
+Layout of a bundle folder ``PATH``::
+
+    PATH/index.json    format, version, kind, bits, dim, padding, params, ntotal, the
+                       codes file it came from (path, split, sha256, method, origin),
+                       creation time; written by every back end
+    PATH/index.faiss   FAISS bundles only (:mod:`index.faiss_bundle`), with its size,
+                       first bytes and SHA-256 recorded in ``index.json`` (``index_file``)
+    PATH/items.h5      FAISS bundles only: ids, labels, paths of the items, in index order
+
+A Milvus bundle (:mod:`index.milvus`) holds ``index.json`` alone, naming the collection.
+This module knows the format and nothing of the back ends; :mod:`index.bundle` picks
+the back end from the recorded ``kind``.
+
+Writing is atomic: :func:`bundle_folder` yields a temporary folder beside ``PATH`` that
+is renamed into place on success, so an interrupted save never leaves a half bundle
+under ``PATH`` and a failed one never touches an existing bundle. The temporary folder's
+name carries the process id (:func:`fghash.util.atomic.temp_prefix`); one left by a
+killed process is removed by the next save beside it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fghash.codes import SplitReader, file_checksum, nbytes_for
+from fghash.errors import FghashError
+from fghash.util.atomic import remove_stale, temp_prefix
+from index.checks import codes_origin
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "BUNDLE_VERSION",
+    "INDEX_FILE",
+    "ITEMS_FILE",
+    "META_FILE",
+    "is_bundle",
+    "bundle_path",
+    "read_bundle_meta",
+    "check_target",
+    "bundle_folder",
+    "base_meta",
+    "now_iso",
+    "write_meta",
+    "codes_source",
+]
+
+BUNDLE_FORMAT = "fghash.index"
+BUNDLE_VERSION = 1
+INDEX_FILE = "index.faiss"
+ITEMS_FILE = "items.h5"
+META_FILE = "index.json"
+
+
+def is_bundle(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a folder with an ``index.json`` (or the index.faiss inside one)."""
+    p = Path(path)
+    if p.is_file() and p.name == INDEX_FILE:
+        p = p.parent
+    return p.is_dir() and (p / META_FILE).is_file()
+
+
+def bundle_path(path: str | os.PathLike[str]) -> Path:
+    """The bundle folder ``path`` names (the folder, or the ``index.faiss`` inside it)."""
+    p = Path(path)
+    if p.is_file() and p.name == INDEX_FILE:
+        return p.parent
+    if not p.exists():
+        raise FghashError(f"{p}: no such index bundle; build one with 'fghash build-index'.")
+    if not p.is_dir() or not (p / META_FILE).is_file():
+        raise FghashError(
+            f"{p} is not an fghash index bundle (a folder with {INDEX_FILE}, {ITEMS_FILE} "
+            f"and {META_FILE}); build one with 'fghash build-index'."
+        )
+    return p
+
+
+def read_bundle_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The validated ``index.json`` of a bundle (cheap: reads neither index nor items)."""
+    meta_path = bundle_path(path) / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise FghashError(f"{meta_path} is not valid JSON; the bundle is damaged.") from None
+    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
+        raise FghashError(f"{meta_path} is not an fghash index description.")
+    if meta.get("version") != BUNDLE_VERSION:
+        raise FghashError(
+            f"{meta_path}: bundle version {meta.get('version')!r} is not supported; "
+            f"this fghash reads version {BUNDLE_VERSION}."
+        )
+    for key in ("kind", "bits", "dim", "ntotal", "params"):
+        if key not in meta:
+            raise FghashError(f"{meta_path} lacks {key!r}; the bundle is damaged.")
+    return meta
+
+
+def check_target(path: Path, overwrite: bool) -> None:
+    """Refuse to write a bundle at ``path`` unless it is free, or a bundle and ``overwrite``."""
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise FghashError(f"{path} already exists; pass --force to replace it.")
+        if not is_bundle(path) or path.is_file():
+            raise FghashError(
+                f"{path} exists and is not an fghash index bundle; refusing to replace it."
+            )
+    if not path.parent.is_dir():
+        raise FghashError(f"cannot write {path}: the folder {path.parent} does not exist.")
+
+
+@contextmanager
+def bundle_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it replaces ``path``.
+
+    An exception (or Ctrl-C) inside the block removes the temporary folder and leaves
+    ``path`` as it was. Only an existing *bundle* is ever replaced, and only with
+    ``overwrite=True``.
+    """
+    path = Path(path)
+    check_target(path, overwrite)
+    parent = path.parent
+    remove_stale(parent, path.name)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=parent))
+    old: Path | None = None
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".old", dir=parent))
+            old.rmdir()
+            os.rename(path, old)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.rename(old, path)
+                old = None
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def now_iso() -> str:
+    """The current UTC time as ``index.json`` records it (``created``, ``updated``)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def base_meta(kind: str, bits: int, dim: int, **fields: Any) -> dict[str, Any]:
+    """An ``index.json``: the keys every back end writes (format, version, kind, bits,
+    dim, code_bytes), the back end's ``fields`` in their order, and ``created``."""
+    return {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "kind": kind,
+        "bits": bits,
+        "dim": dim,
+        "code_bytes": nbytes_for(bits),
+        **fields,
+        "created": now_iso(),
+    }
+
+
+def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    """Write ``index.json`` into ``folder``."""
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", "utf-8")
+
+
+def codes_source(r: SplitReader, checksum: str | None = None) -> dict[str, Any]:
+    """``index.json``'s record of the codes file split ``r`` reads (``checksum`` when
+    already computed, else the file is hashed here)."""
+    source = {
+        "path": str(r.path.resolve()),
+        "split": r.split,
+        "checksum": checksum or file_checksum(r.path),
+        "method": r.method,
+        "origin": codes_origin(r.config),
+    }
+    run = (r.config.get("encode") or {}).get("run_dir")  # set by fghash encode
+    if run:  # the run folder whose network made the codes: fghash search --image uses it
+        source["run"] = str(Path(run).resolve()) if Path(run).is_dir() else str(run)
+    return source
