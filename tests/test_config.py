@@ -183,11 +183,24 @@ def test_unknown_preset():
 
 def test_parse_bits():
     assert parse_bits("12,24, 32,48") == [12, 24, 32, 48]
-    assert parse_bits("12,12") == [12]
     assert parse_bits(8) == [8]
-    for bad in ("", "12,x", "0", "2000"):
+    for bad in ("", "12,x", "0", "2000", "12,12"):
         with pytest.raises(FghashError, match="--bits"):
             parse_bits(bad)
+    with pytest.raises(FghashError, match="12 twice"):  # refused, not silently dropped
+        parse_bits("12,24,12")
+
+
+def test_one_bits_parser_and_one_range_for_training_and_baselines():
+    from fghash.baselines.run import parse_bits as baseline_parse_bits
+    from fghash.codes import MAX_BITS
+
+    assert baseline_parse_bits is parse_bits
+    assert MAX_BITS == 1024
+    assert resolve_config("cub200", bits=1024).bits == 1024
+    for bits in (0, 1025, True):
+        with pytest.raises(FghashError, match="--bits"):
+            resolve_config("cub200", bits=bits)
 
 
 def test_json_round_trip(tmp_path):

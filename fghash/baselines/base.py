@@ -2,7 +2,7 @@
 
 A baseline learns a real-valued projection ``f: R^D -> R^bits`` from training features
 and hashes by sign, ``b = sgn(f(x))`` with ``sgn(0) = +1`` (as
-:func:`fghash.codes.file.signs_to_codes`). Subclasses implement ``_fit`` and ``_project``
+:func:`fghash.codes.bits.signs_to_codes`). Subclasses implement ``_fit`` and ``_project``
 only; :meth:`Hasher.fit`, :meth:`Hasher.transform` and :meth:`Hasher.encode` validate
 the input and do the rest.
 """
@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fghash.codes import MAX_BITS, signs_to_codes
+from fghash.codes import check_bits, signs_to_codes
 from fghash.errors import FghashError
 
 __all__ = ["Hasher", "pca_directions", "random_rotation"]
@@ -62,11 +62,7 @@ class Hasher:
     _state_names: ClassVar[tuple[str, ...]] = ()  # fitted numpy arrays (attributes)
 
     def __init__(self, bits: int, *, seed: int = 0) -> None:
-        if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
-            raise FghashError(f"{self.name}: bits must be an integer, got {bits!r}.")
-        if not 1 <= int(bits) <= MAX_BITS:
-            raise FghashError(f"{self.name}: bits must be from 1 to {MAX_BITS}, got {bits}.")
-        self.bits = int(bits)
+        self.bits = check_bits(bits, f"{self.name}: bits")
         self.seed = int(seed)
         self.dim_: int | None = None
 

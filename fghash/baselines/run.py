@@ -20,45 +20,18 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from fghash.baselines._registry import create_baseline, get_baseline
-from fghash.codes import MAX_BITS, CodesFile, Split, file_checksum, write_codes
-from fghash.codes.features import read_features, read_features_config
+from fghash.baselines.base import Hasher
+from fghash.codes import CodesFile, Split, file_checksum, write_codes
+from fghash.codes.bits import parse_bits  # re-exported: the one --bits parser
+from fghash.codes.features import FeatureSplit, read_features, read_features_config
 from fghash.errors import FghashError
 
 __all__ = ["run_baseline", "output_paths", "parse_bits"]
 
 logger = logging.getLogger(__name__)
-
-
-def parse_bits(bits: int | str | Iterable[int | str]) -> list[int]:
-    """Code lengths from ``32``, ``"12,24,32"`` or ``[12, 24]``: distinct integers in 1..1024."""
-    if isinstance(bits, (int, np.integer)) and not isinstance(bits, bool):
-        items: list[Any] = [bits]
-    elif isinstance(bits, str):
-        items = [t.strip() for t in bits.split(",")]
-    else:
-        items = list(bits)
-    out: list[int] = []
-    for t in items:
-        try:
-            if isinstance(t, bool) or (isinstance(t, float) and not t.is_integer()):
-                raise ValueError
-            b = int(t)
-        except (TypeError, ValueError):
-            raise FghashError(
-                f"--bits must be a comma-separated list of integers such as 12,24,32,48, got {bits!r}."
-            ) from None
-        if not 1 <= b <= MAX_BITS:
-            raise FghashError(f"--bits values must be from 1 to {MAX_BITS}, got {b}.")
-        if b in out:
-            raise FghashError(f"--bits lists {b} twice; give each code length once.")
-        out.append(b)
-    if not out:
-        raise FghashError("--bits needs at least one code length, such as 32.")
-    return out
 
 
 def output_paths(out_path: str | os.PathLike[str], bits_list: list[int]) -> list[Path]:
@@ -90,6 +63,25 @@ def run_baseline(
     bits = parse_bits(bits_list)
     features_path = Path(features_path)
     outs = output_paths(out_path, bits)
+    _check_outputs(outs, features_path, overwrite)
+    # Build every model first so bad parameters fail before any work.
+    models = [create_baseline(cls.name, b, seed=seed, **kw) for b in bits]
+    feats = _training_features(features_path, cls, models)
+    source = {
+        "path": str(features_path.resolve()),
+        "checksum": file_checksum(features_path),
+        "config": read_features_config(features_path),
+    }
+    written: list[Path] = []
+    for model, out in tqdm(
+        list(zip(models, outs, strict=True)), desc=cls.name, unit="length", disable=None
+    ):
+        written.append(_fit_and_write(model, feats, source, seed, out))
+    return written
+
+
+def _check_outputs(outs: list[Path], features_path: Path, overwrite: bool) -> None:
+    """Refuse an output that exists (unless ``overwrite``), lacks its folder, or is the input."""
     for p in outs:
         if p.exists() and not overwrite:
             raise FghashError(f"{p} already exists; pass --force to replace it.")
@@ -97,8 +89,13 @@ def run_baseline(
             raise FghashError(f"{p}: the folder {p.parent} does not exist.")
         if p.resolve() == features_path.resolve():
             raise FghashError(f"{p} is the features file itself; choose another --out.")
-    # Build every model first so bad parameters fail before any work.
-    models = [create_baseline(cls.name, b, seed=seed, **kw) for b in bits]
+
+
+def _training_features(
+    features_path: Path, cls: type[Hasher], models: list[Hasher]
+) -> dict[str, FeatureSplit]:
+    """Every split's features, checked to train ``models``: a database split (the training
+    split) with labels when the method is supervised and a dimension every model takes."""
     feats = read_features(features_path, splits=None)
     if "database" not in feats:
         raise FghashError(
@@ -116,41 +113,46 @@ def run_baseline(
             model.check_dim(db.dim)
         except FghashError as e:
             raise FghashError(f"{features_path}: {e}") from None
-    checksum = file_checksum(features_path)
-    source = read_features_config(features_path)
-    written: list[Path] = []
-    for model, out in tqdm(
-        list(zip(models, outs, strict=True)), desc=cls.name, unit="length", disable=None
-    ):
-        b = model.bits
-        model.fit(db.features, db.labels)
-        splits = {
-            name: Split(
-                codes=model.encode(fs.features),
-                ids=fs.ids,
-                labels=fs.labels,
-                paths=fs.paths,
-                features=fs.features,
-                features_kind=fs.kind,
-            )
-            for name, fs in feats.items()
-        }
-        config = {
-            "method": cls.name,
-            **({"dataset": source["dataset"]} if isinstance(source.get("dataset"), str) else {}),
-            "params": model.params(),
-            "seed": seed,
-            "train_split": "database",
-            "n_train": len(db),
-            "features": {
-                "path": str(features_path.resolve()),
-                "checksum": checksum,
-                "kind": db.kind,
-                "dim": db.dim,
-            },
-            "fit": model.fit_summary(),
-        }
-        write_codes(out, CodesFile(bits=b, splits=splits, method=cls.name, config=config))
-        logger.info("%s %d bits: wrote %s", cls.name, b, out)
-        written.append(out)
-    return written
+    return feats
+
+
+def _fit_and_write(
+    model: Hasher,
+    feats: dict[str, FeatureSplit],
+    source: dict[str, Any],
+    seed: int,
+    out: Path,
+) -> Path:
+    """Fit ``model`` on the database split, encode every split and write the codes file."""
+    db = feats["database"]
+    model.fit(db.features, db.labels)
+    splits = {
+        name: Split(
+            codes=model.encode(fs.features),
+            ids=fs.ids,
+            labels=fs.labels,
+            paths=fs.paths,
+            features=fs.features,
+            features_kind=fs.kind,
+        )
+        for name, fs in feats.items()
+    }
+    dataset = source["config"].get("dataset")
+    config = {
+        "method": model.name,
+        **({"dataset": dataset} if isinstance(dataset, str) else {}),
+        "params": model.params(),
+        "seed": seed,
+        "train_split": "database",
+        "n_train": len(db),
+        "features": {
+            "path": source["path"],
+            "checksum": source["checksum"],
+            "kind": db.kind,
+            "dim": db.dim,
+        },
+        "fit": model.fit_summary(),
+    }
+    write_codes(out, CodesFile(bits=model.bits, splits=splits, method=model.name, config=config))
+    logger.info("%s %d bits: wrote %s", model.name, model.bits, out)
+    return out

@@ -1,4 +1,4 @@
-"""Float feature files: read the ``features`` of any split-group HDF5 file, write new ones.
+"""The HDF5 features file: read the ``features`` of any split-group HDF5 file, write new ones.
 
 The layout is the one of the codes file (``shared/DESIGN.md``): one group per split
 (``/database``, usually ``/query``), each with ``features`` float32 ``[N, D]`` (attribute
@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from fghash.codes.checks import check_split, fail
+from fghash.codes.file import decode_text
 from fghash.errors import FghashError
 from fghash.util.atomic import atomic_path
 
@@ -74,37 +76,20 @@ class FeatureSplit:
         return int(self.features.shape[1])
 
 
-def _check_split(s: FeatureSplit, where: str) -> None:
+def _check_split(s: FeatureSplit, path: Path, name: str) -> None:
+    """The features-file rules (float, non-empty, finite features) and then the per-split
+    checks every codes file passes (:func:`fghash.codes.checks.check_split`)."""
+    where, group = str(path), f"/{name}"
     f = s.features
     if f.ndim != 2 or not np.issubdtype(f.dtype, np.floating):
-        raise FghashError(
-            f"{where}/features must be a float [N, D] array, got {f.dtype} {list(f.shape)}."
+        raise fail(
+            where, f"{group}/features", f"expected float [N, D], got {f.dtype} {list(f.shape)}"
         )
-    n = f.shape[0]
-    if n == 0 or f.shape[1] == 0:
-        raise FghashError(f"{where}/features is empty (shape {list(f.shape)}).")
+    if f.shape[0] == 0 or f.shape[1] == 0:
+        raise fail(where, f"{group}/features", f"is empty (shape {list(f.shape)})")
     if not np.isfinite(f).all():
-        raise FghashError(f"{where}/features contains NaN or infinite values.")
-    ids = s.ids
-    if ids.ndim != 1 or ids.shape[0] != n or not np.issubdtype(ids.dtype, np.integer):
-        raise FghashError(f"{where}/ids must be int64 [{n}], got {ids.dtype} {list(ids.shape)}.")
-    if np.unique(ids).shape[0] != n:
-        raise FghashError(f"{where}/ids must be unique within the split.")
-    if s.labels is not None:
-        lab = s.labels
-        ok = (lab.ndim == 1 and np.issubdtype(lab.dtype, np.integer)) or (
-            lab.ndim == 2 and (np.issubdtype(lab.dtype, np.integer) or lab.dtype == np.bool_)
-        )
-        if not ok or lab.shape[0] != n:
-            raise FghashError(
-                f"{where}/labels must be int64 [{n}] or uint8 [{n}, C], got {lab.dtype} {list(lab.shape)}."
-            )
-    if s.paths is not None and len(s.paths) != n:
-        raise FghashError(f"{where}/paths has {len(s.paths)} entries for {n} feature rows.")
-
-
-def _decode(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+        raise fail(where, f"{group}/features", "contains NaN or infinite values")
+    check_split(where, group, f.shape[0], ids=s.ids, labels=s.labels, paths=s.paths, features=f)
 
 
 def read_features(
@@ -154,15 +139,15 @@ def read_features(
                     f"{where}/features is missing, so there are no float features to hash; {_HOW_TO_MAKE}."
                 )
             d = g["features"]
-            paths = [_decode(p) for p in g["paths"][()]] if "paths" in g else None
+            paths = [decode_text(p) for p in g["paths"][()]] if "paths" in g else None
             s = FeatureSplit(
                 features=d[()],
                 labels=g["labels"][()] if "labels" in g else None,
                 ids=g["ids"][()] if "ids" in g else None,
                 paths=paths,
-                kind=_decode(d.attrs.get("kind", "unknown")),
+                kind=decode_text(d.attrs.get("kind", "unknown")),
             )
-            _check_split(s, where)
+            _check_split(s, path, name)
             s.features = s.features.astype(np.float32, copy=False)
             if s.labels is not None:
                 s.labels = s.labels.astype(np.int64 if s.labels.ndim == 1 else np.uint8, copy=False)
@@ -188,7 +173,7 @@ def read_features_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     if raw is None:
         return {}
     try:
-        value = json.loads(_decode(raw))
+        value = json.loads(decode_text(raw))
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
@@ -217,7 +202,7 @@ def write_features(
     for name, s in splits.items():
         if not name or "/" in name:
             raise FghashError(f"{path}: split name {name!r} must be non-empty and contain no '/'.")
-        _check_split(s, f"{path}: /{name}")
+        _check_split(s, path, name)
     dims = {s.dim for s in splits.values()}
     if len(dims) > 1:
         raise FghashError(

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fghash.codes.bits import check_bits, parse_bits  # parse_bits: re-exported for the CLI
 from fghash.errors import FghashError
 
 __all__ = [
@@ -144,7 +145,7 @@ class TrainConfig:
         ):
             if value not in choices:
                 raise FghashError(f"--{name} must be one of {', '.join(choices)}, got {value!r}.")
-        _positive("bits", self.bits, hi=1024)
+        check_bits(self.bits, "--bits")
         for name in (
             "max_iter",
             "epochs",
@@ -191,11 +192,9 @@ class TrainConfig:
         return cls(**dict(d))
 
 
-def _positive(name: str, value: int, hi: int | None = None) -> None:
+def _positive(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise FghashError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}.")
-    if hi is not None and value > hi:
-        raise FghashError(f"--{name.replace('_', '-')} must be at most {hi}, got {value}.")
 
 
 # Table 2 of A²-Net (NeurIPS 2021): start from ADSH and add one part at a time; the last
@@ -290,29 +289,6 @@ _LACKING: dict[str, tuple[str, ...]] = {
     "dpsh": _FLAGS + ("quantization",),
     "hashnet": _FLAGS + ("quantization",),
 }
-
-
-def parse_bits(text: str | int | list[int] | tuple[int, ...]) -> list[int]:
-    """Parse ``"12,24,32,48"`` (or an int / list) into distinct code lengths, in order."""
-    if isinstance(text, int):
-        items = [text]
-    elif isinstance(text, (list, tuple)):
-        items = list(text)
-    else:
-        try:
-            items = [int(t) for t in str(text).replace(" ", "").split(",") if t]
-        except ValueError:
-            raise FghashError(
-                f"--bits must be comma-separated integers such as 12,24,32,48, got {text!r}."
-            ) from None
-    if not items:
-        raise FghashError("--bits needs at least one code length, e.g. --bits 12.")
-    out: list[int] = []
-    for b in items:
-        _positive("bits", b, hi=1024)
-        if b not in out:
-            out.append(int(b))
-    return out
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike[str]) -> Path:
