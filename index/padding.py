@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fghash.codes import MAX_BITS, nbytes_for
+from fghash.codes import check_bits, nbytes_for
 from fghash.errors import FghashError
 
 __all__ = ["FAST_CODE_BYTES", "fast_dim", "pad_codes", "check_codes"]
@@ -34,11 +34,7 @@ def fast_dim(bits: int) -> int:
     on whole 64-bit words, so the width is rounded up to a multiple of 64 bits
     (e.g. 520 → 576, 1024 → 1024), which keeps the byte-wise tail empty.
     """
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
-        raise FghashError(f"bits must be an integer from 1 to {MAX_BITS}, got {bits!r}.")
-    bits = int(bits)
-    if not 1 <= bits <= MAX_BITS:
-        raise FghashError(f"bits must be from 1 to {MAX_BITS}, got {bits}.")
+    bits = check_bits(bits)
     for nbytes in FAST_CODE_BYTES:
         if bits <= nbytes * 8:
             return nbytes * 8

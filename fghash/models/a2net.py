@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import Bottleneck
 
+from fghash.codes.bits import check_bits
 from fghash.errors import FghashError
 from fghash.models._registry import register_model
 from fghash.models.backbones import build_resnet, resnet_channels, split_resnet
@@ -80,8 +81,6 @@ __all__ = [
     "dpsh",
     "hashnet",
 ]
-
-MAX_BITS = 1024
 
 
 @dataclass
@@ -188,7 +187,7 @@ class A2Net(nn.Module):
         efficient: bool = False,
     ) -> None:
         super().__init__()
-        bits = _check_int("bits", bits, 1, MAX_BITS)
+        bits = check_bits(bits)
         num_attention = bits if num_attention is None else num_attention
         num_attention = _check_int("num_attention", num_attention, 1)
         image_size = _check_int("image_size", image_size, 16)
