@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from fghash.codes import parse_bits
 from fghash.errors import FghashError
 from fghash.runs.config import resolve_config
 from fghash.util.device import resolve_device
@@ -153,10 +154,7 @@ def _run(a: argparse.Namespace) -> int:
 
     if a.steps < 1 or a.batch_size < 1:
         raise FghashError("--steps and --batch-size must be positive.")
-    try:
-        bits = [int(b) for b in a.bits.split(",") if b]
-    except ValueError:
-        raise FghashError(f"--bits must be integers like 12,48, got {a.bits!r}.") from None
+    bits = parse_bits(a.bits)
     device = resolve_device(a.device)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         out = a.out or Path(tmp)
