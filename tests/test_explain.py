@@ -238,6 +238,30 @@ def test_compare_puts_scores_side_by_side(synth, tmp_path):
     assert "bare.h5: no attributes" in (out / "explain.md").read_text()
 
 
+def test_awareness_text_aligns_the_compare_table():
+    from fghash.explain.compare import awareness_text
+
+    def scored(per_bit, per_attr, m, s):
+        null = {"per_bit_mean": m, "per_bit_std": s, "per_attribute_mean": m,
+                "per_attribute_std": s}  # fmt: skip
+        return {"per_bit": per_bit, "per_attribute": per_attr, "null": null}
+
+    rows = [
+        {"name": "a2net", **scored(0.25, 0.125, 0.0625, 0.01),
+         "binary": scored(0.2, 0.1, 0.05, 0.02)},
+        {"name": "long-name.h5", "skipped": "no attributes"},
+        {"name": "itq", **scored(0.5, 0.375, 0.25, 0.0)},
+    ]  # fmt: skip
+    expected = [
+        "attribute awareness (mean best |AUC-0.5|; null: random rotations):",
+        "  codes file    per bit  null         per attribute  null         signs  null",
+        "  a2net         0.250    0.062±0.010  0.125          0.062±0.010  0.200  0.050±0.020",
+        "  long-name.h5  -        -            -              -            -      -",
+        "  itq           0.500    0.250±0.000  0.375          0.250±0.000  -      -",
+    ]
+    assert awareness_text(rows).splitlines() == expected
+
+
 def test_bad_bits_to_show_is_one_sentence(synth, tmp_path):
     codes, _ = synth
     r = run("explain", codes, "--out", tmp_path / "x", "--bits-to-show", "3,40")

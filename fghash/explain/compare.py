@@ -3,7 +3,8 @@
 Each file's score (mean over bits, and over attributes, of the best |AUC − ½|; see
 :mod:`fghash.explain.stats`) is shown next to the same score of its own codes under random
 orthogonal rotations. ``bench/scripts/reproduce_tables.py`` uses :func:`awareness_rows` and
-:func:`awareness_markdown` for its Table-2 output.
+:func:`awareness_markdown` for its Table-2 output; ``fghash explain`` prints
+:func:`awareness_text`, the same table as aligned plain text.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.report import write_text_atomic
 from fghash.explain.inputs import ExplainInput
 from fghash.explain.plots import plot_compare
 from fghash.explain.run import awareness_summary, jsonable, prepare_out
+from fghash.util.atomic import atomic_write_text
 
-__all__ = ["awareness_rows", "awareness_markdown", "compare"]
+__all__ = ["awareness_rows", "awareness_markdown", "awareness_text", "compare"]
 
 
 def awareness_rows(
@@ -84,6 +85,32 @@ def awareness_markdown(rows: Sequence[dict[str, Any]], rotations: int) -> list[s
     return lines
 
 
+def awareness_text(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows of :func:`awareness_rows` as a plain-text table under a one-line title.
+
+    Columns: per-bit and per-attribute score, each with its rotation null (mean ± sd),
+    and the per-bit score of the signs; ``-`` where a row has no such score (a file
+    without attributes, or one scored from its signs only). Columns are left-aligned,
+    two spaces apart, indented by two.
+    """
+    table = [("codes file", "per bit", "null", "per attribute", "null", "signs", "null")]
+    for r in rows:
+        cells: list[str] = []
+        for a, key in ((r, "per_bit"), (r, "per_attribute"), (r.get("binary"), "per_bit")):
+            if not a or key not in a:
+                cells += ["-", "-"]
+                continue
+            n = a["null"]
+            cells += [f"{a[key]:.3f}", f"{n[key + '_mean']:.3f}±{n[key + '_std']:.3f}"]
+        table.append((r["name"], *cells))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    ]
+    return "\n".join(["attribute awareness (mean best |AUC-0.5|; null: random rotations):", *lines])
+
+
 def compare(
     inputs: Sequence[ExplainInput],
     out: str | os.PathLike[str],
@@ -128,6 +155,6 @@ def compare(
         "skipped": skipped,
         "figures": [p.name for p in figures],
     }
-    write_text_atomic(out / "explain.md", "\n".join(lines) + "\n")
-    write_text_atomic(out / "explain.json", json.dumps(doc, indent=1, default=jsonable) + "\n")
+    atomic_write_text(out / "explain.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "explain.json", json.dumps(doc, indent=1, default=jsonable) + "\n")
     return doc

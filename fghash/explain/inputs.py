@@ -9,7 +9,6 @@ data root they are relative to. Anything missing is recorded as a sentence in
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,9 @@ import numpy as np
 
 from fghash.codes import CodesFile, Split, codes_to_signs, read_codes
 from fghash.errors import FghashError
+from fghash.viz.search_grid import run_data_root
 
-__all__ = ["ExplainInput", "load_input", "find_data_root", "run_data_root"]
+__all__ = ["ExplainInput", "load_input", "find_data_root"]
 
 
 @dataclass
@@ -45,15 +45,6 @@ class ExplainInput:
     @property
     def name(self) -> str:
         return f"{self.path.stem} ({self.cf.method}, {self.cf.bits} bits)"
-
-
-def run_data_root(run: str | os.PathLike[str]) -> str | None:
-    """The ``data_root`` recorded in a run folder's ``config.json`` (None when absent)."""
-    try:
-        cfg = json.loads((Path(run) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return cfg.get("data_root") or None if isinstance(cfg, dict) else None
 
 
 def find_data_root(

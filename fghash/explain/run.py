@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from bench.report import write_text_atomic
 from fghash.errors import FghashError
 from fghash.eval.ranking import hamming_matrix, relevance
 from fghash.explain.inputs import ExplainInput
@@ -42,7 +41,7 @@ from fghash.explain.stats import (
     effective_bits,
     rotation_null,
 )
-from fghash.util.atomic import remove_stale
+from fghash.util.atomic import atomic_write_text, remove_stale
 from fghash.viz.retrieval_sheet import draw_retrieval
 from fghash.viz.sheets import Tile, draw_sheet, load_image, placeholder
 
@@ -262,10 +261,6 @@ def _bit_stats(inp: ExplainInput) -> dict[str, Any]:
     }
 
 
-def _md_float(v: float) -> str:
-    return f"{v:.3f}"
-
-
 def _markdown(inp: ExplainInput, doc: dict[str, Any], figures: list[Path], out: Path) -> str:
     eff = doc["bit_stats"]["effective_bits"]
     lines = [
@@ -372,6 +367,50 @@ def prepare_out(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def _header(inp: ExplainInput, command: str | None) -> dict[str, Any]:
+    """The report's opening fields: what was explained, from what, by which command."""
+    return {
+        "format": "fghash.explain",
+        "version": 1,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command or "(called from Python)",
+        "codes": str(inp.path),
+        "method": inp.cf.method,
+        "bits": inp.cf.bits,
+        "split": inp.split,
+        "items": len(inp.data),
+        "relaxed_values": inp.relaxed_source,
+        "data_root": str(inp.root) if inp.root else None,
+        "bit_stats": _bit_stats(inp),
+    }
+
+
+def _awareness_figures(
+    inp: ExplainInput, aw: dict[str, Any], out: Path
+) -> tuple[dict[int, str], list[Path]]:
+    """Each bit's best attribute as a caption, and the AUC heatmap and null PNGs
+    (nothing when the input has no attributes)."""
+    if "per_bit" not in aw:
+        return {}, []
+    best = {
+        r["bit"]: ("not " if r["auc"] < 0.5 else "") + f"{r['attribute']} (AUC {r['auc']:.2f})"
+        for r in aw["best_per_bit"]
+    }
+    heatmap = plot_auc_heatmap(
+        aw["auc"],
+        inp.attribute_names or [],
+        out / "auc_heatmap.png",
+        title=f"{inp.name}: AUC of each bit's {aw['scores_from']} for each attribute",
+    )
+    null = plot_null(
+        {"per_bit": aw["per_bit"], "per_attribute": aw["per_attribute"]},
+        {key: np.array(v) for key, v in aw["null_values"].items()},
+        out / "awareness_null.png",
+        title=f"{inp.name}: attribute awareness of the learned bits vs. randomly rotated codes",
+    )
+    return best, [heatmap, null]
+
+
 def explain(
     inp: ExplainInput,
     out: str | os.PathLike[str],
@@ -391,52 +430,18 @@ def explain(
     out = Path(out)
     prepare_out(out, force)
     skipped = list(inp.skipped)
-    figures: list[Path] = []
-    doc: dict[str, Any] = {
-        "format": "fghash.explain",
-        "version": 1,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command or "(called from Python)",
-        "codes": str(inp.path),
-        "method": inp.cf.method,
-        "bits": inp.cf.bits,
-        "split": inp.split,
-        "items": len(inp.data),
-        "relaxed_values": inp.relaxed_source,
-        "data_root": str(inp.root) if inp.root else None,
-        "bit_stats": _bit_stats(inp),
-    }
-    figures.append(
+    doc = _header(inp, command)
+    figures = [
         plot_bit_stats(
             np.array(doc["bit_stats"]["balance"]),
             np.array(doc["bit_stats"]["correlation"]),
             out / "bit_stats.png",
             title=f"{inp.name}: statistics of the stored codes of {len(inp.data)} {inp.split} items",
         )
-    )
+    ]
     aw = awareness_summary(inp, rotations=rotations, seed=seed)
-    best: dict[int, str] = {}
-    if "per_bit" in aw:
-        best = {
-            r["bit"]: ("not " if r["auc"] < 0.5 else "") + f"{r['attribute']} (AUC {r['auc']:.2f})"
-            for r in aw["best_per_bit"]
-        }
-        figures.append(
-            plot_auc_heatmap(
-                aw["auc"],
-                inp.attribute_names or [],
-                out / "auc_heatmap.png",
-                title=f"{inp.name}: AUC of each bit's {aw['scores_from']} for each attribute",
-            )
-        )
-        figures.append(
-            plot_null(
-                {"per_bit": aw["per_bit"], "per_attribute": aw["per_attribute"]},
-                {key: np.array(v) for key, v in aw["null_values"].items()},
-                out / "awareness_null.png",
-                title=f"{inp.name}: attribute awareness of the learned bits vs. randomly rotated codes",
-            )
-        )
+    best, paths = _awareness_figures(inp, aw, out)
+    figures += paths
     doc["awareness"] = aw
     doc["auc_rows"] = inp.attribute_names
     show = list(bits_to_show) if bits_to_show is not None else list(range(inp.cf.bits))
@@ -456,6 +461,6 @@ def explain(
     skipped += notes
     doc["skipped"] = skipped
     doc["figures"] = [str(p.relative_to(out)) for p in figures]
-    write_text_atomic(out / "explain.md", _markdown(inp, doc, figures, out))
-    write_text_atomic(out / "explain.json", json.dumps(doc, indent=1, default=jsonable) + "\n")
+    atomic_write_text(out / "explain.md", _markdown(inp, doc, figures, out))
+    atomic_write_text(out / "explain.json", json.dumps(doc, indent=1, default=jsonable) + "\n")
     return doc

@@ -7,10 +7,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fghash.explain.inputs import run_data_root
+from fghash.errors import FghashError
+from fghash.runs.config import load_config
 from fghash.viz.retrieval_sheet import draw_retrieval
 
-__all__ = ["write_search_grid"]
+__all__ = ["run_data_root", "write_search_grid"]
+
+
+def run_data_root(run: str | os.PathLike[str]) -> str | None:
+    """The ``data_root`` recorded in a run folder's ``config.json`` (None when absent or
+    when the run's config cannot be read: a data root is a hint, never required)."""
+    try:
+        cfg = load_config(Path(run) / "config.json")
+    except (FghashError, OSError, TypeError, ValueError):
+        return None
+    return cfg.data_root or None
 
 
 def write_search_grid(
