@@ -1,23 +1,22 @@
-"""Retrieval metrics, throughput timing, float baselines, reports and benchmark scripts.
+"""What ``fghash bench`` needs, and, apart in ``bench/scripts/``, the benchmark scripts.
 
-Modules (import what you need; nothing here imports torch):
+The library behind ``fghash bench`` (and the demo's summary); nothing here imports torch:
 
-- The ranking and metric code lives below both training and ``bench/``, in
-  :mod:`fghash.eval.ranking` (rank queries against a database in chunks, keeping per-distance
-  counts) and :mod:`fghash.eval.metrics` (mAP@all/@k, P@k, R@k tie-aware and stable, PR by
-  radius, k-NN recall; the ``METRICS`` registry), so training's validation uses them
-  without importing ``bench/``.
-- :mod:`bench.evaluate` – all quality figures of one codes file.
-- :mod:`bench.timing` – ``RepeatTimer`` (warm-up, runs, median).
+- :mod:`bench.evaluate` – all quality figures of one codes file (the ranking and metrics
+  themselves live below, in :mod:`fghash.eval`, which training's validation also uses);
 - :mod:`bench.throughput` – build time, size, QPS, latency and accuracy per index
-  configuration, and of exact float search.
-- :mod:`bench.report`, :mod:`fghash.viz.plots`, :mod:`bench.machine`, :mod:`bench.progress`
-  (a log line per phase with what is left) – ``fghash bench``.
-- Scripts: ``python -m bench.scripts.paper_table`` (Table 1 layout from codes files), ``python -m
-  bench.scripts.reproduce_tables`` (runs the ``fghash`` steps, then the Table 1 and Table 2
-  layouts), ``python -m bench.scripts.bench_map_speed`` (tie-aware mAP@all and @k at Food-101 or
-  VegFru size against a naive evaluator), ``python -m bench.scripts.bench_encode`` (``fghash
-  encode`` images/s against a plain PyTorch loop).
+  configuration, and of exact float search; :mod:`bench.timing` – ``RepeatTimer``;
+- :mod:`bench.report` – the report (``report.json``, plots from :mod:`fghash.viz.plots`),
+  :mod:`bench.report_markdown` – its ``report.md``; :mod:`bench.outdir` – what may be
+  written where; :mod:`bench.machine` – hardware and versions; :mod:`bench.progress` –
+  a log line per phase with what is left;
+- :mod:`bench.quick` – the few headline figures ``fghash demo`` prints.
+
+``bench/scripts/``: one-off measurements, each runnable as ``python -m
+bench.scripts.NAME --help`` (``bench_encode``, ``bench_gpu_search``, ``bench_map_speed``,
+``bench_models``, ``bench_padding``, ``bench_scale``, ``bench_train``, ``make_codes``,
+``paper_table``, ``reproduce_tables``; the last one's parts in
+``bench/scripts/reproduce/``). The library never imports a script.
 """
 
 __all__: list[str] = []

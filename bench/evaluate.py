@@ -138,26 +138,9 @@ def _torch_ranking(device: str) -> Callable[..., RankingStats]:
     return rank
 
 
-def evaluate_codes(
-    cf: CodesFile,
-    ks: Sequence[int] = (1, 10, 100),
-    *,
-    ties: Sequence[str] = TIES,
-    float_metrics: Sequence[str] = ("ip", "l2"),
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    progress: bool | None = None,
-    phase: Callable[[str], AbstractContextManager[Any]] | None = None,
-    device: str = "cpu",
-) -> CodesEval:
-    """Rank ``query`` against ``database`` and compute every metric (see :mod:`fghash.eval.metrics`).
-
-    ``phase(name)``, when given, wraps the ``"hamming ranking"`` and ``"float ranking"``
-    steps (:class:`bench.progress.Phases`); the float ranking is skipped (no call) when
-    there are no labels or features. ``device``: where the Hamming ranking runs
-    (:func:`ranking_device`); on a GPU it is :func:`fghash.eval.ranking_torch.rank_hamming_torch`,
-    same results.
-    """
-    phase = phase or (lambda name: nullcontext())
+def _describe(cf: CodesFile) -> CodesEval:
+    """What ``cf`` holds, before any ranking, with a logged note for each figure that its
+    splits cannot give (no labels: no mAP; no features: no float baseline)."""
     q, db = cf["query"], cf["database"]
     where = str(cf.path or "codes file")
     labelled = q.labels is not None and db.labels is not None
@@ -186,6 +169,32 @@ def evaluate_codes(
         )
     for note in ev.notes:
         logger.warning(note)
+    return ev
+
+
+def evaluate_codes(
+    cf: CodesFile,
+    ks: Sequence[int] = (1, 10, 100),
+    *,
+    ties: Sequence[str] = TIES,
+    float_metrics: Sequence[str] = ("ip", "l2"),
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    progress: bool | None = None,
+    phase: Callable[[str], AbstractContextManager[Any]] | None = None,
+    device: str = "cpu",
+) -> CodesEval:
+    """Rank ``query`` against ``database`` and compute every metric (see :mod:`fghash.eval.metrics`).
+
+    ``phase(name)``, when given, wraps the ``"hamming ranking"`` and ``"float ranking"``
+    steps (:class:`bench.progress.Phases`); the float ranking is skipped (no call) when
+    there are no labels or features. ``device``: where the Hamming ranking runs
+    (:func:`ranking_device`); on a GPU it is :func:`fghash.eval.ranking_torch.rank_hamming_torch`,
+    same results.
+    """
+    phase = phase or (lambda name: nullcontext())
+    q, db = cf["query"], cf["database"]
+    ev = _describe(cf)
+    labelled, has_features = ev.labels is not None, ev.features is not None
     kmax = min(max(ks), len(db))
     t0 = time.perf_counter()
     where_rank = ranking_device(device)

@@ -34,6 +34,7 @@ from bench.evaluate import check_bench_file, evaluate_codes, load_for_bench
 from bench.machine import machine_info, software_info
 from bench.outdir import check_out_dir, cleanup_on_failure
 from bench.progress import Phases
+from bench.report_markdown import render_markdown
 from bench.throughput import DEFAULT_SWEEPS, run_throughput
 from fghash.codes import file_checksum
 from fghash.errors import FghashError
@@ -46,7 +47,6 @@ __all__ = [
     "BenchResult",
     "run_bench",
     "render_markdown",
-    "write_text_atomic",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,11 +69,6 @@ class BenchResult:
     @property
     def paths(self) -> list[Path]:
         return [self.report_json, self.report_md, *self.plots]
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    return atomic_write_text(path, text)
 
 
 def _jsonable(o: Any) -> Any:
@@ -212,21 +207,72 @@ def _run_bench(
     tags = _tags(paths)
     plan = _plan(heads, tags, kinds, runs, latency_queries, max_seconds, hnsw_budget_s)
     phases = Phases([p for file_plan in plan for p in file_plan], enabled=progress is not False)
+    timing = dict(
+        runs=runs,
+        warmup=warmup,
+        latency_queries=latency_queries,
+        max_seconds=max_seconds,
+        hnsw_budget_s=hnsw_budget_s,
+    )
+    report = _new_report(command, kinds, ks, device, timing)
+    for path, tag, file_plan in zip(paths, tags, plan, strict=False):
+        logger.info("benchmarking %s", path)
+        named = _PhaseNames(phases, tag if len(paths) > 1 else None)
+        entry, tp = _bench_file(
+            path,
+            ks,
+            kinds,
+            named,
+            res.notes,
+            threads=threads,
+            device=device,
+            progress=progress,
+            **timing,
+        )
+        for name, _ in file_plan:  # phases this file did not need (no features, no labels)
+            if name not in phases.done:
+                phases.skip(name)
+        entry.update(tag=tag, checksum=file_checksum(path), throughput=tp)
+        report["codes"].append(entry)
+    report["threads"] = report["codes"][0]["throughput"]["threads"]
+    report["software"] = software_info()
 
-    report: dict[str, Any] = {
+    with phases.phase("plots and report"):
+        _write_report(report, res, phases)
+    return res
+
+
+def _write_report(report: dict[str, Any], res: BenchResult, phases: Phases) -> None:
+    """The plots, then ``report.json`` (naming them, with the phase times) and ``report.md``."""
+    res.plots = _plots(report, res.out_dir)
+    report["plots"] = [p.name for p in res.plots]
+    report["phases_s"] = dict(phases.done)
+    atomic_write_text(res.report_json, json.dumps(report, indent=1, default=_jsonable) + "\n")
+    atomic_write_text(res.report_md, render_markdown(report))
+
+
+def _new_report(
+    command: str | None,
+    kinds: Sequence[str],
+    ks: Sequence[int],
+    device: str,
+    timing: dict[str, Any],
+) -> dict[str, Any]:
+    """The report before any codes file is measured: when, by what, on what, how."""
+    return {
         "format": "fghash.bench",
         "version": REPORT_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "machine": machine_info(),
         "settings": {
-            "index_types": kinds,
-            "k": ks,
-            "runs": runs,
-            "warmup": warmup,
-            "latency_queries": latency_queries,
-            "max_seconds_per_config": max_seconds,
-            "hnsw_build_budget_s": hnsw_budget_s,
+            "index_types": list(kinds),
+            "k": list(ks),
+            "runs": timing["runs"],
+            "warmup": timing["warmup"],
+            "latency_queries": timing["latency_queries"],
+            "max_seconds_per_config": timing["max_seconds"],
+            "hnsw_build_budget_s": timing["hnsw_budget_s"],
             "device": device,
             "ties": list(TIES),
             "sweeps": {
@@ -240,52 +286,46 @@ def _run_bench(
         },
         "codes": [],
     }
-    for path, tag, file_plan in zip(paths, tags, plan, strict=False):
-        logger.info("benchmarking %s", path)
-        named = _PhaseNames(phases, tag if len(paths) > 1 else None)
-        with named("load"):
-            cf = load_for_bench(path)
-        ev = evaluate_codes(cf, ks, progress=progress, phase=named, device=device)
-        res.notes.extend(ev.notes)
-        q, db = cf["query"], cf["database"]
-        labelled = ev.labels is not None
-        tp = run_throughput(
-            db.codes,
-            q.codes,
-            cf.bits,
-            ks,
-            exact_counts=ev.hamming.n,
-            kinds=kinds,
-            qlabels=q.labels if labelled else None,
-            dblabels=db.labels if labelled else None,
-            fb=db.features if ev.features else None,
-            fq=q.features if ev.features else None,
-            threads=threads,
-            runs=runs,
-            warmup=warmup,
-            latency_queries=latency_queries,
-            max_seconds=max_seconds,
-            hnsw_budget_s=hnsw_budget_s,
-            device=device,
-            progress=progress,
-            phase=named,
-        )
-        for name, _ in file_plan:  # phases this file did not need (no features, no labels)
-            if name not in phases.done:
-                phases.skip(name)
-        entry = ev.to_json()
-        entry.update(tag=tag, checksum=file_checksum(path), throughput=tp)
-        report["codes"].append(entry)
-    report["threads"] = report["codes"][0]["throughput"]["threads"]
-    report["software"] = software_info()
 
-    with phases.phase("plots and report"):
-        res.plots = _plots(report, out)
-        report["plots"] = [p.name for p in res.plots]
-        report["phases_s"] = dict(phases.done)
-        write_text_atomic(res.report_json, json.dumps(report, indent=1, default=_jsonable) + "\n")
-        write_text_atomic(res.report_md, render_markdown(report))
-    return res
+
+def _bench_file(
+    path: Path,
+    ks: Sequence[int],
+    kinds: Sequence[str],
+    named: _PhaseNames,
+    notes: list[str],
+    *,
+    threads: int | None,
+    device: str,
+    progress: bool | None,
+    **timing: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Quality (:func:`bench.evaluate.evaluate_codes`) and throughput of one codes file:
+    its report entry without tag and checksum, and its throughput rows. ``notes`` grows."""
+    with named("load"):
+        cf = load_for_bench(path)
+    ev = evaluate_codes(cf, ks, progress=progress, phase=named, device=device)
+    notes.extend(ev.notes)
+    q, db = cf["query"], cf["database"]
+    labelled = ev.labels is not None
+    tp = run_throughput(
+        db.codes,
+        q.codes,
+        cf.bits,
+        ks,
+        exact_counts=ev.hamming.n,
+        kinds=kinds,
+        qlabels=q.labels if labelled else None,
+        dblabels=db.labels if labelled else None,
+        fb=db.features if ev.features else None,
+        fq=q.features if ev.features else None,
+        threads=threads,
+        device=device,
+        progress=progress,
+        phase=named,
+        **timing,
+    )
+    return ev.to_json(), tp
 
 
 class _PhaseNames:
@@ -394,186 +434,3 @@ def _plots(report: dict[str, Any], out: Path) -> list[Path]:
     if len(report["codes"]) > 1 and pts:
         made.append(plot_map_vs_bits(pts, out / "map_vs_bits.png"))
     return made
-
-
-# --- Markdown ---------------------------------------------------------------------------
-
-
-def _f(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
-            return f"{v:.3g}"
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += [
-        "| " + " | ".join(_f(v) if not isinstance(v, str) else v for v in r) + " |" for r in rows
-    ]
-    return "\n".join(lines)
-
-
-def _quality_table(c: dict[str, Any], ks: Sequence[int]) -> str:
-    header = ["ranking", "ties", "mAP@all"]
-    header += [f"mAP@{k}" for k in ks] + [f"P@{k}" for k in ks] + [f"R@{k}" for k in ks] + ["P@r≤2"]
-    rows = []
-    names = {
-        "hamming": f"Hamming ({c['bits']} bits)",
-        "float-ip": "float IP (exact)",
-        "float-l2": "float L2 (exact)",
-    }
-    for key, q in c["quality"].items():
-        for t in TIES:
-            if t not in q:
-                continue
-            m = q[t]
-            rows.append(
-                [names.get(key, key), t, m["map@all"]]
-                + [m["map@k"][str(k)] for k in ks]
-                + [m["precision@k"][str(k)] for k in ks]
-                + [m["recall@k"][str(k)] for k in ks]
-                + [q.get("precision@r2")]
-            )
-    return _table(header, rows)
-
-
-def _speed_table(c: dict[str, Any], ks: Sequence[int]) -> str:
-    kl = "/".join(str(k) for k in ks)
-    header = [
-        "index",
-        "device",
-        "setting",
-        "build s",
-        "bytes/item",
-        "QPS",
-        "p50 ms",
-        "p99 ms",
-        f"kNN-recall@{kl}",
-        f"mAP@{kl}",
-    ]
-    rows = []
-    for r in c["throughput"]["rows"]:
-        if "skipped" in r:
-            rows.append([r["kind"], r["device"], "skipped: " + r["skipped"]] + [None] * 7)
-            continue
-        acc = r["accuracy"]
-        setting = ", ".join(f"{k}={v}" for k, v in r["sweep"].items()) or "–"
-        if r.get("sample"):
-            sm = r["sample"]
-            setting += (
-                f" (first {sm['items']:,} of {sm['of']:,} items: "
-                f"{sm['build_budget_s']:g} s build budget)"
-            )
-        rec = "/".join(_f(acc.get(f"knn-recall@{k}"), 3) for k in ks)
-        mp = "/".join(_f(acc.get(f"map@{k}"), 3) for k in ks)
-        rows.append(
-            [
-                r["kind"],
-                r["device"],
-                setting,
-                r["build_s"],
-                r["bytes_per_item"],
-                f"{r['qps']:.0f}",
-                r["latency_p50_ms"],
-                r["latency_p99_ms"],
-                rec,
-                mp,
-            ]
-        )
-    return _table(header, rows)
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-    """The human-readable report: settings, machine, then per codes file its quality
-    and speed tables and plots, then mAP against code length."""
-    s, m = report["settings"], report["machine"]
-    ks = s["k"]
-    sw = report.get("software", {})
-    ram = f"{m['ram_bytes'] / 2**30:.1f} GiB" if m.get("ram_bytes") else "unknown RAM"
-    out = [
-        "# fghash benchmark report",
-        "",
-        f"- Created {report['created']}"
-        + (f" by `{report['command']}`" if report.get("command") else ""),
-        f"- Machine: {m['cpu_model']}, {m['cpu_cores']} cores ({m['cpu_cores_usable']} usable), {ram}, "
-        f"{m.get('faiss_gpus', 0)} GPU(s) visible to FAISS",
-        f"- Software: Python {sw.get('python')}, numpy {sw.get('numpy')}, FAISS {sw.get('faiss')}"
-        + (f", torch {sw['torch']}" if sw.get("torch") else ""),
-        f"- FAISS threads: {report.get('threads')}; timed runs: {s['runs']} after {s['warmup']} warm-up "
-        f"(median reported); latency over {s['latency_queries']} single queries"
-        + (
-            f"; both stop early past {s['max_seconds_per_config']:g} s per configuration"
-            if s.get("max_seconds_per_config")
-            else ""
-        ),
-        "- Protocol: query split ranked against database split by Hamming distance; relevant = "
-        "same label (multi-hot: a shared label); a query without relevant items counts AP 0. "
-        "`tie-aware` = exact expectation over random order within equal distances; `stable` = "
-        "ties by database position. Float baselines break (rare) ties by position.",
-        "",
-    ]
-    for c in report["codes"]:
-        out += [
-            f"## {c['tag']}: {c['method']}, {c['bits']} bits, {c['dataset']}",
-            "",
-            f"`{c['path']}` ({c['checksum'][:19]}…): {c['n_query']} queries × {c['n_database']} database items, "
-            f"labels: {c['labels'] or 'none'}, features: "
-            + (f"{c['features']['dim']}-d {c['features']['kind']}" if c["features"] else "none"),
-            "",
-        ]
-        out += [f"> {n}" for n in c["notes"]] + ([""] if c["notes"] else [])
-        if c["quality"]:
-            h = c["quality"]["hamming"]
-            out += [
-                "### Retrieval quality",
-                "",
-                _quality_table(c, ks),
-                "",
-                f"Queries without any relevant item: {h['queries_without_relevant']}.",
-                "",
-            ]
-        out += ["### Speed, size and accuracy per index configuration", "", _speed_table(c, ks), ""]
-        for name in report.get("plots", []):
-            if name.endswith(f"_{c['tag']}.png"):
-                out += [f"![{name}]({name})", ""]
-    if "pr_curves.png" in report.get("plots", []):
-        out += ["## Precision–recall by Hamming radius", "", "![pr_curves.png](pr_curves.png)", ""]
-    if len(report["codes"]) > 1:
-        rows = []
-        for c in report["codes"]:
-            q = c["quality"]
-            rows.append(
-                [
-                    c["tag"],
-                    c["method"],
-                    str(c["bits"]),
-                    q.get("hamming", {}).get("tie-aware", {}).get("map@all"),
-                    q.get("hamming", {}).get("stable", {}).get("map@all"),
-                    q.get("float-ip", {}).get("stable", {}).get("map@all"),
-                    q.get("float-l2", {}).get("stable", {}).get("map@all"),
-                ]
-            )
-        out += [
-            "## mAP@all against code length",
-            "",
-            _table(
-                [
-                    "codes",
-                    "method",
-                    "bits",
-                    "Hamming tie-aware",
-                    "Hamming stable",
-                    "float IP",
-                    "float L2",
-                ],
-                rows,
-            ),
-            "",
-        ]
-        if "map_vs_bits.png" in report.get("plots", []):
-            out += ["![map_vs_bits.png](map_vs_bits.png)", ""]
-    return "\n".join(out)

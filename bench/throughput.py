@@ -254,6 +254,24 @@ def _build_hnsw_within(xb: np.ndarray, bits: int, budget_s: float) -> tuple[Any,
     return bi, done
 
 
+def _build_kind(
+    kind: str, device: str, xb: np.ndarray, bits: int, hnsw_budget_s: float | None
+) -> tuple[Any, float, dict[str, Any] | None]:
+    """Build one index kind: the index, its build seconds, and ``{"items", "of",
+    "build_budget_s"}`` when HNSW's budget let it hold only a prefix of ``xb`` (else None)."""
+    from index import build_index
+
+    t0 = time.perf_counter()
+    sample = None
+    if kind == "hnsw" and hnsw_budget_s is not None and device == "cpu":
+        bi, m = _build_hnsw_within(xb, bits, hnsw_budget_s)
+        if m < xb.shape[0]:
+            sample = {"items": m, "of": xb.shape[0], "build_budget_s": hnsw_budget_s}
+    else:
+        bi = build_index(xb, bits, kind, device=device)
+    return bi, time.perf_counter() - t0, sample
+
+
 def _sweep_kind(
     kind: str,
     device: str,
@@ -274,26 +292,18 @@ def _sweep_kind(
     """Build one index kind and time it over its sweep: its rows."""
     import faiss
 
-    from index import build_index, pad_codes
+    from index import pad_codes
 
-    n_db = xb.shape[0]
     bar.set_postfix_str(f"{kind} build")
-    t0 = time.perf_counter()
-    sample = None
     try:
-        if kind == "hnsw" and hnsw_budget_s is not None and device == "cpu":
-            bi, m = _build_hnsw_within(xb, bits, hnsw_budget_s)
-            if m < n_db:
-                sample = {"items": m, "of": n_db, "build_budget_s": hnsw_budget_s}
-        else:
-            bi = build_index(xb, bits, kind, device=device)
+        bi, build_s, sample = _build_kind(kind, device, xb, bits, hnsw_budget_s)
     except FghashError as e:
         # build-index's advice (--type, --nlist) is not bench's: give bench's own
         why = f"{str(e).split('; use ')[0]}; leave {kind} out of --index-types."
         logger.warning("skipping %s index: %s", kind, why)
         bar.update(len(sweeps[kind][1]))
         return [{"backend": "binary", "kind": kind, "device": device, "skipped": why}]
-    build_s = time.perf_counter() - t0
+    n_db = xb.shape[0]
     if sample is not None:  # accuracy against exact search over the same items
         xb, n_db = xb[: sample["items"]], sample["items"]
         dblabels = dblabels[:n_db] if dblabels is not None else None

@@ -35,11 +35,11 @@ import numpy as np
 
 from bench.evaluate import dataset_name, load_for_bench
 from bench.machine import software_info
-from bench.report import write_text_atomic
 from fghash.codes import file_checksum
 from fghash.errors import FghashError
 from fghash.eval.metrics import TIES, average_precision
 from fghash.eval.ranking import rank_float, rank_hamming
+from fghash.util.atomic import atomic_write_text
 
 __all__ = [
     "LAYOUTS",
@@ -274,8 +274,8 @@ def paper_table(
         "table": table,
         "entries": entries,
     }
-    md = write_text_atomic(out / "paper_table.md", render_table(table, ties, command))
-    js = write_text_atomic(out / "paper_table.json", json.dumps(doc, indent=1) + "\n")
+    md = atomic_write_text(out / "paper_table.md", render_table(table, ties, command))
+    js = atomic_write_text(out / "paper_table.json", json.dumps(doc, indent=1) + "\n")
     return md, js
 
 
