@@ -39,7 +39,9 @@ def _loop(model: Any, loader: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.scripts.bench_encode", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--images", type=int, default=512, help="images in all (test + train)")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--backbone", default="resnet18")

@@ -19,14 +19,14 @@ exact check of the tensor engine against brute force (numpy XOR + popcount, ties
 position) on a sample of queries. Then one line times the tie-aware and stable mAP
 counts (:func:`fghash.eval.ranking_torch.rank_hamming_torch`) at Food-101 size.
 
-GPU (the figures the README is to quote; sized to fit in about 5 minutes on one H200 —
-slow rows are timed fewer times, ``--row-seconds`` — but not yet run on one)::
+GPU (the defaults are sized for a few minutes on one data-centre GPU; slow rows are
+timed fewer times, ``--row-seconds``)::
 
-    PYTHONPATH=. python bench/scripts/bench_gpu_search.py --out gpu_search.json
+    python -m bench.scripts.bench_gpu_search --out gpu_search.json
 
 CPU smoke check (small sizes; CPU numbers say nothing about the GPU)::
 
-    PYTHONPATH=. python bench/scripts/bench_gpu_search.py --device cpu --sizes 20000 --nq 200 \\
+    python -m bench.scripts.bench_gpu_search --device cpu --sizes 20000 --nq 200 \\
         --map-size 300,2000 --runs 1
 """
 
@@ -272,7 +272,9 @@ def _map_rows(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.scripts.bench_gpu_search", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--device", default="cuda", help="cuda (the benchmark) or cpu (smoke check)")
     p.add_argument("--sizes", default="1000000,10000000", help="database sizes, comma-separated")
     p.add_argument("--bits", default="48,64", help="code lengths, comma-separated")

@@ -122,7 +122,9 @@ def _random_codes(rng: np.random.Generator, n: int, bits: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.scripts.bench_map_speed", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--preset", choices=sorted(PRESETS), default="food101")
     p.add_argument("--nq", type=int, help="queries (default: the preset's)")
     p.add_argument("--nb", type=int, help="database items (default: the preset's)")

@@ -69,7 +69,9 @@ def time_step(
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.scripts.bench_models", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--models", default="a2net,a2net_efficient,adsh")
     p.add_argument("--backbone", default="resnet50")
     p.add_argument("--image-size", type=int, default=224)

@@ -16,7 +16,7 @@ makes multi-threaded FAISS timings erratic (a thread spinning at a barrier while
 partner is descheduled); run with ``OMP_WAIT_POLICY=PASSIVE`` there. The policy in
 force is printed with the results.
 
-    python bench/scripts/bench_padding.py [--n 100000] [--nq 1000] [--runs 5] [--threads N]
+    python -m bench.scripts.bench_padding [--n 100000] [--nq 1000] [--runs 5] [--threads N]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
 from index.padding import fast_dim, pad_codes  # noqa: E402
 
@@ -61,7 +61,9 @@ def _cpu_name() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.scripts.bench_padding", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--n", type=int, default=100_000, help="database size")
     p.add_argument("--nq", type=int, default=1000, help="number of queries")
     p.add_argument("--k", type=int, default=10, help="neighbours per query")

@@ -136,19 +136,31 @@ def _codes(path: Path, n: int, nq: int) -> Path:
 
 
 def _one_size(n: int, work: Path, a: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
-    import faiss
+    """Every comparison of the module docstring at database size ``n``."""
     import h5py
 
-    from fghash.codes import code_to_hex
-    from fghash.eval.metrics import average_precision
-    from fghash.eval.ranking import rank_hamming
-    from index import load_index
-    from index.items import result_rows
-
-    py = sys.executable
     codes = _codes(work / f"codes-{n}.h5", n, max(a.nq, a.eval_queries))
-    bundle, raw = work / f"bundle-{n}", work / f"raw-{n}.faiss"
+    bundle = work / f"bundle-{n}"
     res: dict[str, Any] = {"n": n, "bits": BITS, "codes_mb": round(codes.stat().st_size / 2**20)}
+    res["build"] = _build(codes, bundle, work / f"raw-{n}.faiss", env, a.repeat)
+    res["load"] = _load(bundle, env, a.repeat)
+    with h5py.File(codes, "r") as f:
+        q = f["query/codes"][()]
+        ql = f["query/labels"][()]
+    res["one_query_cli"] = _one_query(bundle, q[0], env, a.repeat)
+    res["batch"] = _batch(bundle, q[: a.nq], a.threads, a.repeat)
+    with h5py.File(codes, "r") as f:
+        db = f["database/codes"][()]
+        dl = f["database/labels"][()]
+    res["map_eval"] = _map_eval(q[: a.eval_queries], ql[: a.eval_queries], db, dl)
+    return res
+
+
+def _build(
+    codes: Path, bundle: Path, raw: Path, env: dict[str, str], repeat: int
+) -> dict[str, Any]:
+    """``fghash build-index`` against the minimal FAISS script: time and peak memory."""
+    py = sys.executable
 
     def clean(which: str) -> None:
         if which == "a":
@@ -156,49 +168,65 @@ def _one_size(n: int, work: Path, a: argparse.Namespace, env: dict[str, str]) ->
         else:
             raw.unlink(missing_ok=True)
 
-    fg = [py, "-m", "fghash.cli", "-q", "build-index", str(codes), "--out", str(bundle)]
+    fg = [py, "-m", "fghash", "-q", "build-index", str(codes), "--out", str(bundle)]
     fg += ["--type", "flat", "--device", "cpu"]
-    rf, rr = _median_pair(fg, [py, "-c", RAW_BUILD, str(codes), str(raw)], env, a.repeat, clean)
-    res["build"] = {
+    rf, rr = _median_pair(fg, [py, "-c", RAW_BUILD, str(codes), str(raw)], env, repeat, clean)
+    out = {
         "fghash_s": _med(rf, 0),
         "faiss_s": _med(rr, 0),
         "fghash_peak_mb": _med(rf, 1),
         "faiss_peak_mb": _med(rr, 1),
     }
-    res["build"]["time_ratio"] = res["build"]["fghash_s"] / res["build"]["faiss_s"]
-    res["build"]["memory_ratio"] = res["build"]["fghash_peak_mb"] / res["build"]["faiss_peak_mb"]
+    out["time_ratio"] = out["fghash_s"] / out["faiss_s"]
+    out["memory_ratio"] = out["fghash_peak_mb"] / out["faiss_peak_mb"]
+    return out
 
+
+def _load(bundle: Path, env: dict[str, str], repeat: int) -> dict[str, float]:
+    """:func:`index.load_index` against ``faiss.read_index_binary``, each in a fresh process."""
+    py = sys.executable
     lf, lr = _median_pair(
         [py, "-c", LOAD, "fghash", str(bundle)],
         [py, "-c", LOAD, "faiss", str(bundle)],
         env,
-        a.repeat,
+        repeat,
     )
     load_f = statistics.median(float(r[2]) for r in lf)
     load_r = statistics.median(float(r[2]) for r in lr)
-    res["load"] = {"fghash_s": load_f, "faiss_s": load_r, "ratio": load_f / load_r}
+    return {"fghash_s": load_f, "faiss_s": load_r, "ratio": load_f / load_r}
 
-    with h5py.File(codes, "r") as f:
-        q = f["query/codes"][()]
-        ql = f["query/labels"][()]
-    hexq = code_to_hex(q[0])
+
+def _one_query(
+    bundle: Path, code: np.ndarray, env: dict[str, str], repeat: int
+) -> dict[str, float]:
+    """One query through ``fghash search`` against a minimal script, process start included."""
+    from fghash.codes import code_to_hex
+
+    py = sys.executable
+    hexq = code_to_hex(code)
     cf, cr = _median_pair(
-        [py, "-m", "fghash.cli", "search", str(bundle), "--code", hexq, "-k", "10"],
+        [py, "-m", "fghash", "search", str(bundle), "--code", hexq, "-k", "10"],
         [py, "-c", RAW_QUERY, str(bundle / "index.faiss"), hexq],
         env,
-        a.repeat,
+        repeat,
     )
-    res["one_query_cli"] = {"fghash_s": _med(cf, 0), "faiss_s": _med(cr, 0)}
-    res["one_query_cli"]["ratio"] = (
-        res["one_query_cli"]["fghash_s"] / res["one_query_cli"]["faiss_s"]
-    )
+    out = {"fghash_s": _med(cf, 0), "faiss_s": _med(cr, 0)}
+    out["ratio"] = out["fghash_s"] / out["faiss_s"]
+    return out
 
-    faiss.omp_set_num_threads(a.threads)
+
+def _batch(bundle: Path, xq: np.ndarray, threads: int, repeat: int) -> dict[str, Any]:
+    """Queries per second of fghash's search (and with result records) against raw FAISS."""
+    import faiss
+
+    from index import load_index
+    from index.items import result_rows
+
+    faiss.omp_set_num_threads(threads)
     index, items = load_index(bundle, device="cpu")
     fi = faiss.read_index_binary(str(bundle / "index.faiss"))
-    xq = q[: a.nq]
     tf, tfr, tr = [], [], []
-    for _ in range(a.repeat):
+    for _ in range(repeat):
         t = time.perf_counter()
         D, I = index.search(xq, 10)
         tf.append(time.perf_counter() - t)
@@ -207,19 +235,21 @@ def _one_size(n: int, work: Path, a: argparse.Namespace, env: dict[str, str]) ->
         t = time.perf_counter()
         fi.search(xq, 10)
         tr.append(time.perf_counter() - t)
-    res["batch"] = {
+    out = {
         "nq": int(xq.shape[0]),
         "fghash_qps": xq.shape[0] / statistics.median(tf),
         "fghash_with_records_qps": xq.shape[0] / statistics.median(tfr),
         "faiss_qps": xq.shape[0] / statistics.median(tr),
     }
-    res["batch"]["ratio"] = res["batch"]["fghash_qps"] / res["batch"]["faiss_qps"]
-    del index, items, fi
+    out["ratio"] = out["fghash_qps"] / out["faiss_qps"]
+    return out
 
-    with h5py.File(codes, "r") as f:
-        db = f["database/codes"][()]
-        dl = f["database/labels"][()]
-    qe, qle = q[: a.eval_queries], ql[: a.eval_queries]
+
+def _map_eval(qe: np.ndarray, qle: np.ndarray, db: np.ndarray, dl: np.ndarray) -> dict[str, Any]:
+    """Tie-aware mAP@all by fghash's ranking and metrics against :func:`naive_map`."""
+    from fghash.eval.metrics import average_precision
+    from fghash.eval.ranking import rank_hamming
+
     t = time.perf_counter()
     st = rank_hamming(qe, db, BITS, qle, dl, stable=False, kmax=0)
     m_f = float(np.mean(average_precision(st, None, "tie-aware")))
@@ -227,7 +257,7 @@ def _one_size(n: int, work: Path, a: argparse.Namespace, env: dict[str, str]) ->
     t = time.perf_counter()
     m_n = naive_map(qe, db, qle, dl)
     t_n = time.perf_counter() - t
-    res["map_eval"] = {
+    return {
         "queries": int(qe.shape[0]),
         "fghash_s": t_f,
         "naive_s": t_n,
@@ -235,12 +265,11 @@ def _one_size(n: int, work: Path, a: argparse.Namespace, env: dict[str, str]) ->
         "map_tie_aware": m_f,
         "map_naive_stable": m_n,
     }
-    return res
 
 
 def _help_time(env: dict[str, str], repeat: int) -> dict[str, float]:
     py = sys.executable
-    h, p = _median_pair([py, "-m", "fghash.cli", "--help"], [py, "-c", "pass"], env, max(repeat, 5))
+    h, p = _median_pair([py, "-m", "fghash", "--help"], [py, "-c", "pass"], env, max(repeat, 5))
     return {
         "fghash_help_s": _med(h, 0),
         "python_pass_s": _med(p, 0),
@@ -249,7 +278,9 @@ def _help_time(env: dict[str, str], repeat: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.scripts.bench_scale", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--sizes", default="1000000,10000000", help="database sizes, comma-separated")
     p.add_argument("--workdir", default="bench-scale", help="folder for codes files and bundles")
     p.add_argument("--nq", type=int, default=1000, help="queries for batch QPS")

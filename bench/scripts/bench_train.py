@@ -77,8 +77,9 @@ def loop_rate(cfg: Any, run_dir: Path) -> float:
 
 def ceiling_rate(cfg: Any, steps: int) -> float:
     """Images/s of the training step alone on one on-device batch (same model, loss, AMP)."""
+    from fghash.encoding.loop import amp_dtype
     from fghash.runs.folder import build_model
-    from fghash.training.loop import _amp_dtype, _float_output, build_loss, make_sgd
+    from fghash.training.step import build_loss, float_output, make_sgd
 
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
@@ -96,14 +97,14 @@ def ceiling_rate(cfg: Any, steps: int) -> float:
     B = torch.where(torch.randn(N, k, device=device) >= 0, 1.0, -1.0)
     S = (torch.arange(n, device=device)[:, None] % 4 == torch.arange(N, device=device) % 4).float()
     rows = torch.arange(n, device=device)
-    dtype = _amp_dtype(cfg, device)
+    dtype = amp_dtype(cfg, device)
     use_amp = cfg.amp and cuda
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and dtype == torch.float16)
 
     def step() -> None:
         with torch.autocast("cuda", dtype=dtype, enabled=use_amp):
             out = model(images)
-        out = _float_output(out)
+        out = float_output(out)
         total, _ = loss_fn(out, images, S, B, B[rows])
         opt.zero_grad(set_to_none=True)
         scaler.scale(total).backward()

@@ -104,7 +104,9 @@ def make_clustered_codes(
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.scripts.make_codes", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--out", required=True, help="codes file to write")
     p.add_argument("--n", type=int, default=100_000, help="database items")
     p.add_argument("--nq", type=int, default=1000, help="query items")

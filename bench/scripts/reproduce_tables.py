@@ -39,7 +39,9 @@ files can be supplied with ``--use KEY@BITS=PATH``.
 Resumable: a step whose outputs exist is skipped (an interrupted training is continued
 with ``fghash train --resume``); ``--force`` redoes every step. ``OUT/steps.json`` records
 the command of each output, and a rerun with other options into the same ``OUT`` is
-refused rather than mixing configurations. Folder layout::
+refused rather than mixing configurations. The plan of steps is
+:mod:`bench.scripts.reproduce.plan`, their running :mod:`bench.scripts.reproduce.steps`.
+Folder layout::
 
     OUT/runs/<method>/bits-<k>/     fghash train run folders
     OUT/codes/<method>-<k>.h5       codes files (deep: fghash encode; shallow: fghash baseline)
@@ -66,396 +68,38 @@ import json
 import logging
 import os
 import shlex
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from bench.machine import machine_info, software_info
-from bench.report import write_text_atomic
 from bench.scripts.paper_table import build_table, render_table, score_codes, score_float
+from bench.scripts.reproduce.plan import (
+    ABLATION,
+    DEEP,
+    DEFAULT_METHODS,
+    FLOAT,
+    FLOAT_LABEL,
+    SHALLOW,
+    SMALL_TRAIN_ARGS,
+    Plan,
+    make_plan,
+    parse_use,
+    split_list,
+)
+from bench.scripts.reproduce.steps import StepFailed, run_steps
 from fghash.errors import FghashError
 from fghash.eval.metrics import TIES
 from fghash.explain.compare import awareness_markdown, awareness_rows
 from fghash.explain.inputs import load_input
 from fghash.runs.config import parse_bits
+from fghash.util.atomic import atomic_write_text
 
-__all__ = [
-    "DEEP",
-    "SHALLOW",
-    "FLOAT",
-    "ABLATION",
-    "SMALL_TRAIN_ARGS",
-    "Step",
-    "StepFailed",
-    "Plan",
-    "make_plan",
-    "run_steps",
-    "reproduce_tables",
-    "main",
-]
+__all__ = ["AWARENESS_ROTATIONS", "reproduce_tables", "main"]
 
-logger = logging.getLogger(__name__)
-
-# method key -> (column label, `fghash train` options that select it, run folder name)
-DEEP: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "adsh": ("ADSH", ("--preset", "adsh"), "adsh"),
-    "dpsh": ("DPSH", ("--method", "dpsh"), "dpsh"),
-    "hashnet": ("HashNet", ("--method", "hashnet"), "hashnet"),
-    "a2net": ("A²-Net", ("--preset", "a2net"), "a2net"),
-    "a2net_efficient": ("A²-Net (efficient)", ("--method", "a2net_efficient"), "a2net_efficient"),
-    "a2net+sc": ("A²-Net + self-consistency", ("--preset", "+self-consistency"), "a2net-sc"),
-}
-SHALLOW: dict[str, str] = {"lsh": "LSH", "pcah": "PCAH", "itq": "ITQ", "sdh": "SDH"}
-FLOAT = "float"
-FLOAT_LABEL = "float (relaxed features)"
-# Table 2 row -> (row label, the run it uses: a DEEP key or an extra run (label, options, folder))
-ABLATION: dict[str, tuple[str, str]] = {
-    "adsh": ("ADSH", "adsh"),
-    "+attention": ("+ attention", "+attention"),
-    "+reconstruction": ("+ reconstruction", "+reconstruction"),
-    "+decorrelation": ("+ decorrelation (A²-Net)", "a2net"),
-    "+self-consistency": ("+ self-consistency", "a2net+sc"),
-}
-_EXTRA_RUNS: dict[str, tuple[tuple[str, ...], str]] = {
-    "+attention": (("--preset", "+attention"), "attention"),
-    "+reconstruction": (("--preset", "+reconstruction"), "reconstruction"),
-}
-DEFAULT_METHODS = "lsh,pcah,itq,sdh,dpsh,hashnet,adsh,a2net,float"
-
-#: ``--small``: a CPU configuration (minutes, not days) — ResNet-18 from random weights,
-#: 64-pixel crops, 2 attention maps, 18 outer iterations of 3 epochs over 480 sampled
-#: images, lr 0.01 without decay or Nesterov, and the demo's fixes for tiny data sets
-#: (``fghash.demo``): soft similarity targets and γ = 20, without which the learned codes
-#: collapse to one code.
-SMALL_TRAIN_ARGS: tuple[str, ...] = (
-    "--weights", "none",
-    "--backbone", "resnet18",
-    "--image-size", "64",
-    "--num-attention", "2",
-    "--max-iter", "18",
-    "--epochs", "3",
-    "--num-samples", "480",
-    "--batch-size", "16",
-    "--lr", "0.01",
-    "--lr-milestones", "",
-    "--no-nesterov",
-    "--train-crop", "resize-crop",
-    "--gamma", "20",
-    "--soft-similarity",
-)  # fmt: skip
-
-_REPO = Path(__file__).resolve().parents[1]
 AWARENESS_ROTATIONS = 20  # random rotations in the attribute-awareness null of Table 2
-
-
-class StepFailed(FghashError):
-    """A ``fghash`` step exited with an error; ``exit_code`` is the step's."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-@dataclass
-class Step:
-    """One ``python -m fghash ARGV`` call and the files that show it is done."""
-
-    name: str  # file-name friendly, e.g. "train-a2net-12"
-    argv: list[str]  # fghash arguments, without the ones that may change between runs
-    outputs: list[Path]  # all exist => done
-    run_dir: Path | None = None  # train steps: the run folder (resume, --force)
-    extra: list[str] = field(default_factory=list)  # e.g. --device (not part of the record)
-
-    def done(self) -> bool:
-        return all(p.exists() for p in self.outputs)
-
-
-@dataclass
-class Plan:
-    """Every step, and where each table entry's codes file comes from."""
-
-    steps: list[Step]
-    # one per table cell: {"table", "key", "label", "bits", "path", "score": hamming|float}
-    entries: list[dict[str, Any]]
-    shallow_features: Path | None
-    float_source: str | None
-
-
-def _split_list(text: str, what: str) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise FghashError(f"{what} needs at least one name.")
-    dup = [t for t in dict.fromkeys(items) if items.count(t) > 1]
-    if dup:
-        raise FghashError(f"{what} lists {dup[0]!r} twice; give each name once.")
-    return items
-
-
-def _parse_use(specs: Sequence[str]) -> dict[tuple[str, int], Path]:
-    known = set(DEEP) | set(SHALLOW) | set(ABLATION)
-    out: dict[tuple[str, int], Path] = {}
-    for spec in specs:
-        key, sep, path = spec.partition("=")
-        name, at, bits = key.partition("@")
-        if not (sep and at and path) or not bits.isdigit():
-            raise FghashError(
-                f"--use {spec!r} must look like METHOD@BITS=PATH, e.g. a2net@12=runs/a2net-12."
-            )
-        if name not in known:
-            raise FghashError(
-                f"--use {spec!r}: unknown method {name!r}; use one of {', '.join(sorted(known))}."
-            )
-        p = Path(path)
-        if not p.exists():
-            raise FghashError(f"--use {spec!r}: {p} does not exist.")
-        if name in SHALLOW and p.is_dir():
-            raise FghashError(f"--use {spec!r}: a shallow method needs a codes file, not a folder.")
-        # Table 2 rows that are Table 1 runs share their --use
-        run = ABLATION[name][1] if name in ABLATION else name
-        out[(run, int(bits))] = p
-    return out
-
-
-def make_plan(
-    out: Path,
-    dataset: str,
-    data_root: str,
-    methods: Sequence[str],
-    bits: Sequence[int],
-    tables: Sequence[str],
-    ablation: Sequence[str],
-    ablation_bits: Sequence[int],
-    train_args: Sequence[str],
-    use: dict[tuple[str, int], Path],
-    shallow_features: Path | None,
-    seed: int,
-    device: str,
-) -> Plan:
-    """Work out every step and table entry; raises :class:`FghashError` for bad names."""
-    for m in methods:
-        if m not in DEEP and m not in SHALLOW and m != FLOAT:
-            raise FghashError(
-                f"unknown method {m!r} in --methods; choose from "
-                f"{', '.join([*DEEP, *SHALLOW, FLOAT])}."
-            )
-    for r in ablation:
-        if r not in ABLATION:
-            raise FghashError(
-                f"unknown ablation row {r!r} in --ablation; choose from {', '.join(ABLATION)}."
-            )
-    t1 = "1" in tables
-    t2 = "2" in tables
-    deep1 = [m for m in methods if m in DEEP] if t1 else []
-    shallow1 = [m for m in methods if m in SHALLOW] if t1 else []
-    float_source = None
-    if t1 and FLOAT in methods:
-        if not deep1:
-            raise FghashError(
-                "--methods float needs a deep method (e.g. a2net) whose relaxed codes it searches."
-            )
-        float_source = "a2net" if "a2net" in deep1 else deep1[0]
-
-    dev = ["--device", device]
-    steps: list[Step] = []
-    codes_of: dict[tuple[str, int], Path] = {}
-
-    def run_for(run: str, b: int) -> Path | None:
-        """Train step for (run, b) unless supplied; returns the run folder (None: a file)."""
-        given = use.get((run, b))
-        if given is not None:
-            return given if given.is_dir() else None
-        opts, folder = (DEEP[run][1], DEEP[run][2]) if run in DEEP else _EXTRA_RUNS[run]
-        run_dir = out / "runs" / folder / f"bits-{b}"
-        name = f"train-{folder}-{b}"
-        if not any(s.name == name for s in steps):
-            argv = ["train", "--dataset", dataset, "--data-root", data_root]
-            argv += ["--out", str(run_dir), "--bits", str(b), *opts, "--seed", str(seed)]
-            argv += list(train_args)
-            steps.append(Step(name, argv, [run_dir / "database_codes.npy"], run_dir, dev))
-        return run_dir
-
-    def codes_for(run: str, b: int) -> Path:
-        if (run, b) in codes_of:
-            return codes_of[(run, b)]
-        run_dir = run_for(run, b)
-        if run_dir is None:
-            path = use[(run, b)]
-        else:
-            folder = DEEP[run][2] if run in DEEP else _EXTRA_RUNS[run][1]
-            path = out / "codes" / f"{folder}-{b}.h5"
-            argv = ["encode", str(run_dir), "--out", str(path), "--features", "relaxed"]
-            steps.append(Step(f"encode-{folder}-{b}", argv, [path], None, dev))
-        codes_of[(run, b)] = path
-        return path
-
-    entries: list[dict[str, Any]] = []
-    if t1:
-        for b in bits:
-            for m in deep1:
-                entries.append(dict(table="1", key=m, label=DEEP[m][0], bits=b,
-                                    path=codes_for(m, b), score="hamming"))  # fmt: skip
-    feats = None
-    if shallow1:
-        if shallow_features is not None and shallow_features.is_file():
-            feats = shallow_features
-        else:
-            src = shallow_features or run_for("adsh", bits[0])
-            if src is None:
-                raise FghashError(
-                    f"the shallow methods need backbone features: --use gave a codes file for "
-                    f"adsh@{bits[0]}, so pass --shallow-features (a run folder or features file)."
-                )
-            feats = out / "features" / "backbone.h5"
-            argv = ["encode", str(src), "--out", str(feats), "--features", "backbone"]
-            steps.append(Step("encode-backbone-features", argv, [feats], None, dev))
-        for b in bits:
-            for m in shallow1:
-                given = use.get((m, b))
-                path = given if given is not None else out / "codes" / f"{m}-{b}.h5"
-                if given is None:
-                    argv = ["baseline", m, "--features", str(feats), "--bits", str(b)]
-                    argv += ["--out", str(path), "--seed", str(seed)]
-                    steps.append(Step(f"baseline-{m}-{b}", argv, [path]))
-                entries.append(dict(table="1", key=m, label=SHALLOW[m], bits=b,
-                                    path=path, score="hamming"))  # fmt: skip
-    if float_source is not None:
-        for b in bits:
-            entries.append(dict(table="1", key=FLOAT, label=FLOAT_LABEL, bits=b,
-                                path=codes_for(float_source, b), score="float"))  # fmt: skip
-    if t2:
-        for b in ablation_bits:
-            for r in ablation:
-                label, run = ABLATION[r]
-                entries.append(dict(table="2", key=r, label=label, bits=b,
-                                    path=codes_for(run, b), score="hamming"))  # fmt: skip
-    # Order columns/rows as asked: Table 1 by --methods, Table 2 by --ablation.
-    order1 = {m: i for i, m in enumerate(methods)}
-    order2 = {r: i for i, r in enumerate(ablation)}
-    entries.sort(
-        key=lambda e: (e["table"], (order1 if e["table"] == "1" else order2)[e["key"]], e["bits"])
-    )
-    return Plan(steps, entries, feats if shallow1 else None, float_source)
-
-
-# --- running the steps ---------------------------------------------------------------
-
-
-def _records_path(out: Path) -> Path:
-    return out / "steps.json"
-
-
-def _load_records(out: Path) -> dict[str, Any]:
-    p = _records_path(out)
-    if not p.is_file():
-        return {}
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError:
-        raise FghashError(f"{p} is not valid JSON; delete it or pass --force.") from None
-
-
-def _save_records(out: Path, records: dict[str, Any]) -> None:
-    write_text_atomic(_records_path(out), json.dumps(records, indent=1, sort_keys=True) + "\n")
-
-
-def _fghash_command(argv: Sequence[str]) -> str:
-    return shlex.join(["python", "-m", "fghash", *argv])
-
-
-def _last_error_line(log: Path) -> str:
-    try:
-        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    errors = [ln for ln in lines if ln.startswith("Error:")]
-    return (errors or lines or [""])[-1]
-
-
-def _run_one(step: Step, log: Path) -> float:
-    argv = list(step.argv) + list(step.extra)
-    if step.run_dir is not None and (step.run_dir / "checkpoints" / "last.pt").is_file():
-        argv.append("--resume")  # an interrupted training: continue it exactly
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(_REPO), *filter(None, [env.get("PYTHONPATH")])])
-    log.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with open(log, "a", encoding="utf-8") as fh:
-        stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        fh.write(f"# {stamp}\n$ {_fghash_command(argv)}\n")
-        fh.flush()
-        rc = subprocess.run(
-            [sys.executable, "-m", "fghash", *argv],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            check=False,
-        ).returncode
-        seconds = time.perf_counter() - t0
-        fh.write(f"# exit status {rc} after {seconds:.1f} s\n")
-    if rc != 0:
-        detail = _last_error_line(log)
-        raise StepFailed(
-            f"step {step.name} failed (exit status {rc}: {detail}); see {log}.", 2 if rc == 2 else 1
-        )
-    return seconds
-
-
-def run_steps(out: Path, steps: Sequence[Step], *, force: bool = False) -> list[dict[str, Any]]:
-    """Run the steps that are not done (all with ``force``); returns one record per step.
-
-    A step is done when its outputs exist; an existing output made by another command
-    (per ``OUT/steps.json``) raises :class:`FghashError` instead of being reused.
-    """
-    records = _load_records(out)
-    done_info: list[dict[str, Any]] = []
-    todo = []
-    for s in steps:
-        key = s.name
-        cmd = _fghash_command(s.argv)
-        old = records.get(key)
-        if not force and old is not None and old.get("command") != cmd:
-            raise FghashError(
-                f"{out} already holds step {key} made by `{old.get('command')}`, not `{cmd}`; "
-                "pass --force to redo it or choose another --out."
-            )
-        if force or not s.done():
-            todo.append(s)
-        else:
-            done_info.append({"step": key, "command": cmd, "skipped": True})
-    logger.info("%d of %d steps to run, %d already done", len(todo), len(steps), len(done_info))
-    bar = tqdm(todo, desc="steps", unit="step", disable=None)
-    for s in bar:
-        bar.set_postfix_str(s.name)
-        cmd = _fghash_command(s.argv)
-        if force:  # only ever delete what this script made under OUT
-            mine = out.resolve()
-            if s.run_dir is not None and s.run_dir.is_dir() and mine in s.run_dir.resolve().parents:
-                shutil.rmtree(s.run_dir)
-            for p in s.outputs:
-                if p.is_file() and mine in p.resolve().parents:
-                    p.unlink()
-        for p in s.outputs:
-            p.parent.mkdir(parents=True, exist_ok=True)
-        records[s.name] = {"command": cmd, "finished": None}
-        _save_records(out, records)
-        logger.info("running %s: %s", s.name, cmd)
-        seconds = _run_one(s, out / "logs" / f"{s.name}.log")
-        stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        records[s.name] = {"command": cmd, "finished": stamp, "seconds": round(seconds, 1)}
-        _save_records(out, records)
-        done_info.append({"step": s.name, "command": cmd, "skipped": False, "seconds": seconds})
-    return done_info
-
-
-# --- scoring and writing the tables --------------------------------------------------
 
 
 def _score(plan: Plan, dataset: str, ties: str) -> list[dict[str, Any]]:
@@ -547,6 +191,84 @@ def _machine_text() -> str:
     )
 
 
+def _check_options(outp: Path, tables: Sequence[str], device: str, ties: str) -> None:
+    if ties not in TIES:
+        raise FghashError(f"--ties must be one of {', '.join(TIES)}, got {ties!r}.")
+    if device not in ("auto", "cpu", "cuda"):
+        raise FghashError(f"--device must be auto, cpu or cuda, got {device!r}.")
+    bad = [t for t in tables if t not in ("1", "2")]
+    if bad or not tables:
+        raise FghashError("--table must be 1, 2 or both.")
+    if outp.exists() and not outp.is_dir():
+        raise FghashError(f"--out {outp} exists and is not a folder.")
+
+
+def _table_doc(
+    which: str,
+    layout: str,
+    table: dict[str, Any],
+    ent: list[dict[str, Any]],
+    settings: dict[str, Any],
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    """``table<which>.json``: the table, its entries, and everything that made them."""
+    return {
+        "format": "fghash.reproduce_tables",
+        "version": 1,
+        "table": which,
+        "layout": layout,
+        "measured_by": "bench/scripts/reproduce_tables.py (not the paper's numbers)",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": settings["command"],
+        "dataset": settings["dataset"],
+        "data_root": settings["data_root"],
+        "train_args": settings["train_args"],
+        "small": settings["small"],
+        "seed": settings["seed"],
+        "device": settings["device"],
+        "ties": settings["ties"],
+        "metric": "map@all (percent in table, fraction in entries)",
+        "float_source": info["float_source"] if which == "1" else None,
+        "shallow_features": info["shallow_features"] if which == "1" else None,
+        "machine": machine_info(),
+        "software": software_info(),
+        "steps": settings["steps"],
+        "wall_seconds": round(time.perf_counter() - settings["t0"], 1),
+        "table_data": table,
+        "entries": ent,
+    }
+
+
+def _write_tables(
+    outp: Path,
+    tables: Sequence[str],
+    scored: list[dict[str, Any]],
+    settings: dict[str, Any],
+    info: dict[str, Any],
+) -> list[Path]:
+    """``table<N>.md`` and ``table<N>.json`` of each table asked for; Table 2 adds the
+    attribute awareness of its codes files when they carry attributes."""
+    written = []
+    for which in ("1", "2"):
+        if which not in tables:
+            continue
+        ent = [e for e in scored if e["table"] == which]
+        layout = "dataset" if which == "1" else "ablation"
+        table = build_table(ent, layout, reference=[FLOAT_LABEL])
+        doc = _table_doc(which, layout, table, ent, settings, info)
+        md = _markdown(which, table, ent, info)
+        if which == "2":
+            doc["awareness"] = _awareness(ent, settings["seed"])
+            if doc["awareness"]:
+                md += "\n### Attribute awareness\n\n"
+                md += "\n".join(awareness_markdown(doc["awareness"], AWARENESS_ROTATIONS)) + "\n"
+        written.append(atomic_write_text(outp / f"table{which}.md", md))
+        written.append(
+            atomic_write_text(outp / f"table{which}.json", json.dumps(doc, indent=1) + "\n")
+        )
+    return written
+
+
 def reproduce_tables(
     out: str | os.PathLike[str],
     *,
@@ -569,16 +291,8 @@ def reproduce_tables(
     command: str | None = None,
 ) -> list[Path]:
     """Run (or reuse) every step, score, and write the requested tables; returns the paths."""
-    if ties not in TIES:
-        raise FghashError(f"--ties must be one of {', '.join(TIES)}, got {ties!r}.")
-    if device not in ("auto", "cpu", "cuda"):
-        raise FghashError(f"--device must be auto, cpu or cuda, got {device!r}.")
-    bad = [t for t in tables if t not in ("1", "2")]
-    if bad or not tables:
-        raise FghashError("--table must be 1, 2 or both.")
     outp = Path(out)
-    if outp.exists() and not outp.is_dir():
-        raise FghashError(f"--out {outp} exists and is not a folder.")
+    _check_options(outp, tables, device, ties)
     args = [*(SMALL_TRAIN_ARGS if small else ()), *train_args]
     if weights:
         args += ["--weights", weights]
@@ -595,7 +309,7 @@ def reproduce_tables(
         list(ablation),
         list(ablation_bits or bits),
         args,
-        _parse_use(use),
+        parse_use(use),
         sf,
         seed,
         device,
@@ -622,53 +336,14 @@ def reproduce_tables(
         "float_source": plan.float_source,
         "use": list(use),
     }
-    written = []
-    for which in ("1", "2"):
-        if which not in tables:
-            continue
-        ent = [e for e in scored if e["table"] == which]
-        layout = "dataset" if which == "1" else "ablation"
-        table = build_table(ent, layout, reference=[FLOAT_LABEL])
-        doc = {
-            "format": "fghash.reproduce_tables",
-            "version": 1,
-            "table": which,
-            "layout": layout,
-            "measured_by": "bench/scripts/reproduce_tables.py (not the paper's numbers)",
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": command,
-            "dataset": dataset,
-            "data_root": str(data_root),
-            "train_args": args,
-            "small": small,
-            "seed": seed,
-            "device": device,
-            "ties": ties,
-            "metric": "map@all (percent in table, fraction in entries)",
-            "float_source": plan.float_source if which == "1" else None,
-            "shallow_features": info["shallow_features"] if which == "1" else None,
-            "machine": machine_info(),
-            "software": software_info(),
-            "steps": steps,
-            "wall_seconds": round(time.perf_counter() - t0, 1),
-            "table_data": table,
-            "entries": ent,
-        }
-        md = _markdown(which, table, ent, info)
-        if which == "2":
-            doc["awareness"] = _awareness(ent, seed)
-            if doc["awareness"]:
-                md += "\n### Attribute awareness\n\n"
-                md += "\n".join(awareness_markdown(doc["awareness"], AWARENESS_ROTATIONS)) + "\n"
-        written.append(write_text_atomic(outp / f"table{which}.md", md))
-        written.append(
-            write_text_atomic(outp / f"table{which}.json", json.dumps(doc, indent=1) + "\n")
-        )
-    return written
+    settings = dict(
+        command=command, dataset=dataset, data_root=str(data_root), train_args=args,
+        small=small, seed=seed, device=device, ties=ties, steps=steps, t0=t0,
+    )  # fmt: skip
+    return _write_tables(outp, tables, scored, settings, info)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.scripts.reproduce_tables",
         description=__doc__.splitlines()[0],
@@ -714,22 +389,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--ties", choices=TIES, default="tie-aware")
     p.add_argument("--force", action="store_true", help="redo every step")
-    a = p.parse_args(argv)
-    command = shlex.join(["python", "-m", "bench.scripts.reproduce_tables", *argv])
-    if not logger.handlers:  # this script's progress on stderr, not every library's
+    return p
+
+
+def _log_progress() -> None:
+    """The steps' progress on stderr (only this script's loggers, not every library's)."""
+    steps_log = logging.getLogger("bench.scripts.reproduce")
+    if not steps_log.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+        steps_log.addHandler(handler)
+        steps_log.setLevel(logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = _parser().parse_args(argv)
+    command = shlex.join(["python", "-m", "bench.scripts.reproduce_tables", *argv])
+    _log_progress()
     try:
         paths = reproduce_tables(
             a.out,
             dataset=a.dataset,
             data_root=a.data_root,
-            methods=_split_list(a.methods, "--methods"),
+            methods=split_list(a.methods, "--methods"),
             bits=parse_bits(a.bits),
             tables=("1", "2") if a.table == "both" else (a.table,),
-            ablation=_split_list(a.ablation, "--ablation"),
+            ablation=split_list(a.ablation, "--ablation"),
             ablation_bits=parse_bits(a.ablation_bits) if a.ablation_bits else None,
             small=a.small,
             train_args=shlex.split(a.train_args),

@@ -1,0 +1,50 @@
+"""Every benchmark script in bench/scripts/ answers ``python -m bench.scripts.NAME --help``.
+
+Each script is run the way ``python -m`` runs it (:func:`runpy.run_module` as
+``__main__``, in this process to spare ten interpreter start-ups); its usage line must
+name the ``python -m`` spelling, so the help a user reads is the command they can type.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+import runpy
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+SCRIPTS_DIR = Path(__file__).resolve().parents[1] / "bench" / "scripts"
+SCRIPTS = (
+    "bench_encode",
+    "bench_gpu_search",
+    "bench_map_speed",
+    "bench_models",
+    "bench_padding",
+    "bench_scale",
+    "bench_train",
+    "make_codes",
+    "paper_table",
+    "reproduce_tables",
+)
+
+
+def test_every_script_is_listed() -> None:
+    found = {m.name for m in pkgutil.iter_modules([str(SCRIPTS_DIR)]) if not m.ispkg}
+    assert found == set(SCRIPTS)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_script_help(name: str, monkeypatch, capsys) -> None:
+    module = f"bench.scripts.{name}"
+    monkeypatch.setattr(sys, "argv", [str(SCRIPTS_DIR / f"{name}.py"), "--help"])
+    with warnings.catch_warnings():
+        # runpy warns when an earlier test already imported the module; harmless here
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert out.split()[:4] == ["usage:", "python", "-m", module]
+    assert "--help" in out
