@@ -20,7 +20,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["padded_codes", "hamming_block", "histogram", "row_histograms", "default_workers"]
+__all__ = [
+    "padded_codes",
+    "hamming_block",
+    "pair_distances",
+    "histogram",
+    "row_histograms",
+    "default_workers",
+]
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 def _faiss() -> Any:
@@ -98,3 +107,19 @@ def default_workers() -> int:
     from fghash.util.threads import usable_cores
 
     return max(1, min(usable_cores(), _faiss().omp_get_max_threads()))
+
+
+def pair_distances(qcodes: np.ndarray, dbcodes: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Hamming distance between query ``i`` and database row ``ids[i, j]``, ``int32 [nq, k]``.
+
+    XOR and a popcount table on the packed bytes. Entries with ``ids < 0`` (a search that
+    returned fewer than ``k`` results) get ``bits + 1``-like sentinel ``8 * nbytes + 1``,
+    larger than any real distance.
+    """
+    ids = np.asarray(ids)
+    valid = ids >= 0
+    rows = dbcodes[np.where(valid, ids, 0)]  # [nq, k, nbytes]
+    x = np.bitwise_xor(rows, qcodes[:, None, :])
+    d = _POPCOUNT[x].sum(axis=2, dtype=np.int32)
+    d[~valid] = 8 * qcodes.shape[1] + 1
+    return d

@@ -44,6 +44,7 @@ from fghash.eval.hamming import (
     hamming_block,
     histogram,
     padded_codes,
+    pair_distances,
     row_histograms,
 )
 
@@ -54,6 +55,9 @@ __all__ = [
     "pair_distances",
     "rank_hamming",
     "rank_float",
+    "rank_float_metrics",
+    "float_scores",
+    "float_scores_from_ip",
     "DEFAULT_CHUNK_BYTES",
     "DB_CHUNK",
 ]
@@ -63,7 +67,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHUNK_BYTES = 256 << 20  # working memory per query chunk (stable and float rankings)
 DB_CHUNK = 1 << 20  # database items per distance block when only counts are needed
 _BLOCK_BYTES = 4 << 20  # int32 distances per counting block: stays in cache
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 @dataclass
@@ -117,22 +120,6 @@ def hamming_matrix(qcodes: np.ndarray, dbcodes: np.ndarray, bits: int) -> np.nda
     _check_codes(dbcodes, bits, "database codes")
     d = hamming_block(padded_codes(qcodes, bits), padded_codes(dbcodes, bits))
     return d.astype(_dist_dtype(bits))
-
-
-def pair_distances(qcodes: np.ndarray, dbcodes: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Hamming distance between query ``i`` and database row ``ids[i, j]``, ``int32 [nq, k]``.
-
-    XOR and a popcount table on the packed bytes. Entries with ``ids < 0`` (a search that
-    returned fewer than ``k`` results) get ``bits + 1``-like sentinel ``8 * nbytes + 1``,
-    larger than any real distance.
-    """
-    ids = np.asarray(ids)
-    valid = ids >= 0
-    rows = dbcodes[np.where(valid, ids, 0)]  # [nq, k, nbytes]
-    x = np.bitwise_xor(rows, qcodes[:, None, :])
-    d = _POPCOUNT[x].sum(axis=2, dtype=np.int32)
-    d[~valid] = 8 * qcodes.shape[1] + 1
-    return d
 
 
 def _check_codes(codes: np.ndarray, bits: int, what: str) -> None:
@@ -314,109 +301,165 @@ def rank_hamming(
     _check_codes(qcodes, bits, "query codes")
     _check_codes(dbcodes, bits, "database codes")
     labelled = qlabels is not None and dblabels is not None
-    if not labelled:
-        stable = False
-    nq, n_db = qcodes.shape[0], dbcodes.shape[0]
-    nbins = bits + 1
-    first, inverse = _dedupe_queries(qcodes, qlabels if labelled else None)
-    uq = padded_codes(qcodes[first], bits)
-    uql = np.asarray(qlabels)[first] if labelled else None
-    dl = np.asarray(dblabels) if labelled else None
-    single = labelled and uql.ndim == 1 and dl.ndim == 1
-    if labelled and not single:
-        relevance(uql[:1], dl[:1])  # same form in both splits, or one clear sentence
-    nu = len(first)
-    mult = np.bincount(inverse, minlength=nu)
-    workers = max(1, int(workers or default_workers()))
-    logger.debug("ranking %d queries (%d distinct) against %d items", nq, nu, n_db)
+    job = _HammingRanking(
+        qcodes,
+        bits,
+        qlabels if labelled else None,
+        dblabels if labelled else None,
+        stable=stable and labelled,
+        kmax=kmax,
+        workers=max(1, int(workers or default_workers())),
+        n_db=dbcodes.shape[0],
+        db_chunk=db_chunk,
+    )
+    job.run(dbcodes, chunk_bytes, progress)
+    return job.stats()
 
-    step = max(1, n_db if stable else min(n_db, int(db_chunk)))
-    segments = _LabelSegments(uql, dl, step) if single else None
-    # Queries in label order (single labels), so a block shares one class: its relevant
-    # items are one gather of columns for the whole block.
-    perm = np.argsort(segments.label_of, kind="stable") if single else np.arange(nu)
-    uq, mult = uq[perm], mult[perm]
-    uql = uql[perm] if labelled else None
-    label_of = segments.label_of[perm] if single else None
-    count_n = np.zeros((nu, nbins), dtype=np.int64)
-    count_r = np.zeros((nu, nbins), dtype=np.int64) if labelled else None
-    ap = np.zeros(nu) if stable else None
-    top = np.zeros((nu, kmax), dtype=bool) if stable else None
-    # bytes per (query, item) pair held at once: int32 distances, and for the stable
-    # ranking relevance, small distances, int64 order and gathered relevance.
-    per_pair = 4 + (1 + np.dtype(_dist_dtype(bits)).itemsize + 8 + 1 if stable else 0)
-    block_bytes = max(1, chunk_bytes // workers) if stable else min(chunk_bytes, _BLOCK_BYTES)
-    width = 2 * nbins if labelled and not single else nbins  # histogram bins per query row
-    local = threading.local()
 
-    def buffers(rows: int, n_items: int) -> threading.local:
+class _HammingRanking:
+    """The state of one :func:`rank_hamming` call: the distinct queries in processing
+    order, their count arrays, and the per-thread buffers that blocks reuse."""
+
+    def __init__(
+        self,
+        qcodes: np.ndarray,
+        bits: int,
+        qlabels: np.ndarray | None,
+        dblabels: np.ndarray | None,
+        *,
+        stable: bool,
+        kmax: int,
+        workers: int,
+        n_db: int,
+        db_chunk: int,
+    ) -> None:
+        self.bits, self.nbins, self.stable, self.kmax = bits, bits + 1, stable, kmax
+        self.labelled = qlabels is not None
+        self.workers, self.n_db = workers, n_db
+        first, self.inverse = _dedupe_queries(qcodes, qlabels)
+        uql = np.asarray(qlabels)[first] if self.labelled else None
+        self.dl = np.asarray(dblabels) if self.labelled else None
+        self.single = self.labelled and uql.ndim == 1 and self.dl.ndim == 1
+        if self.labelled and not self.single:
+            relevance(uql[:1], self.dl[:1])  # same form in both splits, or one clear sentence
+        nu = len(first)
+        logger.debug("ranking %d queries (%d distinct) against %d items", len(qcodes), nu, n_db)
+        self.step = max(1, n_db if stable else min(n_db, int(db_chunk)))
+        self.segments = _LabelSegments(uql, self.dl, self.step) if self.single else None
+        # Queries in label order (single labels), so a block shares one class: its
+        # relevant items are one gather of columns for the whole block.
+        self.perm = (
+            np.argsort(self.segments.label_of, kind="stable") if self.single else np.arange(nu)
+        )
+        self.uq = padded_codes(qcodes[first], bits)[self.perm]
+        self.mult = np.bincount(self.inverse, minlength=nu)[self.perm]
+        self.uql = uql[self.perm] if self.labelled else None
+        self.label_of = self.segments.label_of[self.perm] if self.single else None
+        self.count_n = np.zeros((nu, self.nbins), dtype=np.int64)
+        self.count_r = np.zeros((nu, self.nbins), dtype=np.int64) if self.labelled else None
+        self.ap = np.zeros(nu) if stable else None
+        self.top = np.zeros((nu, kmax), dtype=bool) if stable else None
+        # histogram bins per query row: (irrelevant, relevant) pairs for multi-hot labels
+        self.width = 2 * self.nbins if self.labelled and not self.single else self.nbins
+        self.local = threading.local()
+
+    def run(self, dbcodes: np.ndarray, chunk_bytes: int, progress: bool | None) -> None:
+        """Count every block of distinct queries against every chunk of the database."""
+        # bytes per (query, item) pair held at once: int32 distances, and for the stable
+        # ranking relevance, small distances, int64 order and gathered relevance.
+        dist_bytes = np.dtype(_dist_dtype(self.bits)).itemsize
+        per_pair = 4 + (1 + dist_bytes + 8 + 1 if self.stable else 0)
+        stable_bytes = max(1, chunk_bytes // self.workers)
+        block_bytes = stable_bytes if self.stable else min(chunk_bytes, _BLOCK_BYTES)
+        n_chunks = -(-self.n_db // self.step)
+        with (
+            _progress(len(self.inverse) * n_chunks, "Hamming ranking", progress) as bar,
+            ThreadPoolExecutor(self.workers) as pool,
+        ):
+            for c0 in range(0, self.n_db, self.step):
+                dbp = padded_codes(dbcodes[c0 : c0 + self.step], self.bits)
+                seg = self.segments.bounds(c0, c0 + dbp.shape[0]) if self.single else None
+                rows = max(1, block_bytes // (per_pair * dbp.shape[0]))
+                blocks = (
+                    _label_blocks(self.label_of, rows)
+                    if self.single
+                    else _chunks(len(self.uq), 1, rows)
+                )
+                futures = {
+                    pool.submit(self._count_block, sl, c0, dbp, seg): int(self.mult[sl].sum())
+                    for sl in blocks
+                }
+                for fut in as_completed(futures):
+                    fut.result()
+                    bar.update(futures[fut])
+
+    def _buffers(self, rows: int, n_items: int) -> threading.local:
+        local = self.local
         if getattr(local, "rows", -1) < rows or local.n_items < n_items:
             local.rows, local.n_items = rows, n_items
             local.dist = np.empty(rows * n_items, dtype=np.int32)
-            local.hist = np.empty((rows, width), dtype=np.int32)
-            local.offsets = np.arange(rows, dtype=np.int32)[:, None] * np.int32(width)
+            local.hist = np.empty((rows, self.width), dtype=np.int32)
+            local.offsets = np.arange(rows, dtype=np.int32)[:, None] * np.int32(self.width)
         return local
 
-    def count_block(sl: slice, c0: int, dbp: np.ndarray, seg: tuple | None) -> None:
+    def _count_block(self, sl: slice, c0: int, dbp: np.ndarray, seg: tuple | None) -> None:
         m = sl.stop - sl.start
-        buf = buffers(m, dbp.shape[0])
-        d = hamming_block(uq[sl], dbp, buf.dist)
+        buf = self._buffers(m, dbp.shape[0])
+        d = hamming_block(self.uq[sl], dbp, buf.dist)
         h = buf.hist[:m]
-        if labelled and not single:  # bins d + (b+1)·rel: (irrelevant, relevant) counts
-            rel = relevance(uql[sl], dl[c0 : c0 + dbp.shape[0]])
-            if stable:
-                order = np.argsort(d.astype(_dist_dtype(bits)), axis=1, kind="stable")
-                rs = np.take_along_axis(rel, order, axis=1)
-                ap[sl], top[sl] = _stable_from_order(rs, kmax)
-            d += rel.astype(np.int32) * np.int32(nbins)
-            row_histograms(d, h)
-            count_r[sl] += h[:, nbins:]
-            count_n[sl] += h[:, :nbins] + h[:, nbins:]
+        if self.labelled and not self.single:
+            self._count_multi_hot(sl, d, h, self.dl[c0 : c0 + dbp.shape[0]])
             return
         row_histograms(d, h)
-        count_n[sl] += h
-        if single:  # the block's class: gather its columns, shift row i's bins by i·(b+1)
-            k = label_of[sl.start]
-            members = segments.local[seg[0][k] : seg[1][k]]
-            if stable:  # whole rows (one chunk): h holds each row's counts
-                for i in range(m):
-                    ap[sl.start + i], top[sl.start + i] = _stable_single_label_row(
-                        d[i], h[i], members, kmax
-                    )
-            g = np.take(d, members, axis=1)
-            g += buf.offsets[:m]
-            histogram(g.reshape(-1), h.reshape(-1))
-            count_r[sl] += h
+        self.count_n[sl] += h
+        if self.single:
+            self._count_single_label(sl, d, h, buf.offsets[:m], seg)
 
-    n_chunks = -(-n_db // step)
-    with (
-        _progress(nq * n_chunks, "Hamming ranking", progress) as bar,
-        ThreadPoolExecutor(workers) as pool,
-    ):
-        for c0 in range(0, n_db, step):
-            dbp = padded_codes(dbcodes[c0 : c0 + step], bits)
-            seg = segments.bounds(c0, c0 + dbp.shape[0]) if single else None
-            rows = max(1, block_bytes // (per_pair * dbp.shape[0]))
-            blocks = _label_blocks(label_of, rows) if single else _chunks(nu, 1, rows)
-            futures = {
-                pool.submit(count_block, sl, c0, dbp, seg): int(mult[sl].sum()) for sl in blocks
-            }
-            for fut in as_completed(futures):
-                fut.result()
-                bar.update(futures[fut])
-    row_of = np.empty(nu, dtype=np.intp)
-    row_of[perm] = np.arange(nu)
-    back = row_of[inverse]  # each query's row in the processing order
-    r = count_r[back] if labelled else None
-    return RankingStats(
-        n_database=n_db,
-        n_relevant=r.sum(axis=1) if labelled else None,
-        n=count_n[back],
-        r=r,
-        stable_ap=ap[back] if stable else None,
-        stable_topk=top[back] if stable else None,
-        bits=bits,
-    )
+    def _count_multi_hot(self, sl: slice, d: np.ndarray, h: np.ndarray, dl: np.ndarray) -> None:
+        """Bins ``d + (b+1)·rel`` give the (irrelevant, relevant) counts in one histogram."""
+        rel = relevance(self.uql[sl], dl)
+        if self.stable:
+            order = np.argsort(d.astype(_dist_dtype(self.bits)), axis=1, kind="stable")
+            rs = np.take_along_axis(rel, order, axis=1)
+            self.ap[sl], self.top[sl] = _stable_from_order(rs, self.kmax)
+        d += rel.astype(np.int32) * np.int32(self.nbins)
+        row_histograms(d, h)
+        nb = self.nbins
+        self.count_r[sl] += h[:, nb:]
+        self.count_n[sl] += h[:, :nb] + h[:, nb:]
+
+    def _count_single_label(
+        self, sl: slice, d: np.ndarray, h: np.ndarray, offsets: np.ndarray, seg: tuple
+    ) -> None:
+        """The block's class: gather its columns, shift row i's bins by i·(b+1)."""
+        k = self.label_of[sl.start]
+        members = self.segments.local[seg[0][k] : seg[1][k]]
+        if self.stable:  # whole rows (one chunk): h holds each row's counts
+            for i in range(sl.stop - sl.start):
+                self.ap[sl.start + i], self.top[sl.start + i] = _stable_single_label_row(
+                    d[i], h[i], members, self.kmax
+                )
+        g = np.take(d, members, axis=1)
+        g += offsets
+        histogram(g.reshape(-1), h.reshape(-1))
+        self.count_r[sl] += h
+
+    def stats(self) -> RankingStats:
+        """The counts (and stable scores) of every query, in the caller's query order."""
+        nu = len(self.perm)
+        row_of = np.empty(nu, dtype=np.intp)
+        row_of[self.perm] = np.arange(nu)
+        back = row_of[self.inverse]  # each query's row in the processing order
+        r = self.count_r[back] if self.labelled else None
+        return RankingStats(
+            n_database=self.n_db,
+            n_relevant=r.sum(axis=1) if self.labelled else None,
+            n=self.count_n[back],
+            r=r,
+            stable_ap=self.ap[back] if self.stable else None,
+            stable_topk=self.top[back] if self.stable else None,
+            bits=self.bits,
+        )
 
 
 def _check_features(x: np.ndarray, what: str) -> np.ndarray:
@@ -555,6 +598,3 @@ def float_scores_from_ip(ip: np.ndarray, xb_norms: np.ndarray) -> np.ndarray:
     s -= xb_norms
     s += 0.0  # turn -0.0 into +0.0 so equal scores compare equal bitwise too
     return s
-
-
-__all__ += ["float_scores", "float_scores_from_ip", "rank_float_metrics"]
