@@ -9,9 +9,9 @@ distance is a sum of word popcounts,
     d(u, x) = \\sum_{w} \\operatorname{popcount}(u_w \\oplus x_w),
 
 which counts exactly the ``b`` code bits. FAISS's ``hammings`` kernel does the XOR and
-popcount (about 0.3 ns a pair on one core, int32 out) and ``ivec_hist`` counts a row of
-distances into ``b + 1`` bins (about 0.6 ns an item); both release the GIL, so blocks of
-queries can run in parallel threads. FAISS is imported when first used.
+popcount (int32 out) and ``ivec_hist`` counts a row of distances into ``b + 1`` bins;
+both release the GIL, so blocks of queries can run in parallel threads. FAISS is
+imported when first used.
 """
 
 from __future__ import annotations
