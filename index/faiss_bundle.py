@@ -192,7 +192,7 @@ def _index_from_reader(
 
 def _copy_items(r: SplitReader, dst: Path) -> None:
     """Write the ids, labels and paths of a split into an ``items.h5``, block by block,
-    checking on the way that the ids are unique (:class:`fghash.codes.file.IdsChecker`)."""
+    checking on the way that the ids are unique (:class:`fghash.codes.blocks.IdsChecker`)."""
     labels = split_labels_form(r)
     ids_check = IdsChecker(r)
     with ItemsWriter(dst, r.n, labels=labels, paths=r.has("paths")) as w:

@@ -46,7 +46,7 @@ def search_bundle(
     or packed codes ``xq``.
 
     Exactly one of ``codes`` (a codes file; its ``split``, first ``limit`` rows), ``code``
-    (hex, byte 0 first, as :func:`fghash.codes.file.code_to_hex` writes) and ``xq`` (uint8
+    (hex, byte 0 first, as :func:`fghash.codes.bits.code_to_hex` writes) and ``xq`` (uint8
     ``[nq, ceil(bits/8)]``, e.g. encoded images; ``query_paths`` names them) is given.
     Returns one dict per query as :func:`index.items.search_items` describes; for a hex
     code or ``xq`` the query's id and label are None. ``device="auto"`` stays on the CPU
