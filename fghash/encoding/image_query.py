@@ -3,7 +3,7 @@
 ``fghash search INDEX --image a.jpg`` needs the trained network of the index's codes:
 ``--run`` names it, or the index bundle records it (``index.json`` → ``codes.run``, set
 when the codes file came from ``fghash encode``). The images get the run's evaluation
-transform (:meth:`fghash.encoding.encode.HashEncoder.encode`). torch is imported only here, and
+transform (:meth:`fghash.encoding.encoder.HashEncoder.encode`). torch is imported only here, and
 only when images are given.
 """
 
@@ -43,9 +43,9 @@ def encode_query_images(
 
     Refuses a run whose code length differs from the index's ``bits``.
     """
-    import fghash
+    from fghash.encoding.encode import load
 
-    enc = fghash.load(run, device=device)
+    enc = load(run, device=device)
     if enc.bits != bits:
         raise FghashError(
             f"the run {run} makes {enc.bits}-bit codes but the index holds {bits}-bit codes; "
