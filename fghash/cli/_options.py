@@ -1,27 +1,45 @@
-"""Options and helpers shared by the fghash commands, spelled the same everywhere."""
+"""Options and helpers shared by the fghash commands, spelled the same everywhere.
+
+``--device`` takes ``auto|cpu|gpu|cuda`` in every command; ``gpu`` and ``cuda`` mean the
+same and are normalised to the name the command's library call speaks (FAISS side:
+``gpu``, torch side: ``cuda``). Output paths are ``-o/--out``, neighbour counts
+``-k/--k``; comma-separated lists go through :func:`fghash.util.lists.parse_list`.
+"""
 
 from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
+
+from fghash.errors import FghashError
+from fghash.util.lists import parse_list
 
 __all__ = [
+    "DEVICES",
+    "CommaList",
     "LazyChoice",
     "command_line",
     "device_option",
     "echo_json",
     "flag_option",
+    "force_option",
     "format_option",
-    "int_list",
+    "k_option",
+    "out_option",
     "threads_option",
 ]
 
+DEVICES = ("auto", "cpu", "gpu", "cuda")
+
 
 def format_option(*choices: str) -> Any:
-    """Shared ``--format`` option (``table`` for people, ``json``/``jsonl`` for programs)."""
+    """``--format``: ``table`` for people, ``json``/``jsonl`` for programs."""
     return click.option(
         "--format",
         "fmt",
@@ -32,31 +50,78 @@ def format_option(*choices: str) -> Any:
     )
 
 
-def device_option(choices: tuple[str, ...] = ("auto", "cpu", "gpu")) -> Any:
-    """Shared ``--device`` option."""
+def device_option(gpu: str = "gpu") -> Any:
+    """``--device auto|cpu|gpu|cuda``; ``gpu`` and ``cuda`` both become ``gpu`` (the name
+    FAISS-side calls take) or, with ``gpu="cuda"``, ``cuda`` (torch-side calls)."""
+
+    def normalise(ctx: click.Context, param: click.Parameter, value: str) -> str:
+        return gpu if value in ("gpu", "cuda") else value
+
     return click.option(
         "--device",
-        type=click.Choice(list(choices)),
+        type=click.Choice(list(DEVICES)),
         default="auto",
         show_default=True,
-        help="Where to run: auto picks the GPU when one is usable and says so.",
+        callback=normalise,
+        help="Where to run: auto picks the GPU when one is usable and says so; gpu and cuda "
+        "are the same.",
     )
 
 
-def threads_option() -> Any:
-    """Shared ``--threads`` option of the commands that run torch on the CPU."""
+def threads_option(help: str | None = None) -> Any:
+    """``--threads N`` (N >= 1; unset: the library's default)."""
     return click.option(
         "--threads",
         type=click.IntRange(min=1),
         default=None,
-        help="CPU threads for torch (and FAISS) [default: OMP_NUM_THREADS if set, else the cores "
+        help=help
+        or "CPU threads for torch (and FAISS) [default: OMP_NUM_THREADS if set, else the cores "
         "this process may use, fewer while other processes keep some of them busy].",
     )
 
 
-def echo_json(obj: Any) -> None:
-    """Print one JSON object on one line."""
-    click.echo(json.dumps(obj, default=str))
+def out_option(help: str, *, dest: str = "out", **kw: Any) -> Any:
+    """``-o/--out PATH`` (required unless ``kw`` gives a default)."""
+    kw.setdefault("required", "default" not in kw)
+    kw.setdefault("type", click.Path(path_type=Path))
+    return click.option("--out", "-o", dest, help=help, **kw)
+
+
+def k_option(help: str, **kw: Any) -> Any:
+    """``-k/--k``: neighbours per query (an integer unless ``kw`` gives another type)."""
+    kw.setdefault("type", int)
+    kw.setdefault("default", 10)
+    kw.setdefault("show_default", kw["default"] is not None)
+    return click.option("-k", "--k", "k", help=help, **kw)
+
+
+def force_option(help: str) -> Any:
+    """``--force``: replace what is already there."""
+    return click.option("--force", is_flag=True, help=help)
+
+
+def flag_option(name: str, help: str) -> Any:
+    """``--NAME/--no-NAME``, unset (``None``) unless given: the library's default rules."""
+    return click.option(f"--{name}/--no-{name}", default=None, help=help)
+
+
+class CommaList(click.ParamType):
+    """A comma-separated list (``1,10,100``), parsed by :func:`fghash.util.lists.parse_list`."""
+
+    name = "list"
+
+    def __init__(
+        self, convert: Callable[[str], Any] = int, what: str = "integers", example: str = "1,10,100"
+    ) -> None:
+        self.convert_item, self.what, self.example = convert, what, example
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, list):
+            return value
+        try:
+            return parse_list(value, self.convert_item, what=self.what, example=self.example)
+        except FghashError as e:
+            self.fail(str(e), param, ctx)
 
 
 class LazyChoice(click.Choice):  # type: ignore[type-arg]
@@ -78,35 +143,37 @@ class LazyChoice(click.Choice):  # type: ignore[type-arg]
         pass
 
 
-def _dataset_names() -> list[str]:
-    from fghash.data import list_datasets
-
-    return list_datasets()
-
-
-def flag_option(name: str, help: str) -> Any:
-    return click.option(f"--{name}/--no-{name}", default=None, help=help)
+def echo_json(obj: Any) -> None:
+    """Print one JSON object on one line."""
+    click.echo(json.dumps(obj, default=str))
 
 
-def int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
-    if value is None:
-        return None
-    try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(
-            f"expected comma-separated integers such as 1,10,100, got {value!r}."
-        ) from None
+def _words(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [",".join(map(str, value))]
+    if isinstance(value, tuple):
+        return [str(v) for v in value]
+    return [str(value)]
 
 
-def command_line(name: str, args: list[str]) -> str:
-    """The current command as a user would type it: arguments, then non-default options."""
+def command_line() -> str:
+    """The current command as a user would type it: its arguments, then the options given
+    (lists comma-joined, flags by the spelling that was used), shell-quoted."""
     ctx = click.get_current_context()
-    parts = ["fghash", name, *args]
+    parts = ["fghash", ctx.info_name or ""]
+    options: list[str] = []
     for p in ctx.command.params:
-        v = ctx.params.get(p.name or "")
-        if not isinstance(p, click.Option) or v in (None, False, p.default):
-            continue
-        flag = max(p.opts, key=len)
-        parts += [flag] if v is True else [flag, str(v)]
-    return shlex.join(parts)
+        name = p.name or ""
+        v = ctx.params.get(name)
+        if isinstance(p, click.Argument):
+            parts += [] if v is None else _words(v)
+        elif ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE and v is not None:
+            assert isinstance(p, click.Option)
+            if p.is_flag:
+                options.append(max(p.opts if v else p.secondary_opts, key=len))
+            elif p.multiple:
+                for item in v:
+                    options += [max(p.opts, key=len), str(item)]
+            else:
+                options += [max(p.opts, key=len), *_words(v)]
+    return shlex.join(parts + options)

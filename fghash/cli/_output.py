@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-from fghash.util import threads as runtime
-
-__all__ = ["demo_summary", "demo_times", "info_text", "search_text", "table"]
+__all__ = ["built_text", "demo_summary", "explain_text", "info_text", "search_text", "table"]
 
 
 def table(rows: list[tuple[str, ...]], indent: str = "") -> str:
@@ -19,6 +16,7 @@ def table(rows: list[tuple[str, ...]], indent: str = "") -> str:
 
 
 def info_text(d: dict[str, Any]) -> str:
+    """What :func:`index.describe` found: an index bundle, or a codes file and its splits."""
     if d["type"] == "index":
         params = ", ".join(f"{k}={v}" for k, v in sorted(d["params"].items())) or "-"
         src = d.get("codes") or {}
@@ -67,8 +65,24 @@ def info_text(d: dict[str, Any]) -> str:
     return table(rows) + "\n\n" + table(splits)
 
 
+def built_text(index: Any, milvus_index: str = "BIN_FLAT") -> str:
+    """The line ``fghash build-index`` prints about the index it built."""
+    if index.kind == "milvus":
+        return (
+            f"loaded {index.ntotal} items, {index.bits}-bit codes, into Milvus collection "
+            f"{index.collection} ({milvus_index}, HAMMING) at {index.params['uri']}"
+        )
+    params = ", ".join(f"{k}={v}" for k, v in sorted(index.params.items()))
+    padding = f", stored as {index.dim} (zero-padded)" if index.padded else ""
+    return (
+        f"built {index.kind} index on {index.device.upper()}: {index.ntotal} items, "
+        f"{index.bits}-bit codes{padding}" + (f"; {params}" if params else "")
+    )
+
+
 def search_text(results: list[dict[str, Any]]) -> str:
-    from index.query import format_label
+    """One block per query (:func:`index.search_bundle` rows): its head, then its hits."""
+    from fghash.codes.labels import format_label
 
     blocks = []
     for n, r in enumerate(results, start=1):
@@ -98,8 +112,8 @@ def search_text(results: list[dict[str, Any]]) -> str:
     return "\n\n".join(blocks)
 
 
-def demo_summary(rep: Any, out: Path, seconds: dict[str, float]) -> str:
-    """The closing table of ``fghash demo``."""
+def _demo_quality(rep: Any) -> list[str]:
+    """mAP@all of the learned codes, exact float search and chance."""
     feats = rep.features or {}
     rows = [("", "mAP@all", "ranking")]
     rows.append(
@@ -118,16 +132,18 @@ def demo_summary(rep: Any, out: Path, seconds: dict[str, float]) -> str:
             )
         )
     rows.append(("chance", f"{rep.chance:.4f}", "random ranking (expected mAP)"))
-    lines = [
+    return [
         f"mAP@all, {rep.n_query} queries (test split) against {rep.n_database} database "
         "items (training split):",
         table(rows, indent="  "),
         "  (the float search compares network outputs on both sides; the learned database",
         "  codes also carry the training labels, so they can beat it)",
-        "",
-        f"speed, CPU, {rep.threads} FAISS thread(s), k={rep.k}, median of {rep.runs} runs "
-        f"(tiny database: mostly call overhead):",
     ]
+
+
+def _demo_speed(rep: Any) -> list[str]:
+    """Queries per second of the binary index and of exact float search."""
+    feats = rep.features or {}
     speed = [
         (
             f"IndexBinaryFlat ({rep.bits} bits stored as {rep.index_bits})",
@@ -139,18 +155,63 @@ def demo_summary(rep: Any, out: Path, seconds: dict[str, float]) -> str:
             (f"IndexFlatIP ({feats.get('dim')}-d float32)", f"{rep.qps_float:,.0f} queries/s")
         )
         speed.append(("binary / float", f"{rep.speedup:.2f}x"))
-    lines.append(table(speed, indent="  "))
-    lines += ["", demo_times(seconds)]
+    return [
+        f"speed, CPU, {rep.threads} FAISS thread(s), k={rep.k}, median of {rep.runs} runs "
+        f"(tiny database: mostly call overhead):",
+        table(speed, indent="  "),
+    ]
+
+
+def _demo_times(report: Any) -> list[str]:
+    """The demo's phase times, one line each, then the total."""
+    rows = [(name, f"{s:.1f} s") for name, s in report.seconds.items()]
+    rows.append(("total", f"{sum(report.seconds.values()):.1f} s"))
+    used = report.threads
+    threads = f"{used} CPU thread(s)" if used.isdigit() else f"CPU threads {used}"
+    return [f"time, {threads}, torch {report.torch_version}:", table(rows, indent="  ")]
+
+
+def demo_summary(report: Any) -> str:
+    """What ``fghash demo`` prints after its phases (a :class:`fghash.demo.DemoReport`):
+    the searches, mAP, speed, phase times and the commands to try next."""
+    res = report.learned
+    out = res.out
+    lines = [
+        f"search: the first {len(report.searches)} test images, top {report.k}:",
+        search_text(report.searches),
+        "",
+        *_demo_quality(report.quality),
+        "",
+        *_demo_speed(report.quality),
+        "",
+        *_demo_times(report),
+        "",
+        "next:",
+    ]
+    for line in (
+        f"fghash search {report.bundle} --codes {res.codes_path} --limit 5 -k 10",
+        f"fghash bench {res.codes_path} --out {out / 'bench'}",
+        f"fghash info {res.codes_path}",
+        f"fghash encode {res.run_dir} --out {out / 'codes-backbone.h5'} --features backbone",
+    ):
+        lines.append(f"  {line}")
     return "\n".join(lines)
 
 
-def demo_times(seconds: dict[str, float]) -> str:
-    """The demo's phase times, one line each, then the total."""
-    import torch
+def explain_text(doc: dict[str, Any]) -> str:
+    """The awareness line(s) of ``fghash explain``: one file's scores against their
+    rotation null, or several files side by side (:func:`fghash.explain.compare.awareness_text`)."""
+    if "rows" in doc:
+        from fghash.explain.compare import awareness_text
 
-    rows = [(name, f"{s:.1f} s") for name, s in seconds.items()]
-    rows.append(("total", f"{sum(seconds.values()):.1f} s"))
-    used = runtime.thread_summary()
-    threads = f"{used} CPU thread(s)" if used.isdigit() else f"CPU threads {used}"
-    head = f"time, {threads}, torch {torch.__version__}:"
-    return "\n".join([head, table(rows, indent="  ")])
+        return awareness_text(doc["rows"])
+    aw = doc["awareness"]
+    if "per_bit" not in aw:
+        return ""
+    n = aw["null"]
+    return (
+        f"attribute awareness per bit {aw['per_bit']:.3f} (rotation null "
+        f"{n['per_bit_mean']:.3f}±{n['per_bit_std']:.3f}), per attribute "
+        f"{aw['per_attribute']:.3f} (null {n['per_attribute_mean']:.3f}"
+        f"±{n['per_attribute_std']:.3f})"
+    )

@@ -9,7 +9,9 @@ from fghash.cli._options import (
     LazyChoice,
     device_option,
     echo_json,
+    force_option,
     format_option,
+    out_option,
     threads_option,
 )
 from fghash.util import threads as runtime
@@ -19,13 +21,7 @@ __all__ = ["baseline_cmd", "encode_cmd"]
 
 @main.command("encode", context_settings=CONTEXT_SETTINGS)
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "--out",
-    "out",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Codes file to write (HDF5).",
-)
+@out_option("Codes file to write (HDF5).", type=click.Path(dir_okay=False))
 @click.option(
     "--database",
     type=click.Choice(["learned", "encode"]),
@@ -66,9 +62,9 @@ __all__ = ["baseline_cmd", "encode_cmd"]
     default=None,
     help="Data set folder, when it moved since training.",
 )
-@device_option(("auto", "cpu", "cuda"))
+@device_option("cuda")
 @threads_option()
-@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@force_option("Replace --out if it exists.")
 def encode_cmd(
     run_dir: str,
     out: str,
@@ -89,12 +85,10 @@ def encode_cmd(
     the codes file appears under its name only when complete. After an interruption,
     the same command with --resume continues from the parts already written.
     """
-    from fghash.codes import read_attrs
-    from fghash.encoding.encode import encode_run
+    from fghash.ops.learning import encode
 
     runtime.set_threads(threads)
-
-    path = encode_run(
+    done = encode(
         run_dir,
         out,
         database=database,
@@ -107,11 +101,9 @@ def encode_cmd(
         resume=resume,
         chunk_size=chunk_size,
     )
-    info = read_attrs(path)
-    sizes = ", ".join(f"{k} {v['n']}" for k, v in sorted(info["splits"].items()))
-    skipped = sum(info["config"].get("encode", {}).get("skipped", {}).values())
-    note = f"; skipped {skipped} unreadable image(s)" if skipped else ""
-    click.echo(f"wrote {path}: {info['bits']} bits, {sizes}{note}")
+    sizes = ", ".join(f"{name} {n}" for name, n in done.sizes.items())
+    note = f"; skipped {done.skipped} unreadable image(s)" if done.skipped else ""
+    click.echo(f"wrote {done.path}: {done.bits} bits, {sizes}{note}")
 
 
 def _baseline_methods() -> list[str]:
@@ -135,15 +127,13 @@ def _baseline_methods() -> list[str]:
     show_default=True,
     help="Code lengths, comma-separated; one codes file per length.",
 )
-@click.option(
-    "--out",
-    "out_path",
-    required=True,
+@out_option(
+    "Output codes file; with several --bits, codes.h5 becomes codes-12.h5, codes-24.h5, ...",
+    dest="out_path",
     type=click.Path(dir_okay=False),
-    help="Output codes file; with several --bits, codes.h5 becomes codes-12.h5, codes-24.h5, ...",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
-@click.option("--force", is_flag=True, help="Replace existing output files.")
+@force_option("Replace existing output files.")
 @format_option("table", "jsonl")
 def baseline_cmd(
     method: str, features_path: str, bits: str, out_path: str, seed: int, force: bool, fmt: str

@@ -8,26 +8,22 @@ from typing import Any
 import click
 
 from fghash.cli._app import CONTEXT_SETTINGS, main
-from fghash.cli._options import (
-    device_option,
-    threads_option,
-)
-from fghash.cli._output import demo_summary, search_text
+from fghash.cli._options import device_option, force_option, out_option, threads_option
+from fghash.cli._output import demo_summary
 from fghash.util import threads as runtime
 
 __all__ = ["demo_cmd"]
 
 
 @main.command("demo", context_settings=CONTEXT_SETTINGS)
-@click.option(
-    "--out",
+@out_option(
+    "Folder for the data, run, codes.h5 and index.",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("fghash-demo"),
     show_default=True,
-    help="Folder for the data, run, codes.h5 and index.",
 )
 @click.option("--bits", type=int, default=None, help="Code length [12].")
-@device_option(("auto", "cpu", "cuda"))
+@device_option("cuda")
 @click.option(
     "--weights",
     default=None,
@@ -47,7 +43,7 @@ __all__ = ["demo_cmd"]
 @click.option("--lr", type=float, default=None, help="Learning rate.")
 @click.option("--seed", type=int, default=None, help="Seed of the data and the training.")
 @threads_option()
-@click.option("--force", is_flag=True, help="Train again (and regenerate changed data) in --out.")
+@force_option("Train again (and regenerate changed data) in --out.")
 def demo_cmd(
     out: Path, device: str, quick: bool, threads: int | None, force: bool, **overrides: Any
 ) -> None:
@@ -58,47 +54,10 @@ def demo_cmd(
     Running it again in the same --out reuses the data and the trained run (an interrupted
     run resumes); other settings there need --force, which trains again.
     """
-    import time
-
-    from bench.quick import quick_report
-    from fghash.demo import DemoConfig, run_demo
-    from index import build_bundle, search_bundle
+    from fghash.demo import DemoConfig, demo
 
     runtime.set_threads(threads)
     cfg = (DemoConfig.quick() if quick else DemoConfig()).replace(**overrides)
-    res = run_demo(cfg, out, device=device, force=force, step=click.echo)
-    seconds = dict(res.seconds)
-    bundle = out / "index"
-    click.echo(f"[index] exact binary index (IndexBinaryFlat) -> {bundle}")
-    t0 = time.perf_counter()
-    build_bundle(
-        res.codes_path,
-        bundle,
-        device="gpu" if device == "cuda" else device,
-        overwrite=True,
-    )
-    seconds["index"] = time.perf_counter() - t0
-    k = min(5, res.n_train)
-    t0 = time.perf_counter()
-    results = search_bundle(bundle, k, codes=res.codes_path, limit=3, device="cpu")
-    seconds["search"] = time.perf_counter() - t0
-    click.echo(f"[search] the first {len(results)} test images, top {k}:")
-    click.echo(search_text(results))
-    click.echo("[evaluate] mAP and speed")
-    t0 = time.perf_counter()
-    # one thread: a search of a few hundred codes is over before a second OpenMP thread
-    # wakes (IndexBinaryFlat, 160 queries x 480 codes: 1.9M queries/s on one thread,
-    # 0.14M on two with the bounded spin of fghash.util.threads)
-    rep = quick_report(res.codes_path, k=min(10, res.n_train), threads=1)
-    seconds["eval"] = time.perf_counter() - t0
+    report = demo(cfg, out, device=device, force=force, step=click.echo)
     click.echo("")
-    click.echo(demo_summary(rep, out, seconds))
-    click.echo("")
-    click.echo("next:")
-    for line in (
-        f"fghash search {bundle} --codes {res.codes_path} --limit 5 -k 10",
-        f"fghash bench {res.codes_path} --out {out / 'bench'}",
-        f"fghash info {res.codes_path}",
-        f"fghash encode {res.run_dir} --out {out / 'codes-backbone.h5'} --features backbone",
-    ):
-        click.echo(f"  {line}")
+    click.echo(demo_summary(report))

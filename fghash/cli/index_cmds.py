@@ -10,9 +10,11 @@ from fghash.cli._app import UserError, main
 from fghash.cli._options import (
     device_option,
     echo_json,
+    force_option,
     format_option,
+    out_option,
 )
-from fghash.cli._output import info_text
+from fghash.cli._output import built_text, info_text
 
 __all__ = ["add_cmd", "build_index_cmd", "info_cmd"]
 
@@ -44,9 +46,7 @@ def info_cmd(path: Path, fmt: str, verify: bool) -> None:
 
 @main.command("build-index")
 @click.argument("codes", metavar="CODES.h5", type=click.Path(path_type=Path))
-@click.option(
-    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Bundle folder to write."
-)
+@out_option("Bundle folder to write.")
 @click.option(
     "--type",
     "kind",
@@ -81,7 +81,7 @@ def info_cmd(path: Path, fmt: str, verify: bool) -> None:
     show_default=True,
     help="milvus: exact BIN_FLAT, or BIN_IVF_FLAT (servers only; --nlist lists).",
 )
-@click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
+@force_option("Replace an existing bundle at --out.")
 def build_index_cmd(
     codes: Path,
     out: Path,
@@ -102,46 +102,23 @@ def build_index_cmd(
     save it as a bundle."""
     from index import build_bundle
 
-    if backend == "milvus":
-        from index.milvus import build_milvus_bundle
-
-        if not uri:
-            raise UserError("--backend milvus needs --uri (a PATH.db file or http://host:19530).")
-        mindex, folder = build_milvus_bundle(
-            codes,
-            out,
-            uri=uri,
-            collection=collection,
-            split=split,
-            index_type=milvus_index,
-            nlist=nlist,
-            overwrite=force,
-        )
-        click.echo(
-            f"loaded {mindex.ntotal} items, {mindex.bits}-bit codes, into Milvus collection "
-            f"{mindex.collection} ({milvus_index}, HAMMING) at {mindex.params['uri']}"
-        )
-        click.echo(f"saved to {folder}")
-        return
-
     index, folder = build_bundle(
         codes,
         out,
+        backend=backend,
         split=split,
         kind=kind,
         nlist=nlist,
         device=device,
         overwrite=force,
+        uri=uri,
+        collection=collection,
+        milvus_index=milvus_index,
         hnsw_m=hnsw_m,
         hash_b=hash_b,
         nhash=nhash,
     )
-    params = ", ".join(f"{k}={v}" for k, v in sorted(index.params.items()))
-    padding = f", stored as {index.dim} (zero-padded)" if index.padded else ""
-    click.echo(
-        f"built {index.kind} index on {index.device.upper()}: {index.ntotal} items, "
-        f"{index.bits}-bit codes{padding}" + (f"; {params}" if params else "")
-    )
+    click.echo(built_text(index, milvus_index))
     click.echo(f"saved to {folder}")
 
 
@@ -161,7 +138,7 @@ def build_index_cmd(
 @click.option("--label", type=int, help="Class of every added image (when the index has labels).")
 @click.option("--first-id", type=int, help="Id of the first added image [largest id + 1].")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@device_option(("auto", "cpu", "cuda"))
+@device_option("cuda")
 @click.option(
     "--codes-file/--no-codes-file",
     default=True,
@@ -186,36 +163,20 @@ def add_cmd(
     trained --run. Their ids must be new; the bundle's codes file gets them too
     (unless --no-codes-file) and index.json its new checksum. Nothing is half written.
     """
-    from index.append import (
-        add_to_bundle,
-        codes_features_kind,
-        encode_new_items,
-        next_id,
-        read_new_items,
-    )
+    from fghash.ops.indexes import add_items
 
-    if (new_codes is None) == (not images):
-        raise UserError("give the new items either as NEW.h5 or as --run RUN --images PATH.")
-    if images:
-        if run_dir is None:
-            raise UserError("--images needs --run RUN, the trained run that encodes them.")
-        start = next_id(index_path) if first_id is None else first_id
-        bits, new = encode_new_items(
-            run_dir,
-            list(images),
-            first_id=start,
-            label=label,
-            features=codes_features_kind(index_path) if codes_file else None,
-            batch_size=batch_size,
-            device=device,
-        )
-        origin = {"run": str(Path(run_dir).resolve()), "images": len(new)}
-    else:
-        bits, new = read_new_items(new_codes, split)  # type: ignore[arg-type]
-        origin = {"path": str(Path(new_codes).resolve()), "split": split}  # type: ignore[arg-type]
-    total, updated = add_to_bundle(
-        index_path, bits, new, update_codes=codes_file, new_source=origin
+    done = add_items(
+        index_path,
+        new_codes,
+        split=split,
+        run=run_dir,
+        images=images,
+        label=label,
+        first_id=first_id,
+        batch_size=batch_size,
+        device=device,
+        update_codes=codes_file,
     )
-    click.echo(f"added {len(new)} items to {index_path}: {total} in all")
-    if updated is not None:
-        click.echo(f"appended them to {updated}")
+    click.echo(f"added {done.added} items to {index_path}: {done.total} in all")
+    if done.codes_file is not None:
+        click.echo(f"appended them to {done.codes_file}")

@@ -6,48 +6,46 @@ from pathlib import Path
 
 import click
 
-from fghash.cli._app import UserError, main
+from fghash.cli._app import main
 from fghash.cli._options import (
+    CommaList,
     command_line,
     device_option,
-    int_list,
+    force_option,
+    k_option,
+    out_option,
+    threads_option,
 )
-from fghash.cli._output import table
+from fghash.cli._output import explain_text
 
 __all__ = ["bench_cmd", "explain_cmd"]
 
-
-@main.command("bench")
-@click.argument(
+_CODES = click.argument(
     "codes",
     metavar="CODES.h5 [CODES2.h5 ...]",
     nargs=-1,
     required=True,
     type=click.Path(path_type=Path),
 )
-@click.option(
-    "--out",
-    "-o",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Folder for report.json, report.md and plots.",
-)
+
+
+@main.command("bench")
+@_CODES
+@out_option("Folder for report.json, report.md and plots.")
 @click.option(
     "--index-types",
+    type=CommaList(str, "index types", "flat,ivf"),
     default="flat,ivf,hnsw,hash,multihash",
     show_default=True,
     help="Comma-separated index types to time (flat, ivf, hnsw, hash, multihash).",
 )
-@click.option(
-    "-k",
-    "--k",
-    "ks",
-    default=None,
-    callback=int_list,
-    help="Comma-separated k for @k metrics, each at most the database size "
+@k_option(
+    "Comma-separated k for @k metrics, each at most the database size "
     "[default: 1,10,100, those the database can answer].",
+    type=CommaList(int, "integers", "1,10,100"),
+    default=None,
 )
-@click.option("--threads", type=int, help="FAISS threads for every timing (default: FAISS's own).")
+@threads_option("FAISS threads for every timing (default: FAISS's own).")
 @click.option(
     "--runs",
     type=int,
@@ -78,12 +76,12 @@ __all__ = ["bench_cmd", "explain_cmd"]
     "how many).",
 )
 @device_option()
-@click.option("--force", is_flag=True, help="Run again even if --out already holds a report.")
+@force_option("Run again even if --out already holds a report.")
 def bench_cmd(
     codes: tuple[Path, ...],
     out: Path,
-    index_types: str,
-    ks: list[int] | None,
+    index_types: list[str],
+    k: list[int] | None,
     threads: int | None,
     runs: int,
     latency_queries: int,
@@ -102,8 +100,8 @@ def bench_cmd(
     res = run_bench(
         list(codes),
         out,
-        index_types=[t.strip() for t in index_types.split(",") if t.strip()],
-        ks=ks,
+        index_types=index_types,
+        ks=k,
         threads=threads,
         runs=runs,
         latency_queries=latency_queries,
@@ -111,14 +109,7 @@ def bench_cmd(
         hnsw_budget_s=hnsw_budget,
         device=device,
         force=force,
-        command=" ".join(
-            ["fghash bench", *map(str, codes), f"--out {out}", f"--index-types {index_types}"]
-            + ([f"--k {','.join(map(str, ks))}"] if ks else [])
-            + [f"--runs {runs}", f"--device {device}"]
-            + [f"--latency-queries {latency_queries}", f"--max-seconds {max_seconds:g}"]
-            + [f"--hnsw-budget {hnsw_budget:g}"]
-            + ([f"--threads {threads}"] if threads else [])
-        ),
+        command=command_line(),
     )
     for note in res.notes:
         click.echo(f"note: {note}", err=True)
@@ -128,16 +119,8 @@ def bench_cmd(
 
 
 @main.command("explain")
-@click.argument(
-    "codes",
-    metavar="CODES.h5 [CODES2.h5 ...]",
-    nargs=-1,
-    required=True,
-    type=click.Path(path_type=Path),
-)
-@click.option(
-    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Folder for the report."
-)
+@_CODES
+@out_option("Folder for the report.")
 @click.option(
     "--run",
     type=click.Path(file_okay=False),
@@ -155,11 +138,15 @@ def bench_cmd(
 @click.option(
     "--per-bit", type=int, default=8, show_default=True, help="Images per side in a bit's grid."
 )
-@click.option("--queries", help="Query ids for the retrieval examples, comma-separated.")
+@click.option(
+    "--queries",
+    type=CommaList(int, "ids", "3,17"),
+    help="Query ids for the retrieval examples, comma-separated.",
+)
 @click.option(
     "--num-queries", type=int, default=4, show_default=True, help="Random queries otherwise."
 )
-@click.option("-k", "--k", "k", type=int, default=10, show_default=True, help="Results per query.")
+@k_option("Results per query.")
 @click.option(
     "--rotations", type=int, default=20, show_default=True, help="Random rotations in the null."
 )
@@ -169,8 +156,8 @@ def bench_cmd(
     help="Codes file whose attributes describe the same items (matched by id), e.g. for ITQ.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-@device_option(("auto", "cpu", "cuda"))
-@click.option("--force", is_flag=True, help="Replace a report already in --out.")
+@device_option("cuda")
+@force_option("Replace a report already in --out.")
 def explain_cmd(
     codes: tuple[Path, ...],
     out: Path,
@@ -179,7 +166,7 @@ def explain_cmd(
     split: str,
     bits_to_show: str | None,
     per_bit: int,
-    queries: str | None,
+    queries: list[int] | None,
     num_queries: int,
     k: int,
     rotations: int,
@@ -193,69 +180,29 @@ def explain_cmd(
 
     With several codes files, their attribute-awareness scores side by side.
     """
-    from bench.outdir import removing_on_failure
-    from fghash.explain.compare import compare
-    from fghash.explain.inputs import load_input
-    from fghash.explain.run import explain, parse_bits_to_show
+    from fghash.ops.reports import explain_codes
 
-    explain, compare = removing_on_failure(explain, out), removing_on_failure(compare, out)
-
-    if min(per_bit, num_queries, k, rotations) < 1:
-        raise UserError("--per-bit, --num-queries, -k and --rotations must be at least 1.")
-    try:
-        qids = [int(q) for q in queries.split(",") if q.strip()] if queries else None
-    except ValueError:
-        raise UserError(f"--queries must be comma-separated ids, got {queries!r}.") from None
-    inputs = [
-        load_input(
-            c,
-            split=split,
-            run=run,
-            data_root=data_root,
-            attributes_from=attributes_from,
-            device=device,
-        )
-        for c in codes
-    ]
-    command = command_line("explain", [str(c) for c in codes])
-    if len(inputs) > 1:
-        doc = compare(inputs, out, rotations=rotations, seed=seed, force=force, command=command)
-        rows = [("codes file", "per bit", "null", "per attribute", "null", "signs", "null")]
-        for r in doc["rows"]:
-            cells = []
-            for a, key in ((r, "per_bit"), (r, "per_attribute"), (r.get("binary"), "per_bit")):
-                if not a or key not in a:
-                    cells += ["-", "-"]
-                    continue
-                n = a["null"]
-                cells += [f"{a[key]:.3f}", f"{n[key + '_mean']:.3f}±{n[key + '_std']:.3f}"]
-            rows.append((r["name"], *cells))
-        click.echo("attribute awareness (mean best |AUC-0.5|; null: random rotations):")
-        click.echo(table(rows, indent="  "))
-    else:
-        inp = inputs[0]
-        doc = explain(
-            inp,
-            out,
-            bits_to_show=parse_bits_to_show(bits_to_show, inp.cf.bits),
-            per_side=per_bit,
-            queries=qids,
-            num_queries=num_queries,
-            k=k,
-            rotations=rotations,
-            seed=seed,
-            force=force,
-            command=command,
-        )
-        aw = doc["awareness"]
-        if "per_bit" in aw:
-            n = aw["null"]
-            click.echo(
-                f"attribute awareness per bit {aw['per_bit']:.3f} (rotation null "
-                f"{n['per_bit_mean']:.3f}±{n['per_bit_std']:.3f}), per attribute "
-                f"{aw['per_attribute']:.3f} (null {n['per_attribute_mean']:.3f}"
-                f"±{n['per_attribute_std']:.3f})"
-            )
+    doc = explain_codes(
+        codes,
+        out,
+        run=run,
+        data_root=data_root,
+        split=split,
+        attributes_from=attributes_from,
+        device=device,
+        bits_to_show=bits_to_show,
+        per_bit=per_bit,
+        queries=queries,
+        num_queries=num_queries,
+        k=k,
+        rotations=rotations,
+        seed=seed,
+        force=force,
+        command=command_line(),
+    )
+    text = explain_text(doc)
+    if text:
+        click.echo(text)
     for s in doc["skipped"]:
         click.echo(f"skipped: {s}", err=True)
     click.echo(

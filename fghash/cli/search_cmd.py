@@ -6,11 +6,12 @@ from pathlib import Path
 
 import click
 
-from fghash.cli._app import UserError, main
+from fghash.cli._app import main
 from fghash.cli._options import (
     device_option,
     echo_json,
     format_option,
+    k_option,
 )
 from fghash.cli._output import search_text
 
@@ -19,6 +20,12 @@ __all__ = ["search_cmd"]
 
 @main.command("search")
 @click.argument("index_path", metavar="PATH", type=click.Path(path_type=Path))
+@click.argument(
+    "more_images",
+    metavar="[IMAGE]...",
+    nargs=-1,
+    type=click.Path(dir_okay=False, path_type=Path),
+)
 @click.option("--codes", type=click.Path(path_type=Path), help="Codes file holding the queries.")
 @click.option(
     "--split", default="query", show_default=True, help="Split of --codes to search with."
@@ -30,9 +37,7 @@ __all__ = ["search_cmd"]
     metavar="HEX",
     help="One query code in hex, byte 0 first, two digits per byte (a leading 0x is allowed).",
 )
-@click.option(
-    "-k", "--k", "k", type=int, default=10, show_default=True, help="Neighbours per query."
-)
+@k_option("Neighbours per query.")
 @click.option("--nprobe", type=int, help="ivf: lists to visit.")
 @click.option("--ef-search", type=int, help="hnsw: search beam width.")
 @click.option("--nflip", type=int, help="hash/multihash: bit flips explored per bucket.")
@@ -46,7 +51,8 @@ __all__ = ["search_cmd"]
     "images",
     multiple=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Query image (repeatable), encoded by the index's run; imports torch.",
+    help="Query image, encoded by the index's run (imports torch); repeatable, and the "
+    "images after PATH join them, so --image *.jpg works.",
 )
 @click.option(
     "--run",
@@ -76,6 +82,7 @@ __all__ = ["search_cmd"]
 @format_option("table", "jsonl")
 def search_cmd(
     index_path: Path,
+    more_images: tuple[Path, ...],
     codes: Path | None,
     split: str,
     limit: int | None,
@@ -93,30 +100,24 @@ def search_cmd(
     engine: str,
     fmt: str,
 ) -> None:
-    """Search the index bundle at PATH with queries from --codes, one --code or --image files.
+    """Search the index bundle at PATH with queries from --codes, one --code, or images.
 
-    Prints a table per query, or with --format jsonl one JSON object per query:
+    Images are the --image files and the IMAGE arguments after PATH (so both
+    `--image a.jpg --image b.jpg` and a shell glob `--image *.jpg` work; --image files come
+    first). Prints a table per query, or with --format jsonl one JSON object per query:
     {"query": {"id", "label", "path"}, "results": [{"rank", "id", "distance", "label",
     "path"}, ...]}. Multi-hot labels are lists of label indices.
     """
-    from index import search_bundle
+    from fghash.ops.indexes import search
 
-    if (grid or run or data_root) and not images:
-        raise UserError("--run, --grid and --data-root go with --image.")
-    xq = run_dir = None
-    if images:
-        from fghash.encoding.image_query import encode_query_images, query_run
-        from index import read_bundle_meta
-
-        meta = read_bundle_meta(index_path)
-        run_dir = query_run(run, meta, index_path)
-        if grid is not None and not grid.parent.is_dir():
-            raise UserError(f"--grid {grid}: the folder {grid.parent} does not exist.")
-        torch_device = {"gpu": "cuda"}.get(device, device)
-        xq = encode_query_images(images, run_dir, int(meta["bits"]), torch_device)
-    results = search_bundle(
+    found = search(
         index_path,
         k,
+        images=images + more_images,
+        run=run,
+        grid=grid,
+        data_root=data_root,
+        device=device,
         codes=codes,
         split=split,
         limit=limit,
@@ -124,21 +125,15 @@ def search_cmd(
         nprobe=nprobe,
         ef_search=ef_search,
         nflip=nflip,
-        device=device,
         engine=engine,
         verify=True if verify else None,
-        xq=xq,
-        query_paths=[str(p) for p in images] if images else None,
     )
     if fmt == "jsonl":
-        for r in results:
+        for r in found.results:
             echo_json(r)
     else:
-        click.echo(search_text(results))
-    if grid is not None and run_dir is not None:
-        from fghash.viz.search_grid import write_search_grid
-
-        path, missing = write_search_grid(results, grid, run_dir, data_root)
-        if missing:
-            click.echo(f"note: {missing} image(s) could not be read (grey squares)", err=True)
-        click.echo(f"wrote {path}", err=True)
+        click.echo(search_text(found.results))
+    if found.grid is not None:
+        if found.missing:
+            click.echo(f"note: {found.missing} image(s) could not be read (grey squares)", err=True)
+        click.echo(f"wrote {found.grid}", err=True)

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from fghash.cli._app import CONTEXT_SETTINGS, UserError, main
+from fghash.cli._app import CONTEXT_SETTINGS, main
 from fghash.cli._options import (
+    CommaList,
     LazyChoice,
     device_option,
     flag_option,
+    out_option,
     threads_option,
-)
-from fghash.runs.config import (  # no torch: plain dataclasses
-    METHODS,
-    PRESETS,
-    PROTOCOLS,
-    TRAIN_CROPS,
 )
 from fghash.util import threads as runtime
 
@@ -29,6 +25,18 @@ def _dataset_names() -> list[str]:
     from fghash.data import list_datasets
 
     return list_datasets()
+
+
+def _config_names(name: str) -> Callable[[], list[str]]:
+    """The names of one of :mod:`fghash.runs.config`'s tables, read on first use (the
+    module imports numpy, which ``fghash --help`` should not wait for)."""
+
+    def names() -> list[str]:
+        from fghash.runs import config
+
+        return list(getattr(config, name))
+
+    return names
 
 
 @main.command("train", context_settings=CONTEXT_SETTINGS)
@@ -44,9 +52,7 @@ def _dataset_names() -> list[str]:
     type=click.Path(file_okay=False),
     help="Folder holding the data set.",
 )
-@click.option(
-    "--out", "out", required=True, type=click.Path(file_okay=False), help="Run folder to write."
-)
+@out_option("Run folder to write.", type=click.Path(file_okay=False))
 @click.option(
     "--bits",
     default="12",
@@ -55,14 +61,14 @@ def _dataset_names() -> list[str]:
 )
 @click.option(
     "--preset",
-    type=click.Choice(list(PRESETS)),
+    type=LazyChoice(_config_names("PRESETS")),
     default=None,
     help="Table-2 ablation row: adsh, +attention, +reconstruction, +decorrelation (= a2net), "
     "+self-consistency (journal).",
 )
 @click.option(
     "--protocol",
-    type=click.Choice(list(PROTOCOLS)),
+    type=LazyChoice(_config_names("PROTOCOLS")),
     default=None,
     help="Every default at once: paper (the paper's values, the reference code's where it is "
     "silent) or reference (the authors' code throughout). Other options override it. "
@@ -70,7 +76,7 @@ def _dataset_names() -> list[str]:
 )
 @click.option(
     "--method",
-    type=click.Choice(list(METHODS)),
+    type=LazyChoice(_config_names("METHODS")),
     default=None,
     help="Network and loss: a2net (the paper), a2net_efficient (one shared layer4), adsh "
     "(no attention), dpsh or hashnet (deep baselines) [default: a2net].",
@@ -90,7 +96,7 @@ def _dataset_names() -> list[str]:
 )
 @click.option(
     "--train-crop",
-    type=click.Choice(list(TRAIN_CROPS)),
+    type=LazyChoice(_config_names("TRAIN_CROPS")),
     default=None,
     help="Training crop: RandomResizedCrop, or resize then RandomCrop [random-resized].",
 )
@@ -116,6 +122,7 @@ def _dataset_names() -> list[str]:
 @click.option("--weight-decay", type=float, default=None, help="[default: 1e-4]")
 @click.option(
     "--lr-milestones",
+    type=CommaList(int, "outer iterations", "25,35"),
     default=None,
     help="Outer iterations where lr drops x0.1, e.g. 50 [paper: 50; 60 for the large sets].",
 )
@@ -163,7 +170,7 @@ def _dataset_names() -> list[str]:
     "--keep-checkpoints", type=int, default=None, help="Per-iteration checkpoints kept [2]."
 )
 @click.option("--seed", type=int, default=None, help="Random seed [0].")
-@device_option(("auto", "cpu", "cuda"))
+@device_option("cuda")
 @threads_option()
 @click.option("--resume", is_flag=True, help="Continue the run(s) in --out exactly.")
 def train_cmd(
@@ -173,7 +180,7 @@ def train_cmd(
     bits: str,
     preset: str | None,
     resume: bool,
-    lr_milestones: str | None,
+    lr_milestones: list[int] | None,
     threads: int | None,
     **options: Any,
 ) -> None:
@@ -183,23 +190,15 @@ def train_cmd(
     config.json in the run folder records every resolved value. Under torchrun
     (torchrun --nproc_per_node N -m fghash train ...) the processes train one run together.
     """
-    from fghash.runs.config import parse_bits, resolve_config
-    from fghash.training.loop import train_many
+    from fghash.ops.learning import train_runs
 
     runtime.set_threads(threads)
-
     if lr_milestones is not None:
-        try:
-            options["lr_milestones"] = tuple(int(t) for t in lr_milestones.split(",") if t)
-        except ValueError:
-            raise UserError(
-                f"--lr-milestones must be integers like 25,35, got {lr_milestones!r}."
-            ) from None
-    lengths = parse_bits(bits)
-    cfg = resolve_config(dataset, preset, data_root=data_root, bits=lengths[0], **options)
-    for r in train_many(cfg, lengths, out, resume=resume):
-        if os.environ.get("RANK", "0") != "0":
-            continue  # under torchrun, rank 0 speaks for the run
+        options["lr_milestones"] = tuple(lr_milestones)
+    runs = train_runs(
+        dataset, preset, data_root=data_root, bits=bits, out=out, resume=resume, **options
+    )
+    for r in runs:
         vm = "" if r.val_map is None else f", val mAP {r.val_map:.4f}"
         click.echo(
             f"{r.config.bits} bits: {r.run_dir} ({r.iterations} outer "

@@ -1,0 +1,133 @@
+"""Search and grow index bundles: ``fghash search`` and ``fghash add`` as library calls.
+
+torch is imported only when images are given (to encode them with a trained run).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fghash.errors import FghashError
+
+__all__ = ["Added", "Searched", "add_items", "search"]
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class Searched:
+    """What :func:`search` found: one ``{"query", "results"}`` dict per query, and the grid."""
+
+    results: list[dict[str, Any]]
+    grid: Path | None = None  # the PNG written for ``grid``
+    missing: int = 0  # images the grid could not read (grey squares)
+
+
+def search(
+    index_path: PathLike,
+    k: int,
+    *,
+    images: Sequence[PathLike] = (),
+    run: PathLike | None = None,
+    grid: PathLike | None = None,
+    data_root: PathLike | None = None,
+    device: str = "auto",
+    **search_kw: Any,
+) -> Searched:
+    """Search the bundle at ``index_path`` with ``images`` (encoded by ``run``, else by the
+    run the bundle records), or with the queries ``search_kw`` names
+    (:func:`index.search_bundle`'s ``codes``/``split``/``limit``/``code``, parameters).
+
+    ``grid``: with images, a PNG of each query beside its results (result paths relative
+    to ``data_root``, else to the run's). ``device`` is ``auto|cpu|gpu``, for FAISS and
+    for the network that encodes the images.
+    """
+    from index import search_bundle
+
+    if (grid or run or data_root) and not images:
+        raise FghashError("--run, --grid and --data-root go with --image.")
+    if images and (search_kw.get("codes") is not None or search_kw.get("code") is not None):
+        raise FghashError(
+            "give the queries as images or as --codes/--code, not both (an argument after the "
+            "index is a query image)."
+        )
+    if not images:
+        return Searched(search_bundle(index_path, k, device=device, **search_kw))
+    from fghash.encoding.image_query import encode_query_images, query_run
+    from index import read_bundle_meta
+
+    meta = read_bundle_meta(index_path)
+    run_dir = query_run(run, meta, index_path)
+    if grid is not None and not Path(grid).parent.is_dir():
+        raise FghashError(f"--grid {grid}: the folder {Path(grid).parent} does not exist.")
+    torch_device = {"gpu": "cuda"}.get(device, device)
+    xq = encode_query_images(images, run_dir, int(meta["bits"]), torch_device)
+    paths = [str(p) for p in images]
+    results = search_bundle(index_path, k, device=device, xq=xq, query_paths=paths, **search_kw)
+    if grid is None:
+        return Searched(results)
+    from fghash.viz.search_grid import write_search_grid
+
+    path, missing = write_search_grid(results, grid, run_dir, data_root)
+    return Searched(results, path, missing)
+
+
+@dataclass
+class Added:
+    """What :func:`add_items` did."""
+
+    added: int  # items appended
+    total: int  # items in the bundle now
+    codes_file: Path | None  # the codes file that got them too, if any
+
+
+def add_items(
+    index_path: PathLike,
+    new_codes: PathLike | None = None,
+    *,
+    split: str = "database",
+    run: PathLike | None = None,
+    images: Sequence[PathLike] = (),
+    label: int | None = None,
+    first_id: int | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    update_codes: bool = True,
+) -> Added:
+    """Append new items to a bundle: the ``split`` of a codes file ``new_codes``, or
+    ``images`` (files or folders) encoded with the trained ``run``.
+
+    Image items get ids from ``first_id`` on (default: the largest id + 1) and ``label``;
+    with ``update_codes`` the bundle's codes file gets them too, with the float features
+    it already stores (:func:`index.append.add_to_bundle`).
+    """
+    from fghash.ops.new_items import encode_new_items
+    from index.append import add_to_bundle, codes_features_kind, next_id, read_new_items
+
+    if (new_codes is None) == (not images):
+        raise FghashError("give the new items either as NEW.h5 or as --run RUN --images PATH.")
+    if images:
+        if run is None:
+            raise FghashError("--images needs --run RUN, the trained run that encodes them.")
+        bits, new = encode_new_items(
+            run,
+            list(images),
+            first_id=next_id(index_path) if first_id is None else first_id,
+            label=label,
+            features=codes_features_kind(index_path) if update_codes else None,
+            batch_size=batch_size,
+            device=device,
+        )
+        origin: dict[str, Any] = {"run": str(Path(run).resolve()), "images": len(new)}
+    else:
+        assert new_codes is not None
+        bits, new = read_new_items(new_codes, split)
+        origin = {"path": str(Path(new_codes).resolve()), "split": split}
+    total, updated = add_to_bundle(
+        index_path, bits, new, update_codes=update_codes, new_source=origin
+    )
+    return Added(len(new), total, updated)
