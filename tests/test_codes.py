@@ -273,3 +273,105 @@ def test_failed_write_leaves_old_file_intact(tmp_path) -> None:
     with pytest.raises(CodesFileError, match="/query/codes"):
         write_codes(path, wide)
     assert path.read_bytes() == before
+
+
+# --- one bits check, one --bits parser ---------------------------------------------
+
+
+def test_check_bits_is_the_one_range() -> None:
+    from fghash.codes import MAX_BITS, check_bits
+
+    assert MAX_BITS == 1024
+    assert check_bits(1) == 1 and check_bits(np.int64(1024)) == 1024
+    for bad in (0, 1025, -3):
+        with pytest.raises(FghashError, match="--bits must be from 1 to 1024"):
+            check_bits(bad, "--bits")
+    for bad in (True, 12.0, "12", None):
+        with pytest.raises(FghashError, match="itq: bits must be an integer"):
+            check_bits(bad, "itq: bits")
+
+
+def test_parse_bits_keeps_order_and_refuses_repeats() -> None:
+    from fghash.codes import parse_bits
+
+    assert parse_bits(" 48, 12,24,") == [48, 12, 24]
+    assert parse_bits([32, "16"]) == [32, 16]
+    with pytest.raises(FghashError, match="lists 24 twice"):
+        parse_bits("12,24,24")
+    for bad, text in (("12,x", "comma-separated"), ("1025", "from 1 to"), ("", "at least")):
+        with pytest.raises(FghashError, match=text):
+            parse_bits(bad)
+
+
+# --- one validator: codes file, block reader and features file --------------------
+
+
+@pytest.mark.parametrize(
+    "change, dataset",
+    [
+        (dict(ids=np.array([5, 6, 5])), "/database/ids"),
+        (dict(labels=np.array([0, 1])), "/database/labels"),
+        (dict(paths=["a", "b"]), "/database/paths"),
+    ],
+)
+def test_features_file_and_codes_file_refuse_the_same_split(tmp_path, change, dataset) -> None:
+    from fghash.codes.features import FeatureSplit, write_features
+
+    x = np.ones((3, 4), np.float32)
+    codes = Split(codes=np.zeros((3, 1), np.uint8), features=x, **change)
+    with pytest.raises(CodesFileError, match=dataset):
+        write_codes(tmp_path / "c.h5", make_codes_file(8, codes))
+    with pytest.raises(CodesFileError, match=dataset):
+        write_features(tmp_path / "f.h5", {"database": FeatureSplit(x, **change)}, kind="b")
+    assert not list(tmp_path.iterdir())
+
+
+def test_block_reader_checks_shapes_like_read_codes(tmp_path) -> None:
+    from fghash.codes import open_split
+
+    path = write_codes(tmp_path / "c.h5", _make())
+    with h5py.File(path, "r+") as f:
+        del f["query/paths"]
+        f["query/paths"] = np.array([b"a", b"b"])  # 4 query rows
+    with pytest.raises(CodesFileError, match="/query/paths"):
+        read_codes(path)
+    with pytest.raises(CodesFileError, match="/query/paths"):
+        open_split(path, "query")
+    with open_split(path, "database") as r:  # the other split is fine
+        assert len(r) == 9
+
+
+def test_append_codes_equals_the_concatenation(tmp_path) -> None:
+    from fghash.codes import append_codes
+
+    cf = _make()
+    path = write_codes(tmp_path / "c.h5", cf)
+    rng = np.random.default_rng(5)
+    new = _split(
+        5,
+        cf.bits,
+        rng,
+        ids=np.arange(500, 505),
+        labels=rng.integers(0, 3, 5),
+        paths=[f"new/{i}.jpg" for i in range(5)],
+        features=rng.normal(size=(5, 6)).astype(np.float32),
+        features_kind="relaxed_code",
+        attributes=rng.integers(0, 2, (5, 3)).astype(np.uint8),
+    )
+    append_codes(path, "database", new, block=4)  # several blocks per split
+    got, old = read_codes(path), cf["database"]
+    db = got["database"]
+    for name in ("codes", "ids", "labels", "features", "attributes"):
+        want = np.concatenate([getattr(old, name), getattr(new, name)])
+        np.testing.assert_array_equal(getattr(db, name), want)
+    assert db.paths == old.paths + new.paths
+    np.testing.assert_array_equal(got["query"].codes, cf["query"].codes)
+    assert (got.method, got.config, got.attribute_names) == (
+        cf.method,
+        cf.config,
+        cf.attribute_names,
+    )
+    before = path.read_bytes()
+    with pytest.raises(CodesFileError, match="id 500 is already in the split"):
+        append_codes(path, "database", new)
+    assert path.read_bytes() == before

@@ -1,7 +1,8 @@
 """The HDF5 codes file and its companions, one job per module: bit helpers (``bits``), the
 per-split checks (``checks``), the codes file format (``file``), block streaming
-(``blocks``), the HDF5 features file (``features``) and the parts store (``parts``).
-Importers use this package's names for the first four."""
+(``blocks``), the HDF5 features file (``features``), the parts store (``parts``) and
+labels as people read them (``labels``). Importers use this package's names for the
+first four."""
 
 from fghash.codes.bits import *  # noqa: F401,F403
 from fghash.codes.bits import __all__ as _bits_all
