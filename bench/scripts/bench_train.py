@@ -6,7 +6,7 @@ For each model and code length, in one run:
   augmentation, collation, host→device copies, forward, loss, backward, SGD step, U and
   B bookkeeping) on a generated synthetic set: 2 outer iterations of 2 epochs over
   ``--steps × --batch-size`` sampled images; the figure is the last epoch's (workers and
-  cuDNN already warm), read from the run's ``metrics.jsonl``;
+  cuDNN already warm), from the history :func:`fghash.training.loop.train` returns;
 * **ceiling** — images/s of forward + loss + backward + SGD step of the same model and loss
   under the same autocast setting on one batch already on the device, repeated
   ``--steps`` times after a warm-up (the GPU synchronised before the clock stops).

@@ -9,6 +9,7 @@ from typing import Any
 
 from fghash.errors import FghashError
 from fghash.runs.config import load_config
+from fghash.runs.folder import CONFIG
 from fghash.viz.retrieval_sheet import draw_retrieval
 
 __all__ = ["run_data_root", "write_search_grid"]
@@ -18,7 +19,7 @@ def run_data_root(run: str | os.PathLike[str]) -> str | None:
     """The ``data_root`` recorded in a run folder's ``config.json`` (None when absent or
     when the run's config cannot be read: a data root is a hint, never required)."""
     try:
-        cfg = load_config(Path(run) / "config.json")
+        cfg = load_config(Path(run) / CONFIG)
     except (FghashError, OSError, TypeError, ValueError):
         return None
     return cfg.data_root or None

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fghash.errors import FghashError
+from fghash.runs.folder import DATABASE_CODES, bits_folder
 
 __all__ = [
     "DEEP",
@@ -245,13 +246,13 @@ class _Planner:
         if given is not None:
             return given if given.is_dir() else None
         opts, folder = (DEEP[run][1], DEEP[run][2]) if run in DEEP else EXTRA_RUNS[run]
-        run_dir = self.out / "runs" / folder / f"bits-{b}"
+        run_dir = bits_folder(self.out / "runs" / folder, b)
         name = f"train-{folder}-{b}"
         if not any(s.name == name for s in self.steps):
             argv = ["train", "--dataset", self.dataset, "--data-root", self.data_root]
             argv += ["--out", str(run_dir), "--bits", str(b), *opts, "--seed", str(self.seed)]
             argv += self.train_args
-            done = run_dir / "database_codes.npy"
+            done = run_dir / DATABASE_CODES
             self.steps.append(Step(name, argv, [done], run_dir, self.dev))
         return run_dir
 

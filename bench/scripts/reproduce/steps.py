@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from bench.scripts.reproduce.plan import Step
 from fghash.errors import FghashError
+from fghash.runs.folder import CHECKPOINT
 from fghash.util.atomic import atomic_write_text
 
 __all__ = ["StepFailed", "run_steps"]
@@ -76,7 +77,7 @@ def _last_error_line(log: Path) -> str:
 
 def _run_one(step: Step, log: Path) -> float:
     argv = list(step.argv) + list(step.extra)
-    if step.run_dir is not None and (step.run_dir / "checkpoints" / "last.pt").is_file():
+    if step.run_dir is not None and (step.run_dir / CHECKPOINT).is_file():
         argv.append("--resume")  # an interrupted training: continue it exactly
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(_REPO), *filter(None, [env.get("PYTHONPATH")])])
