@@ -3,11 +3,11 @@ encoder (``fghash.load``) gives the same codes as the CLI."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import faiss
 import numpy as np
@@ -25,7 +25,8 @@ from fghash.encoding.encode import encode_run
 from fghash.errors import FghashError
 from fghash.runs.checkpoint import load_checkpoint
 from fghash.runs.config import resolve_config
-from fghash.training.loop import CHECKPOINT, train
+from fghash.runs.folder import CHECKPOINT
+from fghash.training.loop import train
 
 K = 12
 
@@ -227,19 +228,64 @@ def _same_codes_file(a, b):
         assert x.paths == y.paths and x.features_kind == y.features_kind
 
 
+# Runs `python -m fghash ARGS...` in a child whose part store, after writing its third
+# part, touches a marker file and waits: the test then kills the child from outside at
+# that known point (nothing in the library knows about it).
+_STOP_AFTER_THIRD_PART = """
+import runpy, sys, time
+from pathlib import Path
+from fghash.codes.parts import PartStore
+
+marker, sys.argv = Path(sys.argv[1]), ["fghash", *sys.argv[2:]]
+write, written = PartStore.write, []
+
+def write_then_wait(self, *args, **kwargs):
+    write(self, *args, **kwargs)
+    written.append(1)
+    if len(written) == 3:
+        marker.touch()
+        time.sleep(600)
+
+PartStore.write = write_then_wait
+runpy.run_module("fghash", run_name="__main__")
+"""
+
+
+def _kill_after_third_part(argv, marker, timeout=300.0):
+    """Start the encode, SIGKILL it once its third part is on disk, return its exit code."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _STOP_AFTER_THIRD_PART, str(marker), *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            assert child.poll() is None, child.stderr.read().decode()
+            assert time.monotonic() < deadline, "the encode never wrote its third part"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        return child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stderr.close()
+
+
 def test_encode_killed_midway_resumes_to_the_same_file(trained, tmp_path):
     _, run = trained
-    base = [sys.executable, "-m", "fghash", "encode", str(run), "--device", "cpu"]
-    base += ["--database", "encode", "--features", "backbone", "--batch-size", "2"]
-    base += ["--chunk-size", "3", "--num-workers", "1"]  # parts of 4 images (2 batches)
+    args = ["encode", str(run), "--device", "cpu"]
+    args += ["--database", "encode", "--features", "backbone", "--batch-size", "2"]
+    args += ["--chunk-size", "3", "--num-workers", "1"]  # parts of 4 images (2 batches)
+    base = [sys.executable, "-m", "fghash", *args]
     whole = tmp_path / "whole.h5"
     subprocess.run([*base, "--out", str(whole)], check=True, timeout=600)
     assert not parts_folder(whole).exists()
 
     out = tmp_path / "resumed.h5"
-    env = {**os.environ, "FGHASH_TEST_KILL_AFTER_PARTS": "3"}  # kill -9 mid-database
-    res = subprocess.run([*base, "--out", str(out)], env=env, timeout=600, capture_output=True)
-    assert res.returncode == -signal.SIGKILL
+    code = _kill_after_third_part([*args, "--out", str(out)], tmp_path / "third-part-written")
+    assert code == -signal.SIGKILL  # kill -9 mid-database
     assert not out.exists() and not list(tmp_path.glob("*.h5.tmp*"))
     parts = parts_folder(out)
     done = ["database-000000.npz", "query-000000.npz", "query-000001.npz"]

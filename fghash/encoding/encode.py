@@ -14,30 +14,41 @@ has them, the method and the resolved training config.
 Unreadable images are skipped with a warning and counted (the counts are written into the
 file's config under ``encode.skipped``); they never stop the encoding halfway.
 
-:func:`load` gives a Python encoder for a run: ``fghash.load(run).encode(images)``.
+Every path here runs the network through :func:`fghash.encoding.loop.run_batches`, as
+training validation does, so a run's codes do not depend on which path made them.
+:func:`load` (:mod:`fghash.encoding.encoder`) gives a Python encoder for a run:
+``fghash.load(run).encode(images)``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from fghash.codes import Split, make_codes_file, pack_bits, signs_to_codes, write_codes
 from fghash.codes.parts import PartStore, parts_folder
-from fghash.encoding.loop import Encoded, embed, encode_images
-from fghash.encoding.positions import PositionDataset
+from fghash.encoding.encoder import HashEncoder, load
+from fghash.encoding.loop import (
+    BatchOutput,
+    Encoded,
+    encode_images,
+    eval_autocast,
+    eval_mode,
+    image_loader,
+    prepare_model,
+    run_batches,
+)
 from fghash.errors import FghashError
 from fghash.runs.config import ASYMMETRIC_METHODS, TrainConfig
 from fghash.runs.fingerprint import check_data, check_data_root, fingerprint
-from fghash.runs.folder import load_run
+from fghash.runs.folder import CHECKPOINT, load_run
 from fghash.util.device import resolve_device
 from fghash.util.progress import Progress
 
@@ -57,11 +68,7 @@ log = logging.getLogger(__name__)
 # held-out training items, "test" = the test split)
 DEFAULT_SPLIT_MAP: dict[str, str] = {"query": "test", "database": "train"}
 _DATA_SPLITS = ("train", "val", "test")
-PROGRESS_EVERY_S = 30.0  # seconds between progress lines while a split is encoded
 DEFAULT_CHUNK = 8192  # images per part of a streaming encode
-# Tests only: kill -9 this process after writing that many parts (a crash at a known point).
-_CRASH_ENV = "FGHASH_TEST_KILL_AFTER_PARTS"
-_parts_written = [0]  # parts written by this process, for _CRASH_ENV
 
 
 def default_num_workers() -> int:
@@ -75,7 +82,6 @@ def _part_name(split: str, c: int) -> str:
     return f"{split}-{c:06d}"
 
 
-@torch.no_grad()
 def encode_to_parts(
     model: torch.nn.Module,
     ds: Any,
@@ -91,6 +97,7 @@ def encode_to_parts(
     features: bool = False,
     progress: bool = True,
     desc: str = "encoding",
+    autocast: torch.dtype | None = None,
 ) -> int:
     """Encode items ``indices`` of ``ds`` into parts ``<split>-<c>`` of ``store``, part ``c``
     holding items ``[c·chunk_size, (c+1)·chunk_size)``; parts already in the store are
@@ -103,12 +110,9 @@ def encode_to_parts(
     (with ``features``), ``positions`` (into ``indices``, of the items that could be
     read) and ``requested`` (items asked for).
     """
-    from tqdm.auto import tqdm
-
-    from fghash.data import collate_skip_none
-
     if chunk_size % batch_size:
         raise FghashError(f"chunk size {chunk_size} must be a multiple of batch size {batch_size}.")
+    device = resolve_device(device)
     indices = np.asarray(indices, dtype=np.int64)
     n = len(indices)
     n_parts = -(-n // chunk_size)
@@ -117,47 +121,53 @@ def encode_to_parts(
         return n_parts
     spans = [(c, c * chunk_size, min(n, (c + 1) * chunk_size)) for c in todo]
     order = np.concatenate([np.arange(a, b) for _, a, b in spans])
-    loader = DataLoader(
-        PositionDataset(ds, indices[order]),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=collate_skip_none,
+    loader = image_loader(
+        ds, indices[order], batch_size=batch_size, num_workers=num_workers, device=device
     )
-    kill_after = int(os.environ.get(_CRASH_ENV) or 0)
-    images_done = Progress(f"{desc}, images", n, done=n - len(order), logger=log)
-    was_training = model.training
-    model.eval()
-    try:
-        batches = iter(tqdm(loader, desc=desc, leave=False, disable=None if progress else True))
+    meter = Progress(f"{desc}, images", n, done=n - len(order), logger=log) if progress else None
+    with eval_mode(model):
+        outputs = run_batches(
+            model, loader, device=device, autocast=autocast, meter=meter,
+            desc=desc if progress else None,
+        )  # fmt: skip
         for c, a, b in spans:
-            rel, back, pos = [], [], []
+            part = _Part(bits, features)
             for _ in range(-(-(b - a) // batch_size)):
-                batch = next(batches)
-                if batch is None or len(batch[0]) == 0:
-                    continue
-                images, _, p = batch
-                r, x = embed(model, images.to(device))
-                rel.append(r.cpu().numpy().astype(np.float32))
-                if features:
-                    back.append(x.cpu().numpy().astype(np.float32))
-                pos.append(order[np.asarray(p, dtype=np.int64)])
-                if progress:
-                    images_done.step(n=len(p), every=PROGRESS_EVERY_S)
-            arrays = {
-                "relaxed": np.concatenate(rel) if rel else np.zeros((0, bits), np.float32),
-                "positions": np.concatenate(pos) if pos else np.zeros(0, np.int64),
-                "requested": np.int64(b - a),
-            }
-            if features:
-                arrays["backbone"] = np.concatenate(back) if back else np.zeros((0, 0), np.float32)
-            store.write(_part_name(split, c), **arrays)
-            _parts_written[0] += 1
-            if _parts_written[0] == kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
-    finally:
-        model.train(was_training)
+                part.add(next(outputs), order)
+            store.write(_part_name(split, c), **part.arrays(b - a))
     return n_parts
+
+
+@dataclass
+class _Part:
+    """The host arrays of one part, gathered batch by batch (see :func:`encode_to_parts`)."""
+
+    bits: int
+    features: bool
+    relaxed: list[np.ndarray] = field(default_factory=list)
+    backbone: list[np.ndarray] = field(default_factory=list)
+    positions: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, out: BatchOutput, order: np.ndarray) -> None:
+        if out.relaxed is None:
+            return
+        self.relaxed.append(out.relaxed.cpu().numpy().astype(np.float32))
+        if self.features:
+            self.backbone.append(out.backbone.cpu().numpy().astype(np.float32))
+        self.positions.append(order[out.positions])
+
+    def arrays(self, requested: int) -> dict[str, Any]:
+        def joined(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
+            return np.concatenate(parts) if parts else empty
+
+        arrays: dict[str, Any] = {
+            "relaxed": joined(self.relaxed, np.zeros((0, self.bits), np.float32)),
+            "positions": joined(self.positions, np.zeros(0, np.int64)),
+            "requested": np.int64(requested),
+        }
+        if self.features:
+            arrays["backbone"] = joined(self.backbone, np.zeros((0, 0), np.float32))
+        return arrays
 
 
 def _rel_path(p: str, root: str) -> str:
@@ -206,9 +216,43 @@ def encode_run(
     as an uninterrupted run; without it a leftover parts folder is an error (``force``
     starts again).
     """
-    from fghash.data import build_transform, load_dataset
-
     run_dir, out_path = Path(run_dir), Path(out_path)
+    smap = _checked_options(
+        out_path, database, features, split_map, force=force, batch_size=batch_size,
+        chunk_size=chunk_size,
+    )  # fmt: skip
+    job = _open_job(
+        run_dir, database, features, device=device, data_root=data_root, batch_size=batch_size,
+        chunk=max(1, -(-chunk_size // batch_size)) * batch_size,
+        workers=default_num_workers() if num_workers is None else int(num_workers),
+        progress=progress,
+    )  # fmt: skip
+    store = PartStore(
+        parts_folder(out_path), job.parts_meta(smap), resume=resume, fresh=force and not resume
+    )
+    try:
+        _write_codes_file(job, store, smap, out_path)
+        store.remove()
+        return out_path
+    except Exception:
+        if store.empty():  # a failure before any part: leave nothing behind
+            store.remove()
+        else:
+            log.warning("%s keeps the parts written so far; --resume continues", store.folder)
+        raise
+
+
+def _checked_options(
+    out_path: Path,
+    database: str,
+    features: str,
+    split_map: Mapping[str, str] | None,
+    *,
+    force: bool,
+    batch_size: int,
+    chunk_size: int,
+) -> dict[str, str]:
+    """The split map, once :func:`encode_run`'s options are known to fit together."""
     if database not in ("learned", "encode"):
         raise FghashError(f"--database must be learned or encode, got {database!r}.")
     if features not in ("relaxed", "backbone", "none"):
@@ -234,9 +278,73 @@ def encode_run(
         raise FghashError(
             f"--batch-size and --chunk-size must be positive, got {batch_size} and {chunk_size}."
         )
-    chunk = max(1, -(-chunk_size // batch_size)) * batch_size
-    workers = default_num_workers() if num_workers is None else int(num_workers)
+    return smap
 
+
+@dataclass
+class _Job:
+    """One :func:`encode_run`: the trained run, its data and how to encode it."""
+
+    run_dir: Path
+    cfg: TrainConfig
+    state: dict[str, Any]
+    model: torch.nn.Module
+    device: torch.device
+    root: str  # the data set folder
+    database: str  # "learned" or "encode"
+    features: str  # "relaxed", "backbone" or "none"
+    batch_size: int
+    chunk: int  # images per part, a whole number of batches
+    workers: int
+    progress: bool
+    datasets: dict[str, Any] = field(default_factory=dict)
+
+    def dataset(self, split: str) -> Any:
+        """The data split ``split`` reads from (``val`` items are train items)."""
+        from fghash.data import build_transform, load_dataset
+
+        key = "test" if split == "test" else "train"
+        if key not in self.datasets:
+            tf = build_transform(False, self.cfg.image_size, resize=self.cfg.resize)
+            self.datasets[key] = load_dataset(
+                self.cfg.dataset, self.root, split=key, transform=tf, skip_corrupt=True
+            )
+        return self.datasets[key]
+
+    def indices(self, src: str) -> np.ndarray:
+        """Positions in :meth:`dataset` of the items of data split ``src``."""
+        if src == "train":
+            return self.state["database_indices"].numpy()
+        if src == "val":
+            return self.state["val_indices"].numpy()
+        return np.arange(len(self.dataset(src).labels), dtype=np.int64)
+
+    def parts_meta(self, smap: Mapping[str, str]) -> dict[str, Any]:
+        """What the parts folder records; a resume must match it."""
+        ckpt = self.run_dir / CHECKPOINT
+        return {
+            "run_dir": str(self.run_dir.resolve()),
+            "checkpoint": [ckpt.stat().st_size, ckpt.stat().st_mtime_ns] if ckpt.exists() else None,
+            "database": self.database,
+            "features": self.features,
+            "split_map": dict(smap),
+            "data_root": str(self.root),
+            "batch_size": self.batch_size,
+            "chunk_size": self.chunk,
+            "device": str(self.device),
+        }
+
+
+def _open_job(
+    run_dir: Path,
+    database: str,
+    features: str,
+    *,
+    device: str,
+    data_root: str | os.PathLike[str] | None,
+    **settings: Any,
+) -> _Job:
+    """Load the run, find its data and check it is the data the run trained on."""
     cfg, state, model = load_run(run_dir, device)
     root = str(data_root) if data_root is not None else cfg.data_root
     check_data_root(cfg.dataset, root, cfg.data_root)  # never generate or download data
@@ -244,144 +352,113 @@ def encode_run(
         log.info("%s learns no database codes; encoding the database images instead", cfg.method)
         database = "encode"
     dev = resolve_device(device)
-    tf = build_transform(False, cfg.image_size, resize=cfg.resize)
-    datasets: dict[str, Any] = {}
-
-    def dataset(split: str) -> Any:
-        key = "test" if split == "test" else "train"
-        if key not in datasets:
-            datasets[key] = load_dataset(
-                cfg.dataset, root, split=key, transform=tf, skip_corrupt=True
-            )
-        return datasets[key]
-
-    db_idx = state["database_indices"].numpy()
+    job = _Job(
+        run_dir, cfg, state, prepare_model(model, dev), dev, root, database, features, **settings
+    )
     check_data(
         run_dir,
-        fingerprint(cfg.dataset, dataset("train"), dataset("test")),
+        fingerprint(cfg.dataset, job.dataset("train"), job.dataset("test")),
         root,
-        database_indices=db_idx,
+        database_indices=job.indices("train"),
         all_train=not cfg.val_fraction,
     )
-    learned_B = state["B"].numpy()
-    from fghash.runs.folder import CHECKPOINT
+    return job
 
-    ckpt = run_dir / CHECKPOINT
-    store = PartStore(
-        parts_folder(out_path),
-        {
-            "run_dir": str(run_dir.resolve()),
-            "checkpoint": [ckpt.stat().st_size, ckpt.stat().st_mtime_ns] if ckpt.exists() else None,
-            "database": database,
-            "features": features,
-            "split_map": smap,
-            "data_root": str(root),
-            "batch_size": batch_size,
-            "chunk_size": chunk,
-            "device": str(dev),
-        },
-        resume=resume,
-        fresh=force and not resume,
+
+@dataclass
+class _EncodedSplit:
+    split: Split
+    skipped: int  # unreadable images left out
+    feature_parts: int | None  # parts holding its features; None: none stored
+    attribute_names: list[str] | None
+
+
+def _encode_split(job: _Job, store: PartStore, name: str, src: str) -> _EncodedSplit:
+    """Codes-file split ``name`` from data split ``src``: network codes written to parts
+    (unless only the learned codes are asked for), or the learned codes B."""
+    ds, indices = job.dataset(src), job.indices(src)
+    learned = name == "database" and job.database == "learned"
+    n_parts = None
+    if learned and job.features == "none":
+        positions = np.arange(len(indices))
+    else:
+        n_parts = encode_to_parts(
+            job.model, ds, indices, store, name, chunk_size=job.chunk, bits=job.cfg.bits,
+            device=job.device, batch_size=job.batch_size, num_workers=job.workers,
+            features=job.features == "backbone", progress=job.progress,
+            desc=f"encoding {name} ({src})", autocast=eval_autocast(job.cfg, job.device),
+        )  # fmt: skip
+        positions, codes = _codes_from_parts(store, name, n_parts, job.run_dir)
+    if learned:
+        codes = pack_bits(job.state["B"].numpy()[positions] > 0)
+    skipped = len(indices) - len(positions)
+    if skipped:
+        log.warning("split %s: skipped %d unreadable image(s) of %d", name, skipped, len(indices))
+    ids = indices[positions]
+    attrs = getattr(ds, "attributes", None)
+    paths = getattr(ds, "paths", None)
+    ds_root = str(getattr(ds, "root", job.root))
+    split = Split(
+        codes=codes,
+        ids=ids,
+        labels=np.asarray(ds.labels)[ids],
+        paths=[_rel_path(str(paths[i]), ds_root) for i in ids] if paths is not None else None,
+        attributes=np.asarray(attrs)[ids].astype(np.uint8) if attrs is not None else None,
     )
-    try:
-        splits: dict[str, Split] = {}
-        feature_parts: dict[str, tuple[str, str, int]] = {}  # split -> (part key, kind, parts)
-        skipped: dict[str, int] = {}
-        attribute_names = None
-        phases = Progress("encoding, splits", len(smap), logger=log)
-        for name, src in smap.items():
-            ds = dataset(src)
-            if src == "train":
-                indices = db_idx
-            elif src == "val":
-                indices = state["val_indices"].numpy()
-            else:
-                indices = np.arange(len(ds.labels), dtype=np.int64)
-            learned = name == "database" and database == "learned"
-            if learned and features == "none":
-                positions, skipped[name] = np.arange(len(indices)), 0
-                codes = pack_bits(learned_B[positions] > 0)
-            else:
-                n_parts = encode_to_parts(
-                    model,
-                    ds,
-                    indices,
-                    store,
-                    name,
-                    chunk_size=chunk,
-                    bits=cfg.bits,
-                    device=dev,
-                    batch_size=batch_size,
-                    num_workers=workers,
-                    features=features == "backbone",
-                    progress=progress,
-                    desc=f"encoding {name} ({src})",
-                )
-                positions, codes = _codes_from_parts(store, name, n_parts, run_dir)
-                skipped[name] = len(indices) - len(positions)
-                if learned:
-                    codes = pack_bits(learned_B[positions] > 0)
-                if features != "none":
-                    key = "relaxed" if features == "relaxed" else "backbone"
-                    kind = "relaxed_code" if features == "relaxed" else "backbone"
-                    feature_parts[name] = (key, kind, n_parts)
-            ids = indices[positions]
-            if skipped[name]:
-                log.warning(
-                    "split %s: skipped %d unreadable image(s) of %d",
-                    name,
-                    skipped[name],
-                    len(indices),
-                )
-            attrs = getattr(ds, "attributes", None)
-            if attrs is not None:
-                attribute_names = list(getattr(ds, "attribute_names", None) or []) or None
-            paths = getattr(ds, "paths", None)
-            ds_root = str(getattr(ds, "root", root))
-            splits[name] = Split(
-                codes=codes,
-                ids=ids,
-                labels=np.asarray(ds.labels)[ids],
-                paths=[_rel_path(str(paths[i]), ds_root) for i in ids]
-                if paths is not None
-                else None,
-                attributes=np.asarray(attrs)[ids].astype(np.uint8) if attrs is not None else None,
-            )
-            phases.step(f"{name} = {src} split, {len(ids)} items")
-        config = {
-            **cfg.to_dict(),
-            "encode": {
-                "run_dir": str(run_dir),
-                "database": database,
-                "features": features,
-                "split_map": smap,
-                "skipped": skipped,
-                "outer_iterations_done": int(state["next_iter"]),
-            },
-        }
-        cf = make_codes_file(
-            cfg.bits,
-            splits.pop("database"),
-            method=cfg.method,
-            config=config,
-            attribute_names=attribute_names,
-        )
-        cf.splits.update(splits)
-        total = sum(skipped.values())
-        if total:
-            log.warning("skipped %d unreadable image(s) in all: %s", total, skipped)
-        # codes, ids, labels and paths first, then the features streamed in part by part
-        assembled = write_codes(store.folder / "assembled.h5", cf, overwrite=True)
-        _append_features(assembled, store, feature_parts)
-        os.replace(assembled, out_path)
-        store.remove()
-        return out_path
-    except Exception:
-        if store.empty():  # a failure before any part: leave nothing behind
-            store.remove()
-        else:
-            log.warning("%s keeps the parts written so far; --resume continues", store.folder)
-        raise
+    names = None
+    if attrs is not None:
+        names = list(getattr(ds, "attribute_names", None) or []) or None
+    kept = n_parts if job.features != "none" else None
+    return _EncodedSplit(split, skipped, kept, names)
+
+
+def _write_codes_file(job: _Job, store: PartStore, smap: Mapping[str, str], out: Path) -> None:
+    """Encode every split, then assemble the codes file beside the parts and move it to
+    ``out``: codes, ids, labels and paths first, then the features part by part."""
+    done: dict[str, _EncodedSplit] = {}
+    phases = Progress("encoding, splits", len(smap), logger=log)
+    for name, src in smap.items():
+        done[name] = _encode_split(job, store, name, src)
+        phases.step(f"{name} = {src} split, {len(done[name].split.ids)} items")
+    skipped = {name: e.skipped for name, e in done.items()}
+    attribute_names = None
+    for e in done.values():
+        if e.split.attributes is not None:
+            attribute_names = e.attribute_names
+    config = {
+        **job.cfg.to_dict(),
+        "encode": {
+            "run_dir": str(job.run_dir),
+            "database": job.database,
+            "features": job.features,
+            "split_map": dict(smap),
+            "skipped": skipped,
+            "outer_iterations_done": int(job.state["next_iter"]),
+        },
+    }
+    splits = {name: e.split for name, e in done.items()}
+    cf = make_codes_file(
+        job.cfg.bits,
+        splits.pop("database"),
+        method=job.cfg.method,
+        config=config,
+        attribute_names=attribute_names,
+    )
+    cf.splits.update(splits)
+    total = sum(skipped.values())
+    if total:
+        log.warning("skipped %d unreadable image(s) in all: %s", total, skipped)
+    key, kind = (
+        ("relaxed", "relaxed_code") if job.features == "relaxed" else ("backbone", "backbone")
+    )
+    feature_parts = {
+        name: (key, kind, e.feature_parts)
+        for name, e in done.items()
+        if e.feature_parts is not None
+    }
+    assembled = write_codes(store.folder / "assembled.h5", cf, overwrite=True)
+    _append_features(assembled, store, feature_parts)
+    os.replace(assembled, out)
 
 
 def _codes_from_parts(
@@ -409,7 +486,7 @@ def _append_features(
     time, laid out as :func:`fghash.codes.file.write_codes` lays out datasets."""
     import h5py
 
-    from fghash.codes.file import _row_chunks
+    from fghash.codes.file import row_chunks
 
     with h5py.File(path, "r+") as f:
         for split, (key, kind, n_parts) in feature_parts.items():
@@ -422,89 +499,10 @@ def _append_features(
                 if d is None:
                     shape = (n, dim)
                     d = f[split].create_dataset(
-                        "features", shape=shape, dtype=np.float32, chunks=_row_chunks(shape, 4)
+                        "features", shape=shape, dtype=np.float32, chunks=row_chunks(shape, 4)
                     )
                 d[row : row + len(arr)] = arr
                 row += len(arr)
             if d is None:  # no image of the split could be read
                 d = f[split].create_dataset("features", shape=(n, dim), dtype=np.float32)
             d.attrs["kind"] = kind
-
-
-class HashEncoder:
-    """Encode images with a trained run: ``fghash.load(run_dir).encode(images)``.
-
-    ``images`` may be a tensor batch ``[B, 3, H, W]`` (or one ``[3, H, W]`` image) that is
-    already model input (transformed and normalised), or one or more PIL images or file
-    paths, which get the run's evaluation transform (resize, centre crop, normalise).
-    """
-
-    def __init__(self, model: torch.nn.Module, config: TrainConfig, device: Any) -> None:
-        from fghash.data import build_transform
-
-        self.model = model.eval()
-        self.config = config
-        self.device = device
-        self.transform = build_transform(False, config.image_size, resize=config.resize)
-
-    @property
-    def bits(self) -> int:
-        return self.config.bits
-
-    def _load_image(self, item: Any) -> torch.Tensor:
-        from PIL import Image, UnidentifiedImageError
-
-        if isinstance(item, Image.Image):
-            return self.transform(item.convert("RGB"))
-        path = Path(item)
-        try:
-            with Image.open(path) as im:
-                return self.transform(im.convert("RGB"))
-        except FileNotFoundError:
-            raise FghashError(f"{path}: no such image file.") from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise FghashError(f"{path} could not be read as an image ({e}).") from None
-
-    def _batches(self, images: Any, batch_size: int) -> Iterator[torch.Tensor]:
-        if torch.is_tensor(images):
-            t = images.unsqueeze(0) if images.dim() == 3 else images
-            if t.dim() != 4 or t.shape[1] != 3:
-                raise FghashError(f"expected an image tensor [B, 3, H, W], got {list(t.shape)}.")
-            for s in range(0, len(t), batch_size):
-                yield t[s : s + batch_size].float()
-            return
-        from PIL import Image
-
-        if isinstance(images, (str, os.PathLike, Image.Image)):
-            images = [images]
-        items = list(images) if isinstance(images, Iterable) else [images]
-        for s in range(0, len(items), batch_size):
-            yield torch.stack([self._load_image(x) for x in items[s : s + batch_size]])
-
-    @torch.no_grad()
-    def _run(self, images: Any, batch_size: int, backbone: bool) -> np.ndarray:
-        outs = []
-        for batch in self._batches(images, batch_size):
-            r, x = embed(self.model, batch.to(self.device))
-            outs.append((x if backbone else r).cpu().numpy())
-        if not outs:
-            return np.zeros((0, self.bits), np.float32)
-        return np.concatenate(outs).astype(np.float32)
-
-    def encode_relaxed(self, images: Any, batch_size: int = 64) -> np.ndarray:
-        """Relaxed codes ``tanh(v)``, float32 ``[N, bits]``."""
-        return self._run(images, batch_size, backbone=False)
-
-    def encode(self, images: Any, batch_size: int = 64) -> np.ndarray:
-        """Packed binary codes, uint8 ``[N, ceil(bits/8)]`` (schema-v1 bit order)."""
-        return signs_to_codes(self.encode_relaxed(images, batch_size))
-
-    def features(self, images: Any, batch_size: int = 64) -> np.ndarray:
-        """Pooled backbone features, float32 ``[N, d]``."""
-        return self._run(images, batch_size, backbone=True)
-
-
-def load(run_dir: str | os.PathLike[str], device: str = "auto") -> HashEncoder:
-    """A :class:`HashEncoder` for the trained run in ``run_dir``."""
-    cfg, _, model = load_run(Path(run_dir), device)
-    return HashEncoder(model, cfg, resolve_device(device))

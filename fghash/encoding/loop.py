@@ -1,15 +1,21 @@
-"""Run a hashing network over items of a data set: relaxed codes (and features) out.
+"""Run a trained hashing network over images: the one loop behind every encoder.
 
-Shared by training (its validation codes) and encoding (codes files), which must not
-import each other. Evaluation runs in eval mode without the image decoders (the
-model's ``embed``), under autocast when asked (``amp``, CUDA only).
+Training validation (:mod:`fghash.training.loop`), ``fghash encode``
+(:func:`fghash.encoding.encode.encode_run`), image queries and ``fghash add --images``
+(:class:`fghash.encoding.encode.HashEncoder`) all pass their batches through
+:func:`run_batches`, so the same images and run give the same codes whichever path
+encodes them. The choices are made here once: eval mode without the image decoders (the
+model's ``embed``), no autograd, autocast as the run trained (:func:`eval_autocast`: the
+config's ``amp``, CUDA only), pinned host memory and channels-last tensors on CUDA.
+
+Shared by training and encoding, which must not import each other.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +27,19 @@ from fghash.encoding.positions import PositionDataset
 from fghash.util.device import resolve_device
 from fghash.util.progress import Progress
 
-__all__ = ["Encoded", "embed", "encode_images", "PROGRESS_EVERY_S"]
+__all__ = [
+    "BatchOutput",
+    "Encoded",
+    "PROGRESS_EVERY_S",
+    "amp_dtype",
+    "embed",
+    "encode_images",
+    "eval_autocast",
+    "eval_mode",
+    "image_loader",
+    "prepare_model",
+    "run_batches",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +54,72 @@ class Encoded:
     backbone: np.ndarray | None  # float32 [n, d], pooled backbone features, when asked for
     positions: np.ndarray  # int64 [n], positions (into the requested indices) that were read
     skipped: int  # requested items that could not be read
+
+
+@dataclass
+class BatchOutput:
+    """The network's outputs for one batch; ``relaxed is None`` when no item was readable."""
+
+    positions: np.ndarray  # int64 [b], the batch's items (positions into the view)
+    relaxed: torch.Tensor | None  # float32 [b, k] on the device, tanh(v)
+    backbone: torch.Tensor | None  # float32 [b, d] on the device, pooled backbone features
+
+
+def amp_dtype(cfg: Any, device: torch.device) -> torch.dtype:
+    """The autocast dtype a config names (``cfg.amp_dtype``); float16 on a GPU without
+    bfloat16. Training adds a GradScaler for float16."""
+    if cfg.amp_dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        log.info("this GPU has no bfloat16; mixed precision uses float16")
+        return torch.float16
+    return torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
+
+
+def eval_autocast(cfg: Any, device: Any) -> torch.dtype | None:
+    """The autocast dtype every encoder of a run uses, None for float32: the run's
+    ``amp`` choice, on CUDA only (as in training)."""
+    device = resolve_device(device)
+    return amp_dtype(cfg, device) if cfg.amp and device.type == "cuda" else None
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` on ``device``, channels-last on CUDA (as its inputs will be)."""
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def image_loader(
+    ds: Any,
+    indices: Sequence[int] | np.ndarray,
+    *,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+) -> DataLoader:
+    """Batches ``(images, labels, positions)`` of items ``indices`` of ``ds`` in order,
+    unreadable items dropped (a batch of none is ``None``); pinned memory on CUDA."""
+    from fghash.data import collate_skip_none
+
+    return DataLoader(
+        PositionDataset(ds, indices),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_skip_none,
+        pin_memory=device.type == "cuda",
+    )
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode for the ``with`` block; its training flag is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -53,7 +137,41 @@ def embed(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, t
     return r.float(), x.float()
 
 
-@torch.no_grad()
+def run_batches(
+    model: torch.nn.Module,
+    batches: Iterable[Any],
+    *,
+    device: torch.device,
+    autocast: torch.dtype | None = None,
+    meter: Progress | None = None,
+    desc: str | None = None,
+) -> Iterator[BatchOutput]:
+    """The network's outputs for each batch ``(images, labels, positions)`` (or ``None``),
+    one :class:`BatchOutput` per batch, in order. The caller puts ``model`` in eval mode
+    (:func:`eval_mode`). ``meter`` counts images; ``desc`` shows a progress bar."""
+    cuda = device.type == "cuda"
+    cast = (
+        torch.autocast("cuda", dtype=autocast) if autocast is not None and cuda else nullcontext()
+    )
+    if desc is not None:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc=desc, leave=False, disable=None)
+    for batch in batches:
+        if batch is None or len(batch[0]) == 0:
+            yield BatchOutput(np.zeros(0, np.int64), None, None)
+            continue
+        images, _, positions = batch
+        images = images.to(device, non_blocking=True)
+        if cuda:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), cast:
+            r, x = embed(model, images)
+        if meter is not None:
+            meter.step(n=len(positions), every=PROGRESS_EVERY_S)
+        yield BatchOutput(np.asarray(positions, dtype=np.int64), r, x)
+
+
 def encode_images(
     model: torch.nn.Module,
     ds: Any,
@@ -65,49 +183,29 @@ def encode_images(
     features: bool = False,
     progress: bool = True,
     desc: str = "encoding",
-    amp: bool = False,
-    amp_dtype: torch.dtype = torch.bfloat16,
+    autocast: torch.dtype | None = None,
 ) -> Encoded:
-    """Run the network (eval mode) over items ``indices`` of ``ds``; float32 unless ``amp``."""
-    from tqdm.auto import tqdm
-
-    from fghash.data import collate_skip_none
-
+    """Run the network (eval mode) over items ``indices`` of ``ds``, all outputs in memory."""
     device = resolve_device(device)
-    cuda = device.type == "cuda"
-    was_training = model.training
-    model.eval()
-    loader = DataLoader(
-        PositionDataset(ds, indices),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=collate_skip_none,
-        pin_memory=cuda,
+    loader = image_loader(
+        ds, indices, batch_size=batch_size, num_workers=num_workers, device=device
     )
-    cast = torch.autocast("cuda", dtype=amp_dtype) if amp and cuda else nullcontext()
+    meter = Progress(f"{desc}, images", len(indices), logger=log) if progress else None
     rel: list[torch.Tensor] = []
     back: list[torch.Tensor] = []
     pos: list[np.ndarray] = []
-    images_done = Progress(f"{desc}, images", len(indices), logger=log)
-    try:
-        for batch in tqdm(loader, desc=desc, leave=False, disable=None if progress else True):
-            if batch is None or len(batch[0]) == 0:
+    with eval_mode(model):
+        outputs = run_batches(
+            model, loader, device=device, autocast=autocast, meter=meter,
+            desc=desc if progress else None,
+        )  # fmt: skip
+        for out in outputs:
+            if out.relaxed is None:
                 continue
-            images, _, p = batch
-            images = images.to(device, non_blocking=True)
-            if cuda:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with cast:
-                r, x = embed(model, images)
-            rel.append(r)  # kept on the device: one copy at the end, no sync per batch
+            rel.append(out.relaxed)  # kept on the device: one copy at the end, no sync per batch
             if features:
-                back.append(x.cpu())  # d values an image: never held on the device
-            pos.append(np.asarray(p, dtype=np.int64))
-            if progress:
-                images_done.step(n=len(p), every=PROGRESS_EVERY_S)
-    finally:
-        model.train(was_training)
+                back.append(out.backbone.cpu())  # d values an image: never held on the device
+            pos.append(out.positions)
     net = _unwrap(model)
     k = int(net.config.get("bits", 0)) if hasattr(net, "config") else 0
     relaxed = (
@@ -117,8 +215,6 @@ def encode_images(
     backbone = None
     if features:
         backbone = (
-            torch.cat(back).cpu().numpy().astype(np.float32)
-            if back
-            else np.zeros((0, 0), np.float32)
+            torch.cat(back).numpy().astype(np.float32) if back else np.zeros((0, 0), np.float32)
         )
     return Encoded(relaxed, backbone, positions, len(indices) - len(positions))
