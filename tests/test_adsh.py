@@ -43,7 +43,7 @@ def problem(seed, n=4, N=7, k=5, classes=3, dup=False):
         omega[1] = omega[0]
     U = torch.tanh(2 * torch.randn(n, k, generator=g, dtype=torch.float64))
     S = similarity_matrix(db_labels[omega], db_labels).double()
-    B = init_database_codes(N, k, generator=g).double()
+    B = init_database_codes(N, k, seed=int(torch.randint(0, 2**31, (), generator=g))).double()
     return B, U, S, omega
 
 
@@ -112,7 +112,7 @@ def test_each_bit_is_the_brute_force_optimum(soft, dup):
 
 
 def test_exact_ties_keep_the_previous_sign():
-    B = init_database_codes(6, 3, generator=torch.Generator().manual_seed(3))
+    B = init_database_codes(6, 3, seed=3)
     U = torch.zeros(2, 3)  # every score is 0: both signs are optimal
     S = torch.zeros(2, 6)
     new = update_database_codes(B, U, S, torch.tensor([0, 4]), 200.0, 3)

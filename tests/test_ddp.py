@@ -23,7 +23,7 @@ import torch
 
 from fghash.data import generate_synthetic
 from fghash.runs.checkpoint import load_checkpoint
-from fghash.training.loop import CHECKPOINT
+from fghash.runs.folder import CHECKPOINT
 
 pytestmark = pytest.mark.slow
 

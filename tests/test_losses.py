@@ -205,7 +205,7 @@ def test_a_few_steps_lower_a2net_loss():
     db_labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     omega = torch.tensor([0, 1, 3, 2])
     S_b = similarity_matrix(labels, db_labels)
-    B = init_database_codes(8, 12, generator=torch.Generator().manual_seed(0))
+    B = init_database_codes(8, 12, seed=0)
     crit = A2NetLoss(12, self_consistency=True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []

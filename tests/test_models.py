@@ -134,7 +134,7 @@ def test_encode_and_codes():
 def _batch():
     images = torch.randn(4, 3, SIZE, SIZE)
     S = similarity_matrix(torch.tensor([0, 1, 0, 1]), torch.tensor([0, 1, 0, 1, 1, 0]))
-    B = init_database_codes(6, BITS, generator=torch.Generator().manual_seed(1))
+    B = init_database_codes(6, BITS, seed=1)
     return images, S, B, B[torch.tensor([0, 1, 2, 3])]
 
 

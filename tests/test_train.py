@@ -19,7 +19,9 @@ from fghash.data import build_transform, generate_synthetic, load_dataset
 from fghash.errors import FghashError
 from fghash.runs.checkpoint import load_checkpoint
 from fghash.runs.config import load_config, resolve_config
-from fghash.training.loop import CHECKPOINT, build_model, initial_database_codes, train
+from fghash.runs.folder import CHECKPOINT, build_model
+from fghash.training.adsh import init_database_codes
+from fghash.training.loop import train
 
 K = 8
 
@@ -87,7 +89,7 @@ def test_one_outer_iteration_lowers_the_objective(data_root, tmp_path):
 
     ds = load_dataset("synthetic", data_root, "train", transform=build_transform(False, 32))
     images = torch.stack([ds[i][0] for i in range(len(ds))])
-    B0 = initial_database_codes(len(ds), K, after.seed)
+    B0 = init_database_codes(len(ds), K, after.seed).numpy()
     B1 = result.database_codes.astype(np.float64)
     assert set(np.unique(B1)) <= {-1.0, 1.0} and B1.shape == (16, K)
     j_start = adsh_objective(load_net(before, tmp_path / "before"), images, ds.labels, B0, 1.0)

@@ -90,12 +90,17 @@ def similarity_targets(S: Tensor, soft: bool = False, check: bool = True) -> Ten
     return torch.where(s > 0, 1.0, -(pos / neg.clamp(min=1))).to(s.dtype)
 
 
-def init_database_codes(
-    num_database: int, bits: int, generator: torch.Generator | None = None, device: Any = None
-) -> Tensor:
-    """Random ±1 database codes ``[N, k]`` (float32) to start ADSH's alternation."""
-    r = torch.randint(0, 2, (num_database, bits), generator=generator)
-    return (2 * r - 1).float().to(device)
+def init_database_codes(num_database: int, bits: int, seed: int, device: Any = None) -> Tensor:
+    """Random ±1 database codes ``[N, k]`` (float32) that ADSH's alternation starts from.
+
+    Drawn by NumPy from ``seed`` alone (:func:`fghash.training.sampling.derived_seed`), so
+    a run starts from the same B on every device and torch version.
+    """
+    from fghash.training.sampling import derived_seed
+
+    rng = np.random.default_rng(derived_seed(seed, 0xB))
+    B = np.where(rng.standard_normal((num_database, bits)) >= 0, 1.0, -1.0).astype(np.float32)
+    return torch.from_numpy(B).to(device)
 
 
 def _check(B: Tensor, U: Tensor, S: Tensor, omega: Tensor, bits: int) -> Tensor:
