@@ -34,7 +34,7 @@ __all__ = ["demo_cmd"]
     "--method",
     type=click.Choice(["a2net_efficient", "a2net"]),
     default=None,
-    help="a2net: the paper's network, one layer4 pass per attention map (1.65x slower) "
+    help="a2net: the paper's network, one layer4 pass per attention map (slower) "
     "[a2net_efficient].",
 )
 @click.option("--max-iter", type=int, default=None, help="Outer ADSH iterations.")

@@ -26,9 +26,10 @@ CPU; the measurements behind it are in CHANGELOG.md):
 * ``gamma=1`` instead of 200: ``γ Ū`` ties each code to its (at first uninformative)
   network output and, with a few hundred database items, holds the network on its
   starting plateau longer.
-* ResNet-18, 64-pixel crops, two attention maps, ``a2net_efficient`` (attention pooled
-  over one shared ``layer4`` pass, 0.6× the step time of the faithful ``a2net``, one
-  option away): the smallest settings that still learn on this set.
+* ResNet-18, 64-pixel crops, two attention maps: the smallest settings that still learn
+  on this set. ``a2net_efficient`` pools the attention maps over one shared ``layer4``
+  pass instead of one pass per map (at 64 px ``layer4`` is most of a step); the
+  faithful ``a2net`` is one option away.
 * ``max_iter=17``: the most outer iterations that fit in about 4 minutes on 2 cores; the
   test mAP leaves its plateau at a point that moves with the arithmetic (thread count,
   CPU), so the margin is part of the choice.
