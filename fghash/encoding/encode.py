@@ -297,6 +297,7 @@ class _Job:
     chunk: int  # images per part, a whole number of batches
     workers: int
     progress: bool
+    autocast: torch.dtype | None  # :func:`fghash.encoding.loop.eval_autocast`
     datasets: dict[str, Any] = field(default_factory=dict)
 
     def dataset(self, split: str) -> Any:
@@ -353,8 +354,9 @@ def _open_job(
         database = "encode"
     dev = resolve_device(device)
     job = _Job(
-        run_dir, cfg, state, prepare_model(model, dev), dev, root, database, features, **settings
-    )
+        run_dir, cfg, state, prepare_model(model, dev), dev, root, database, features,
+        autocast=eval_autocast(cfg, dev), **settings,
+    )  # fmt: skip
     check_data(
         run_dir,
         fingerprint(cfg.dataset, job.dataset("train"), job.dataset("test")),
@@ -386,7 +388,7 @@ def _encode_split(job: _Job, store: PartStore, name: str, src: str) -> _EncodedS
             job.model, ds, indices, store, name, chunk_size=job.chunk, bits=job.cfg.bits,
             device=job.device, batch_size=job.batch_size, num_workers=job.workers,
             features=job.features == "backbone", progress=job.progress,
-            desc=f"encoding {name} ({src})", autocast=eval_autocast(job.cfg, job.device),
+            desc=f"encoding {name} ({src})", autocast=job.autocast,
         )  # fmt: skip
         positions, codes = _codes_from_parts(store, name, n_parts, job.run_dir)
     if learned:

@@ -156,14 +156,15 @@ class _Run:
         net = model  # what the steps call (DDP-wrapped if several processes)
         if dist.active:
             model, net = self._wrap_ddp(model)
-        self.opt = Optimisation(cfg, model, net, device)
+        autocast = eval_autocast(cfg, device)  # training's and every encoder's choice
+        self.opt = Optimisation(cfg, model, net, device, autocast)
         self.codes = NetworkCodes(
             model,
             self.data.ds_eval,
             device,
             batch_size=max(cfg.batch_size, 64),
             num_workers=self.num_workers,
-            autocast=eval_autocast(cfg, device),
+            autocast=autocast,
             progress=self.progress,
         )
         self.B = self._initial_codes()

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-from fghash.encoding.loop import amp_dtype
 from fghash.runs.config import ASYMMETRIC_METHODS, TrainConfig
 from fghash.training.distributed import Dist
 
@@ -117,25 +116,22 @@ class Optimisation:
     """
 
     def __init__(
-        self, cfg: TrainConfig, model: torch.nn.Module, net: torch.nn.Module, device: torch.device
+        self,
+        cfg: TrainConfig,
+        model: torch.nn.Module,
+        net: torch.nn.Module,
+        device: torch.device,
+        autocast: torch.dtype | None,
     ) -> None:
         self.cfg = cfg
         self.model, self.net = model, net
-        self.use_amp = bool(cfg.amp and device.type == "cuda")
-        self.amp_dtype = amp_dtype(cfg, device)
+        self.autocast = autocast  # :func:`fghash.encoding.loop.eval_autocast`, as evaluation
         self.loss_fn = build_loss(cfg).to(device)
         self.optimizer = make_sgd(model.parameters(), cfg)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma
         )
-        self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=self.use_amp and self.amp_dtype == torch.float16
-        )
-
-    @property
-    def autocast(self) -> torch.dtype | None:
-        """The autocast dtype of training and evaluation, None for float32."""
-        return self.amp_dtype if self.use_amp else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=autocast == torch.float16)
 
     @property
     def lr(self) -> float:
@@ -145,7 +141,11 @@ class Optimisation:
         self, images: torch.Tensor, S: torch.Tensor, B: torch.Tensor, B_rows: torch.Tensor | None
     ) -> tuple[Any, torch.Tensor, dict[str, Any]]:
         """One SGD step on a batch: ``(float32 outputs, total loss, per-term values)``."""
-        cast = torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp else nullcontext()
+        cast = (
+            torch.autocast("cuda", dtype=self.autocast)
+            if self.autocast is not None
+            else nullcontext()
+        )
         with cast:
             out = self.net(images)
         out = float_output(out)
