@@ -80,7 +80,7 @@ class HashEncoder:
         """Batches shaped as a data loader's, pinned on CUDA as :func:`image_loader` pins."""
         done = 0
         for t in self._tensors(images, batch_size):
-            if self.device.type == "cuda":
+            if self.device.type == "cuda" and t.device.type == "cpu":
                 t = t.pin_memory()
             yield t, None, range(done, done + len(t))
             done += len(t)
