@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +23,7 @@ from fghash.training.loop import train  # noqa: E402
 from index import load_index, read_bundle_meta  # noqa: E402
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: object):
@@ -112,3 +117,61 @@ def test_explain_encodes_missing_relaxed_values_with_the_run(indexed, tmp_path):
 
     inp = load_input(bare, run=run_dir, device="cpu")
     assert np.allclose(inp.relaxed, want, atol=1e-5)
+
+
+def _queries(images, folder: Path) -> Path:
+    """The fixture's PNG queries copied into one folder, as a user's photos/ would be."""
+    folder.mkdir()
+    for p in images:
+        if p.suffix == ".png":
+            (folder / f"{p.parent.name}-{p.name}").write_bytes(p.read_bytes())
+    return folder
+
+
+def _jsonl(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_a_glob_after_image_searches_every_image(indexed, tmp_path):
+    run_dir, bundle, images = indexed
+    queries = _queries(images, tmp_path / "queries")
+    images = sorted(glob.glob(str(queries / "*.png")))  # what `--image queries/*.png` gives
+    assert len(images) == 3
+    common = ("--run", run_dir, "-k", 3, "--format", "jsonl", "--device", "cpu")
+    globbed = run("search", bundle, "--image", *images, *common)
+    assert globbed.exit_code == 0, globbed.output
+    got = _jsonl(globbed.output)
+    assert [q["query"]["path"] for q in got] == images
+    # independent path: the Python encoder, then the saved FAISS index
+    codes = fghash.load(run_dir, device="cpu").encode(images)
+    index, items = load_index(bundle)
+    D, I = index.search(codes, 3)
+    for q, d_row, i_row in zip(got, D, I, strict=True):
+        assert [h["id"] for h in q["results"]] == [int(items.ids[i]) for i in i_row]
+        assert [h["distance"] for h in q["results"]] == [int(d) for d in d_row]
+    # the same as --image repeated, and as the images alone after the index
+    repeated = run("search", bundle, *sum((["--image", p] for p in images), []), *common)
+    positional = run("search", bundle, *images, *common)
+    assert _jsonl(repeated.output) == got and _jsonl(positional.output) == got
+
+
+def test_the_command_line_glob_through_a_real_shell(indexed, tmp_path):
+    run_dir, bundle, images = indexed
+    queries = _queries(images, tmp_path / "queries")
+    script = (
+        f"{sys.executable} -m fghash search {bundle} --image {queries}/*.png "
+        f"--run {run_dir} -k 2 --format jsonl --device cpu"
+    )
+    proc = subprocess.run(
+        ["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    paths = [q["query"]["path"] for q in _jsonl(proc.stdout)]
+    assert paths == sorted(str(p) for p in queries.glob("*.png"))
+
+
+def test_images_and_codes_together_are_one_sentence(indexed):
+    run_dir, bundle, images = indexed
+    image = images[0]
+    r = run("search", bundle, image, "--code", "000", "--run", run_dir, "--device", "cpu")
+    assert r.exit_code == 2 and "not both" in r.output and "Traceback" not in r.output
