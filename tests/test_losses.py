@@ -216,3 +216,35 @@ def test_a_few_steps_lower_a2net_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_hashnet_continuation_survives_save_and_restore():
+    """The count is a plain int (no device sync per step) and travels in the state dict as
+    the tensor ``iteration`` checkpoints have always held; the schedule after a restore is
+    the hand-computed β_t = (1 + 0.005·⌊t/200⌋·200)^0.5."""
+
+    def beta(t):
+        return (1 + 0.005 * (t // 200 * 200)) ** 0.5
+
+    crit = HashNetLoss(8, step_size=200)
+    for _ in range(450):
+        crit.step()
+    assert isinstance(crit.iteration, int) and crit.scale == pytest.approx(beta(450))
+    state = crit.state_dict()
+    assert state["iteration"].dtype == torch.long and int(state["iteration"]) == 450
+
+    again = HashNetLoss(8, step_size=200)
+    again.load_state_dict(state)
+    assert again.iteration == 450 and again.scale == pytest.approx(beta(450))
+    for t in range(451, 651):
+        again.step()
+        assert again.scale == pytest.approx(beta(t)), t
+    assert again.scale == pytest.approx(math.sqrt(1 + 0.005 * 600))
+
+    old = {"iteration": torch.tensor(399)}  # a checkpoint of the buffer version
+    restored = HashNetLoss(8)
+    restored.load_state_dict(old)
+    restored.step()
+    assert restored.iteration == 400 and restored.scale == pytest.approx(math.sqrt(3.0))
+    with pytest.raises(RuntimeError, match="iteration"):
+        HashNetLoss(8).load_state_dict({})

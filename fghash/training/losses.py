@@ -9,8 +9,8 @@ in the database, and ``S ∈ {0,1}^{n×N}`` the similarity of the batch to the d
 
 Scales follow the A²-Net reference code (``A_2_net_loss.py``; ``β = 12/k`` and the
 ``1/(nN)`` of ADSH's own loss) so that ``gamma=200`` means what it means there. The
-reference trains in two stages: asymmetric + quantization + decorrelation (+ the image
-term at weight 0.01) first, then a fine-tune stage that adds the reconstruction term
+reference trains in two stages: asymmetric + quantization (+ the image term at weight
+0.01) first, then a fine-tune stage that adds the reconstruction and decorrelation terms
 (and raises the image weight to 0.1); :class:`A2NetLoss`'s flags and the image weight
 are plain attributes, so a trainer can switch them per outer iteration (and the flags
 reproduce the paper's ablation, Table 2).
@@ -411,13 +411,13 @@ class HashNetLoss(HashLoss):
     ``w_ij = |S|/|S₁|`` for similar and ``|S|/|S₀|`` for dissimilar pairs (class balance),
     ``α = 10/k``. Continuation: ``β_t = β₀ (1 + c·t)^p`` with ``β₀ = 1``, ``c = 0.005``,
     ``p = 0.5`` and ``t`` the iteration count, refreshed every ``step_size = 200`` iterations
-    (the authors' code); the trainer calls :meth:`step` once per optimizer step, and the
-    count is a buffer so it is saved with the loss's state dict. Call shape as
+    (the authors' code); the trainer calls :meth:`step` once per optimizer step. The count
+    is a Python int, so reading it never waits for the device (a CUDA buffer would cost a
+    sync per step); the state dict still carries it as the tensor ``iteration``, as
+    checkpoints always have. Call shape as
     :class:`DPSHLoss`: ``B_db`` is a bank of raw outputs ``v`` (``tanh(β_t ·)`` is applied to
     it here) or ``None`` for pairs within the batch; ``images`` and ``B_omega`` are unused.
     """
-
-    iteration: Tensor
 
     def __init__(
         self,
@@ -433,17 +433,42 @@ class HashNetLoss(HashLoss):
         self.alpha = 10.0 / self.bits if alpha is None else float(alpha)
         self.init_scale, self.gamma, self.power = float(init_scale), float(gamma), float(power)
         self.step_size = int(step_size)
-        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+        self.iteration = 0
 
     @property
     def scale(self) -> float:
         """Current continuation factor ``β_t``."""
-        t = int(self.iteration) // self.step_size * self.step_size
+        t = self.iteration // self.step_size * self.step_size
         return self.init_scale * math.pow(1.0 + self.gamma * t, self.power)
 
     def step(self) -> None:
         """Advance the continuation by one training iteration."""
         self.iteration += 1
+
+    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "iteration"] = torch.tensor(self.iteration, dtype=torch.long)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: Any,
+        prefix: str,
+        local_metadata: Any,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        key = prefix + "iteration"
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if key in state_dict:
+            self.iteration = int(state_dict[key])
+            if key in unexpected_keys:
+                unexpected_keys.remove(key)
+        elif strict:
+            missing_keys.append(key)
 
     def check_inputs(
         self,
