@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from torch.utils._python_dispatch import TorchDispatchMode
 
+import fghash.models.a2net as a2net_module
 from fghash.errors import FghashError
 from fghash.models import A2Net, create_model, list_models
+from fghash.models.a2net import attended
 from fghash.training.adsh import init_database_codes, similarity_matrix
 from fghash.training.losses import A2NetLoss
 
@@ -254,3 +258,99 @@ def test_imagenet_weights_without_network_say_how_to_get_them(monkeypatch, tmp_p
     cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     assert str(cached) in msg and "https://download.pytorch.org/models/" in msg
     assert "--weights none" in msg and "--weights PATH" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_hash_head_runs_in_float32_under_bfloat16_autocast(name):
+    """The backbone runs in bfloat16 under autocast, the head in float32 on its features."""
+    model = tiny(name).eval()
+    images = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        feats, _ = model.features(images)
+        out = model(images)
+        relaxed, x = model.embed(images)
+    assert feats.dtype == torch.bfloat16  # else this test would test nothing
+    for t in (out.v, out.relaxed, out.x, out.x_rec, relaxed, x):
+        assert t.dtype == torch.float32
+    x64, w64 = feats.double(), model.W.detach().double()
+    v64 = x64 @ w64.T  # the head in float64 on the same bf16-produced features
+    torch.testing.assert_close(out.x, feats.float(), rtol=0, atol=0)
+    torch.testing.assert_close(out.v.double(), v64, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.relaxed.double(), torch.tanh(v64), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.x_rec.double(), torch.tanh(v64) @ w64, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(relaxed, out.relaxed, rtol=0, atol=0)
+
+
+def test_tanh_of_the_head_does_not_saturate_at_five_under_bfloat16_autocast():
+    """In bfloat16 tanh(5) rounds to exactly 1 and its gradient to 0; in float32 it does not."""
+    model = tiny("adsh")
+    with torch.no_grad():
+        model.W.zero_()
+        model.W[0, 0] = 1.0
+    x = torch.zeros(1, model.feature_dim, dtype=torch.bfloat16)
+    x[0, 0] = 5.0  # v_0 = 5 exactly
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        v, relaxed, _, _ = model.hash_head(x)
+        relaxed[0, 0].backward()
+    assert torch.tanh(torch.tensor(5.0, dtype=torch.bfloat16)) == 1.0  # what bf16 would give
+    assert v[0, 0].item() == 5.0
+    assert relaxed[0, 0].item() == pytest.approx(math.tanh(5.0), abs=1e-7)
+    assert relaxed[0, 0].item() < 1.0
+    # d tanh(W x)_0 / dW_00 = (1 - tanh²(5)) · 5
+    assert model.W.grad[0, 0].item() == pytest.approx((1 - math.tanh(5.0) ** 2) * 5, rel=1e-4)
+
+
+def _paper_products(a, t):
+    return (a.unsqueeze(2) * t.unsqueeze(1)).flatten(0, 1)
+
+
+class _WriteCounter(TorchDispatchMode):
+    """The distinct memory blocks written for tensors of ``numel`` elements (a view shares
+    its base's block)."""
+
+    def __init__(self, numel):
+        super().__init__()
+        self.numel, self.blocks = numel, set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and out.numel() == self.numel:
+            self.blocks.add(out.untyped_storage().data_ptr())
+        return out
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_attention_products_equal_the_paper_expression_written_once(fmt):
+    a = torch.rand(2, 3, 5, 4).contiguous(memory_format=fmt)
+    t = torch.randn(2, 8, 5, 4).contiguous(memory_format=fmt)
+    want = _paper_products(a, t)
+    counter = _WriteCounter(want.numel())
+    with counter:
+        got = attended(a, t)
+    assert torch.equal(got, want)
+    assert got.is_contiguous(memory_format=fmt)  # φ_l's convolution takes it as it is
+    assert len(counter.blocks) == 1
+    if fmt == torch.channels_last:  # the old expression: product, NCHW copy (then φ_l's)
+        counter = _WriteCounter(want.numel())
+        with counter:
+            old = _paper_products(a, t)
+        assert len(counter.blocks) == 2 and not old.is_contiguous(memory_format=fmt)
+
+
+def test_channels_last_faithful_forward_equals_the_paper_expression(monkeypatch):
+    """The whole faithful network in channels-last: same features and gradients as with
+    the old product expression."""
+    model = tiny("a2net").to(memory_format=torch.channels_last)
+    images = torch.randn(2, 3, SIZE, SIZE).contiguous(memory_format=torch.channels_last)
+
+    def run():
+        model.zero_grad()
+        out = model(images)
+        out.relaxed.sum().backward()
+        return out.x.detach(), model.attention_net[-3].weight.grad.clone()
+
+    x_new, g_new = run()
+    monkeypatch.setattr(a2net_module, "attended", _paper_products)
+    x_old, g_old = run()
+    torch.testing.assert_close(x_new, x_old, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(g_new, g_old, rtol=1e-5, atol=1e-6)

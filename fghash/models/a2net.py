@@ -21,7 +21,10 @@ Architecture (``T`` = the ``layer3`` tensor ``[B, C3, h, w]`` of the backbone):
 
 Hashing (Eq. 6–7, 14): the encoder ``W ∈ R^{k×d}`` (no bias) gives ``v = W x``; the
 relaxed code is ``tanh(v)``; the decoder is tied, ``x̂ = Wᵀ tanh(v)`` (the reference
-decodes the relaxed code, not ``v``); binary codes are ``u = sgn(tanh(W x))``.
+decodes the relaxed code, not ``v``); binary codes are ``u = sgn(tanh(W x))``. The head
+runs in float32 even under autocast (:meth:`A2Net.hash_head`), so training on a GPU in
+bfloat16 sees the same ``tanh`` and gradients as float32, and its codes match a float32
+encode of the same features.
 
 ``num_attention`` defaults to ``bits`` (M = k): the reference trainer passes
 ``att_size = code_length`` so that each bit can attach to one attribute.
@@ -75,6 +78,7 @@ __all__ = [
     "HashOutput",
     "A2Net",
     "ImageDecoder",
+    "attended",
     "a2net",
     "a2net_efficient",
     "adsh",
@@ -145,6 +149,23 @@ class ImageDecoder(nn.Module):
         if size is not None and tuple(img.shape[-2:]) != tuple(size):
             img = F.interpolate(img, size=size, mode="bilinear", align_corners=False)
         return img
+
+
+def attended(a: Tensor, t: Tensor) -> Tensor:
+    """The Eq. 2 products ``T_m = a_m ⊙ T`` as one ``[B·M, C3, h, w]`` batch, written once
+    in ``t``'s memory format (the largest tensor of the faithful forward).
+
+    In NCHW ``(a.unsqueeze(2) * t.unsqueeze(1))`` is contiguous and its flatten a view.
+    In channels-last that product is laid out ``[B, h, w, M, C3]``: the flatten copies it
+    to NCHW and ``φ_l``'s channels-last convolution copies it back. Multiplying in
+    ``[B, M, h, w, C3]`` order instead (``a`` made contiguous: ``C3`` times smaller) gives
+    exactly the channels-last ``[B·M, C3, h, w]`` layout, the flatten a view.
+    """
+    channels_last = not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+    if not channels_last:
+        return (a.unsqueeze(2) * t.unsqueeze(1)).flatten(0, 1)
+    prod = a.contiguous().unsqueeze(-1) * t.permute(0, 2, 3, 1).unsqueeze(1)
+    return prod.contiguous().permute(0, 1, 4, 2, 3).flatten(0, 1)  # contiguous(): a no-op
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
@@ -240,16 +261,29 @@ class A2Net(nn.Module):
                 g_map.shape[-2] * g_map.shape[-1]
             )
         else:
-            prod = a.unsqueeze(2) * t.unsqueeze(1)  # [B, M, C3, h, w], Eq. 2
-            l_map = self.layer4_local(prod.flatten(0, 1))  # shared φ_l, Eq. 3
+            l_map = self.layer4_local(attended(a, t))  # shared φ_l, Eq. 3
             x_l = l_map.mean(dim=(2, 3)).view(b, m, -1)
         return torch.cat([x_l.flatten(1), x_g], dim=1), a
 
+    def hash_head(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(v, tanh(v), Wᵀ tanh(v), x)`` in float32, whatever autocast is on.
+
+        Under bfloat16 autocast the head would round ``v`` to 8 significant bits and
+        ``tanh`` would reach exactly ±1 at ``|v| ≈ 3.8`` instead of ``≈ 9``: the hash,
+        quantisation and decorrelation gradients would vanish early, ``U`` (which drives
+        the discrete update of ``B``) would be rounded, and the codes would differ from a
+        float32 encode. The backbone's features ``x`` are cast up once; the head is tiny.
+        """
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            w = self.W.float()
+            v = F.linear(x, w)
+            relaxed = torch.tanh(v)
+            return v, relaxed, relaxed @ w, x  # dret = Wᵀ tanh(v) for each row
+
     def forward(self, images: Tensor) -> HashOutput:
         x, a = self.features(images)
-        v = F.linear(x, self.W)
-        relaxed = torch.tanh(v)
-        x_rec = relaxed @ self.W  # dret = Wᵀ tanh(v) for each row
+        v, relaxed, x_rec, x = self.hash_head(x)
         image_rec = image_rec_code = None
         if self.decoder is not None and self.decoder_code is not None:
             size = tuple(images.shape[-2:])
@@ -267,8 +301,8 @@ class A2Net(nn.Module):
 
     def embed(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(tanh(W x), x)`` without the image decoders: what evaluation needs."""
-        x, _ = self.features(images)
-        return torch.tanh(F.linear(x, self.W)), x
+        _, relaxed, _, x = self.hash_head(self.features(images)[0])
+        return relaxed, x
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
