@@ -143,8 +143,9 @@ def _config_names(name: str) -> Callable[[], list[str]]:
     "--aux-start-iter",
     type=int,
     default=None,
-    help="Outer iteration where the fine-tune stage starts: reconstruction term on, image "
-    "weight raised [paper 0 (+self-consistency: the lr milestone), reference 35].",
+    help="Outer iteration where the fine-tune stage starts: reconstruction and "
+    "decorrelation terms on, image weight raised [paper 0 (+self-consistency: the lr "
+    "milestone), reference max-iter/2].",
 )
 @flag_option("soft-similarity", "Reference code's soft targets for dissimilar pairs [on].")
 @flag_option("attention", "A2-Net attention branch.")

@@ -19,10 +19,13 @@ Two protocols (``--protocol``):
   decay 1e-4; ImageNet ResNet-50), and the authors' reference code where the paper is
   silent (lr 2.5e-4, 5e-4 for NABirds and VegFru; momentum 0.91 with Nesterov; soft
   similarity targets; γ = 200; ``RandomResizedCrop(224)`` + flip for training).
-* ``reference``: the authors' published code throughout: λ = 0 (its reconstruction keeps
-  only ‖X − WᵀV′‖²), 30 epochs, and its per-data-set command lines (40 iterations with
-  the lr step at 40, i.e. never, for CUB-200-2011 and Aircraft; 50 with the step at 45
-  for Food-101, NABirds and VegFru), the fine-tune stage from iteration 35.
+* ``reference``: the authors' A²-Net training script throughout (``aassxun/DSH_Analysis``:
+  ``A_2_Net.py``, ``models/A_2_net_loss.py``, ``set_flag.py``, ``run.py``; each value
+  in :data:`PROTOCOLS` cites its file and line): λ = 0 (its reconstruction keeps only
+  ‖X − WᵀV′‖²), 40 outer iterations of 30 epochs with lr/10 after 35 on every
+  fine-grained set, lr 1e-4, momentum 0.9 without Nesterov, and two stages: hash +
+  quantization alone until ``max_iter // 2`` (20 of 40), then the reconstruction and
+  decorrelation terms too (``aux_start_iter``, resolved from the final ``max_iter``).
 
 The README has the table of every value with its source.
 
@@ -209,18 +212,38 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESETS["a2net"] = dict(PRESETS["+decorrelation"])
 
 # The values each protocol changes from the TrainConfig defaults (= the paper protocol).
+# reference: aassxun/DSH_Analysis at 44271bc; "set_flag.py:203" is file:line there. The
+# fine-grained sets (cub200 l.194, food101 l.209, vegfru l.223, standforddog l.237,
+# aircraft l.250, nabirds l.264) all share max_epoch, max_iter and lr_step.
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "paper": {},
-    "reference": dict(lam=0.0, epochs=30, max_iter=40, lr_milestones=(40,), aux_start_iter=35),
+    "reference": dict(
+        lam=0.0,  # models/A_2_net_loss.py:34: the reconstruction is MSE(dret, all_f) alone
+        epochs=30,  # set_flag.py:202 (args.max_epoch = 30)
+        max_iter=40,  # set_flag.py:203 (args.max_iter = 40)
+        # set_flag.py:205 (lr_step '35', split at run.py:225) into MultiStepLR's default
+        # gamma 0.1 (A_2_Net.py:32), stepped once per outer iteration (A_2_Net.py:93)
+        lr_milestones=(35,),
+        lr=1e-4,  # set_flag.py:139 (the a2net flag)
+        momentum=0.9,  # set_flag.py:141
+        nesterov=False,  # run.py:183 (--nesterov is store_true; set_flag.py never sets it)
+        # aux_start_iter: max_iter // 2, see _FINE_TUNE_AT_HALF below
+    ),
 }
+# Protocols whose fine-tune stage starts at max_iter // 2 unless --aux-start-iter is given:
+# A_2_Net.py:48-49 sets criterion.finetune at it == max_iter // 2, and from then on
+# models/A_2_net_loss.py:33-35 adds the reconstruction and decorrelation terms to hash +
+# quantization (l.42 before). Its `iter >= 35` branch (l.39-40) is reached only while
+# finetune is off, i.e. never with 40 iterations.
+_FINE_TUNE_AT_HALF = ("reference",)
 
 # Per data set: the paper's schedule rule (under / over 20,000 training images) and the
-# reference command lines (SEMICON/A²-Net READMEs). Data sets not named here (Stanford
-# Dogs and Cars, list, imagefolder, synthetic) take the protocol's values above, i.e. the
+# reference's per-set values (set_flag.py). Data sets not named here (Stanford Dogs and
+# Cars, list, imagefolder, synthetic) take the protocol's values above, i.e. the paper's
 # under-20,000 schedule; pass --max-iter and --lr-milestones for a large custom set.
 _LARGE = dict(max_iter=70, lr_milestones=(60,))  # paper: 20,000 training images or more
 _MORE_SAMPLES = dict(num_samples=4000, lr=5e-4)  # NABirds, VegFru (paper: 4,000; code: lr)
-_REF_LONG = dict(max_iter=50, lr_milestones=(45,))
+_REF_MORE_SAMPLES = dict(num_samples=4000)  # set_flag.py:227 (vegfru), :268 (nabirds)
 DATASET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
         "food101": dict(_LARGE),
@@ -228,9 +251,8 @@ DATASET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "vegfru": dict(_LARGE, **_MORE_SAMPLES),
     },
     "reference": {
-        "food101": dict(_REF_LONG),
-        "nabirds": dict(_REF_LONG, **_MORE_SAMPLES),
-        "vegfru": dict(_REF_LONG, **_MORE_SAMPLES),
+        "nabirds": dict(_REF_MORE_SAMPLES),
+        "vegfru": dict(_REF_MORE_SAMPLES),
     },
 }
 
@@ -246,9 +268,12 @@ def resolve_config(
 
     ``options`` whose value is ``None`` are dropped, so unset CLI options keep the
     preset's (or default) value. ``weights="none"`` means random initialisation (stored
-    as ``None``). The ``+self-consistency`` preset (the journal's two-stage training)
-    starts the fine-tune stage at the first lr milestone when the protocol has none
-    (``aux_start_iter = 0``) and ``aux_start_iter`` is not given.
+    as ``None``). ``reference`` starts its fine-tune stage at ``max_iter // 2`` of the
+    resolved ``max_iter`` (so ``--max-iter 60`` moves it to 30, as the reference script
+    would) unless ``aux_start_iter`` is given. The ``+self-consistency`` preset (the
+    journal's two-stage training) starts the fine-tune stage at the first lr milestone
+    when the protocol has none (``aux_start_iter = 0``) and ``aux_start_iter`` is not
+    given.
     """
     protocol = protocol or "paper"
     if protocol not in PROTOCOLS:
@@ -271,6 +296,8 @@ def resolve_config(
     if isinstance(values.get("weights"), str) and values["weights"].lower() == "none":
         values["weights"] = None
     cfg = TrainConfig.from_dict(values)
+    if protocol in _FINE_TUNE_AT_HALF and "aux_start_iter" not in given:
+        cfg.aux_start_iter = cfg.max_iter // 2
     if cfg.self_consistency and "aux_start_iter" not in given and not cfg.aux_start_iter:
         cfg.aux_start_iter = min(cfg.lr_milestones, default=0)
     # Parts a method's network or loss does not have: off unless asked for, an error if asked.

@@ -23,10 +23,10 @@ memory bank of the latest raw outputs ``v`` of the database items (as DPSH's ref
 code keeps one; unseen items start at 0). There are no learned codes: their database codes
 are the network's own codes ``sgn(tanh(v))`` of the database images after training.
 
-A²-Net's reference code trains in two stages: the hash, quantization and decorrelation
-terms (and the journal's image term at weight 0.01) first, then a fine-tune stage from
-outer iteration ``aux_start_iter`` that adds the reconstruction term and raises the image
-weight to 0.1. ``aux_start_iter = 0`` (the paper protocol) is the fine-tune stage
+A²-Net's reference code trains in two stages: the hash and quantization terms (and the
+journal's image term at weight 0.01) first, then a fine-tune stage from outer iteration
+``aux_start_iter`` that adds the reconstruction and decorrelation terms and raises the
+image weight to 0.1. ``aux_start_iter = 0`` (the paper protocol) is the fine-tune stage
 throughout: every term of Eq. 13 from the start.
 
 Run folder: see :mod:`fghash.runs.folder` (config.json, metrics.jsonl, one checkpoint per

@@ -82,13 +82,15 @@ def make_sgd(params: Any, cfg: TrainConfig) -> torch.optim.SGD:
 
 
 def set_loss_stage(loss_fn: torch.nn.Module, cfg: TrainConfig, it: int) -> None:
-    """The reference's two stages: from ``aux_start_iter`` on, the reconstruction term is on
-    and the image weight is ``image_weight_finetune`` (before: off and ``image_weight``)."""
+    """The reference's two stages: from ``aux_start_iter`` on, the reconstruction and
+    decorrelation terms are on and the image weight is ``image_weight_finetune`` (before:
+    hash + quantization only, and ``image_weight``; ``models/A_2_net_loss.py:33-42`` of
+    aassxun/DSH_Analysis)."""
     if not is_asymmetric(cfg):
         return
     fine = it >= cfg.aux_start_iter
     loss_fn.reconstruction = cfg.reconstruction and fine
-    loss_fn.decorrelation = cfg.decorrelation
+    loss_fn.decorrelation = cfg.decorrelation and fine
     loss_fn.self_consistency = cfg.self_consistency
     loss_fn.image_loss.weight = cfg.image_weight_finetune if fine else cfg.image_weight
 
