@@ -41,8 +41,8 @@ __all__ = ["baseline_cmd", "encode_cmd"]
     "--num-workers",
     type=click.IntRange(min=0),
     default=None,
-    help="DataLoader processes decoding and transforming images (default: the cores, at "
-    "most 4; 0: in the main process).",
+    help="DataLoader processes decoding and transforming images (default: on a GPU every "
+    "core but one, on the CPU the cores, at most 4; 0: in the main process).",
 )
 @click.option(
     "--chunk-size",

@@ -38,6 +38,8 @@ from fghash.encoding.encoder import HashEncoder, load
 from fghash.encoding.loop import (
     BatchOutput,
     Encoded,
+    HostCopies,
+    default_num_workers,
     encode_images,
     eval_autocast,
     eval_mode,
@@ -69,13 +71,6 @@ log = logging.getLogger(__name__)
 DEFAULT_SPLIT_MAP: dict[str, str] = {"query": "test", "database": "train"}
 _DATA_SPLITS = ("train", "val", "test")
 DEFAULT_CHUNK = 8192  # images per part of a streaming encode
-
-
-def default_num_workers() -> int:
-    """DataLoader workers for decoding and transforms: the usable cores, at most 4."""
-    from fghash.util.threads import usable_cores
-
-    return min(4, usable_cores())
 
 
 def _part_name(split: str, c: int) -> str:
@@ -144,29 +139,27 @@ class _Part:
 
     bits: int
     features: bool
-    relaxed: list[np.ndarray] = field(default_factory=list)
-    backbone: list[np.ndarray] = field(default_factory=list)
+    relaxed: HostCopies = field(default_factory=HostCopies)
+    backbone: HostCopies = field(default_factory=HostCopies)
     positions: list[np.ndarray] = field(default_factory=list)
 
     def add(self, out: BatchOutput, order: np.ndarray) -> None:
         if out.relaxed is None:
             return
-        self.relaxed.append(out.relaxed.cpu().numpy().astype(np.float32))
+        self.relaxed.add(out.relaxed)  # copies started now, waited for once in arrays()
         if self.features:
-            self.backbone.append(out.backbone.cpu().numpy().astype(np.float32))
+            self.backbone.add(out.backbone)
         self.positions.append(order[out.positions])
 
     def arrays(self, requested: int) -> dict[str, Any]:
-        def joined(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
-            return np.concatenate(parts) if parts else empty
-
+        positions = self.positions
         arrays: dict[str, Any] = {
-            "relaxed": joined(self.relaxed, np.zeros((0, self.bits), np.float32)),
-            "positions": joined(self.positions, np.zeros(0, np.int64)),
+            "relaxed": self.relaxed.numpy(np.zeros((0, self.bits), np.float32)),
+            "positions": np.concatenate(positions) if positions else np.zeros(0, np.int64),
             "requested": np.int64(requested),
         }
         if self.features:
-            arrays["backbone"] = joined(self.backbone, np.zeros((0, 0), np.float32))
+            arrays["backbone"] = self.backbone.numpy(np.zeros((0, 0), np.float32))
         return arrays
 
 
@@ -207,7 +200,7 @@ def encode_run(
     overrides the run's data folder (moved data). Returns the path written.
 
     Streaming: images are decoded and transformed in ``num_workers`` DataLoader
-    processes (default :func:`default_num_workers`) and the network outputs written in
+    processes (default :func:`fghash.encoding.loop.default_num_workers`) and the network outputs written in
     parts of ``chunk_size`` images (rounded to whole batches) to ``.<out>.parts`` beside
     the output (:mod:`fghash.codes.parts`), so memory holds one part, not the whole split. The
     codes file is assembled from the parts under a temporary name and renamed into
@@ -224,7 +217,7 @@ def encode_run(
     job = _open_job(
         run_dir, database, features, device=device, data_root=data_root, batch_size=batch_size,
         chunk=max(1, -(-chunk_size // batch_size)) * batch_size,
-        workers=default_num_workers() if num_workers is None else int(num_workers),
+        workers=num_workers,
         progress=progress,
     )  # fmt: skip
     store = PartStore(
@@ -353,6 +346,8 @@ def _open_job(
         log.info("%s learns no database codes; encoding the database images instead", cfg.method)
         database = "encode"
     dev = resolve_device(device)
+    if settings["workers"] is None:
+        settings["workers"] = default_num_workers(dev.type)
     job = _Job(
         run_dir, cfg, state, prepare_model(model, dev), dev, root, database, features,
         autocast=eval_autocast(cfg, dev), **settings,

@@ -16,7 +16,13 @@ import numpy as np
 import torch
 
 from fghash.codes import signs_to_codes
-from fghash.encoding.loop import eval_autocast, eval_mode, prepare_model, run_batches
+from fghash.encoding.loop import (
+    HostCopies,
+    eval_autocast,
+    eval_mode,
+    prepare_model,
+    run_batches,
+)
 from fghash.errors import FghashError
 from fghash.runs.config import TrainConfig
 from fghash.runs.folder import load_run
@@ -86,14 +92,12 @@ class HashEncoder:
             done += len(t)
 
     def _run(self, images: Any, batch_size: int, backbone: bool) -> np.ndarray:
-        outs = []
+        outs = HostCopies()
         with eval_mode(self.model):
             batches = self._batches(images, batch_size)
             for out in run_batches(self.model, batches, device=self.device, autocast=self.autocast):
-                outs.append((out.backbone if backbone else out.relaxed).cpu().numpy())
-        if not outs:
-            return np.zeros((0, self.bits), np.float32)
-        return np.concatenate(outs).astype(np.float32)
+                outs.add(out.backbone if backbone else out.relaxed)
+        return outs.numpy(np.zeros((0, self.bits), np.float32))
 
     def encode_relaxed(self, images: Any, batch_size: int = 64) -> np.ndarray:
         """Relaxed codes ``tanh(v)``, float32 ``[N, bits]``."""

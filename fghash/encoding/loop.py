@@ -6,13 +6,17 @@ Training validation (:mod:`fghash.training.loop`), ``fghash encode``
 :func:`run_batches`, so the same images and run give the same codes whichever path
 encodes them. The choices are made here once: eval mode without the image decoders (the
 model's ``embed``), no autograd, autocast as the run trained (:func:`eval_autocast`: the
-config's ``amp``, CUDA only), pinned host memory and channels-last tensors on CUDA.
+config's ``amp``, CUDA only), and on CUDA the input pipeline that keeps the GPU busy:
+pinned host batches copied without blocking, channels-last tensors, outputs copied back
+into pinned host buffers without blocking (:class:`HostCopies`, one wait per chunk, not
+one per batch), and DataLoader workers from the CPU count (:func:`default_num_workers`).
 
 Shared by training and encoding, which must not import each other.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -30,15 +34,20 @@ from fghash.util.progress import Progress
 __all__ = [
     "BatchOutput",
     "Encoded",
+    "HostCopies",
     "PROGRESS_EVERY_S",
     "amp_dtype",
+    "default_num_workers",
     "embed",
     "encode_images",
     "eval_autocast",
     "eval_mode",
     "image_loader",
+    "loader_options",
+    "native_bf16",
     "prepare_model",
     "run_batches",
+    "to_host",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,11 +74,26 @@ class BatchOutput:
     backbone: torch.Tensor | None  # float32 [b, d] on the device, pooled backbone features
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the GPU ``device`` computes bfloat16 natively (compute capability ≥ 8.0).
+
+    Since torch 2.3 ``torch.cuda.is_bf16_supported()`` also says yes for emulated
+    bfloat16 (V100, T4), which is far slower than float16 with a GradScaler; its
+    ``including_emulation=False`` asks the right question where it exists.
+    """
+    fn = torch.cuda.is_bf16_supported
+    if "including_emulation" in inspect.signature(fn).parameters:
+        where = torch.cuda.device(device.index) if device.index is not None else nullcontext()
+        with where:
+            return bool(fn(including_emulation=False))
+    return tuple(torch.cuda.get_device_capability(device)) >= (8, 0)
+
+
 def amp_dtype(cfg: Any, device: torch.device) -> torch.dtype:
     """The autocast dtype a config names (``cfg.amp_dtype``); float16 on a GPU without
-    bfloat16. Training adds a GradScaler for float16."""
-    if cfg.amp_dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        log.info("this GPU has no bfloat16; mixed precision uses float16")
+    native bfloat16 (:func:`native_bf16`). Training adds a GradScaler for float16."""
+    if cfg.amp_dtype == "bfloat16" and device.type == "cuda" and not native_bf16(device):
+        log.info("this GPU has no native bfloat16; mixed precision uses float16")
         return torch.float16
     return torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
 
@@ -89,6 +113,29 @@ def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     return model
 
 
+def default_num_workers(device_type: str, cores: int | None = None) -> int:
+    """DataLoader workers decoding and transforming images for a network on
+    ``device_type``, from the ``cores`` this process may use (default: all of them).
+
+    On CUDA decoding is what limits the rate (a GPU runs a ResNet far faster than one
+    core decodes JPEGs), so every core but the one feeding the GPU decodes. On the CPU
+    the network needs the cores itself: at most 4 workers.
+    """
+    if cores is None:
+        from fghash.util.threads import usable_cores
+
+        cores = usable_cores()
+    if device_type == "cuda":
+        return max(1, cores - 1)
+    return min(4, cores)
+
+
+def loader_options(device: torch.device, num_workers: int) -> dict[str, Any]:
+    """DataLoader options for batches bound to ``device``: on CUDA pinned host pages, so
+    that :func:`run_batches`' ``non_blocking`` copy overlaps the previous batch."""
+    return {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
+
+
 def image_loader(
     ds: Any,
     indices: Sequence[int] | np.ndarray,
@@ -98,17 +145,50 @@ def image_loader(
     device: torch.device,
 ) -> DataLoader:
     """Batches ``(images, labels, positions)`` of items ``indices`` of ``ds`` in order,
-    unreadable items dropped (a batch of none is ``None``); pinned memory on CUDA."""
+    unreadable items dropped (a batch of none is ``None``); :func:`loader_options`."""
     from fghash.data import collate_skip_none
 
     return DataLoader(
         PositionDataset(ds, indices),
         batch_size=batch_size,
         shuffle=False,
-        num_workers=num_workers,
         collate_fn=collate_skip_none,
-        pin_memory=device.type == "cuda",
+        **loader_options(device, num_workers),
     )
+
+
+def to_host(t: torch.Tensor) -> torch.Tensor:
+    """``t`` on the host without waiting for the device: from CUDA a ``non_blocking``
+    copy into pinned memory, readable once the stream is synchronised
+    (:class:`HostCopies` does that); a host tensor is returned as it is."""
+    if t.device.type != "cuda":
+        return t
+    out = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    return out.copy_(t, non_blocking=True)
+
+
+class HostCopies:
+    """Device outputs gathered on the host: each batch's copy is started as it comes
+    (:func:`to_host`) and all are waited for once, in :meth:`numpy`, so the host never
+    stalls the GPU between batches; pinned buffers come from torch's caching host
+    allocator, so a chunk's worth is reused chunk after chunk."""
+
+    def __init__(self) -> None:
+        self.parts: list[torch.Tensor] = []
+        self._cuda: torch.device | None = None
+
+    def add(self, t: torch.Tensor) -> None:
+        if t.device.type == "cuda":
+            self._cuda = t.device
+        self.parts.append(to_host(t))
+
+    def numpy(self, empty: np.ndarray) -> np.ndarray:
+        """The rows gathered so far as one float32 array (``empty`` when none)."""
+        if not self.parts:
+            return empty
+        if self._cuda is not None:
+            torch.cuda.current_stream(self._cuda).synchronize()
+        return torch.cat(self.parts).numpy().astype(np.float32, copy=False)
 
 
 @contextmanager
@@ -191,8 +271,7 @@ def encode_images(
         ds, indices, batch_size=batch_size, num_workers=num_workers, device=device
     )
     meter = Progress(f"{desc}, images", len(indices), logger=log) if progress else None
-    rel: list[torch.Tensor] = []
-    back: list[torch.Tensor] = []
+    rel, back = HostCopies(), HostCopies()
     pos: list[np.ndarray] = []
     with eval_mode(model):
         outputs = run_batches(
@@ -202,19 +281,13 @@ def encode_images(
         for out in outputs:
             if out.relaxed is None:
                 continue
-            rel.append(out.relaxed)  # kept on the device: one copy at the end, no sync per batch
+            rel.add(out.relaxed)
             if features:
-                back.append(out.backbone.cpu())  # d values an image: never held on the device
+                back.add(out.backbone)
             pos.append(out.positions)
     net = _unwrap(model)
     k = int(net.config.get("bits", 0)) if hasattr(net, "config") else 0
-    relaxed = (
-        torch.cat(rel).cpu().numpy().astype(np.float32) if rel else np.zeros((0, k), np.float32)
-    )
+    relaxed = rel.numpy(np.zeros((0, k), np.float32))
     positions = np.concatenate(pos) if pos else np.zeros(0, np.int64)
-    backbone = None
-    if features:
-        backbone = (
-            torch.cat(back).numpy().astype(np.float32) if back else np.zeros((0, 0), np.float32)
-        )
+    backbone = back.numpy(np.zeros((0, 0), np.float32)) if features else None
     return Encoded(relaxed, backbone, positions, len(indices) - len(positions))
