@@ -8,6 +8,7 @@ so a crash (or a NaN stop) never leaves a half-written ``last.pt``. Loading uses
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -20,6 +21,8 @@ from fghash.errors import FghashError
 from fghash.util.atomic import atomic_path
 
 __all__ = ["save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state"]
+
+log = logging.getLogger(__name__)
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
@@ -53,7 +56,8 @@ def capture_rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        # int64, not uint32: torch < 2.6 cannot pickle uint32 tensors (restore casts back)
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -62,11 +66,24 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    """Put back states captured by :func:`capture_rng_state`."""
+    """Put back states captured by :func:`capture_rng_state`.
+
+    The CUDA states are one per GPU visible when the checkpoint was written; a run resumed
+    with fewer GPUs visible (``CUDA_VISIBLE_DEVICES``) gets the first ones back, and one
+    resumed with more keeps its own on the extra GPUs.
+    """
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        saved, visible = list(state["cuda"]), torch.cuda.device_count()
+        if len(saved) != visible:
+            log.info(
+                "checkpoint holds random states of %d GPU(s), %d visible now: restoring %d",
+                len(saved),
+                visible,
+                min(len(saved), visible),
+            )
+        torch.cuda.set_rng_state_all([s.cpu() for s in saved[:visible]])

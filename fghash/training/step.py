@@ -110,6 +110,23 @@ def float_output(out: Any) -> Any:
     return out
 
 
+def _match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each restored per-parameter state tensor (SGD's momentum) its parameter's
+    strides. A checkpoint keeps the layout it was written in, and the model is
+    channels-last on CUDA only: the CUDA fused kernel refuses unequal strides, and the CPU
+    one walks raw memory, adding momentum to the wrong weights without a word."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for name, value in state.items():
+                if (
+                    torch.is_tensor(value)
+                    and value.shape == p.shape
+                    and value.stride() != p.stride()
+                ):
+                    state[name] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 class Optimisation:
     """The loss, SGD, its learning-rate schedule and mixed precision of one run.
 
@@ -173,8 +190,9 @@ class Optimisation:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s entries; a new ``lr`` rescales the current
         (possibly decayed) learning rate by new/old."""
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(state["model"])  # copies into the model's own layout
         self.optimizer.load_state_dict(state["optimizer"])
+        _match_parameter_layout(self.optimizer)
         self.scheduler.load_state_dict(state["scheduler"])
         self.loss_fn.load_state_dict(state["loss"])
         if self.scaler.is_enabled() and state.get("scaler"):
