@@ -17,6 +17,7 @@ import pytest
 
 SCRIPTS_DIR = Path(__file__).resolve().parents[1] / "bench" / "scripts"
 SCRIPTS = (
+    "bench_demo_seeds",
     "bench_encode",
     "bench_gpu_search",
     "bench_map_speed",

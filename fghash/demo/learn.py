@@ -23,6 +23,15 @@ CPU; the measurements behind it are in CHANGELOG.md):
   are dissimilar; a random network gives nearly the same ``u`` for every image, so the
   first discrete update (``Q = k S̃ᵀ U``, dominated by ``−k m u``) collapses all of B to
   one code. The soft targets ``−P/D`` make ``Σ_i S̃_ij ≈ 0``: only differences drive B.
+* ``init_codes="class"``, ``hold_codes=8``: ADSH starts B from random bits. From random
+  weights the network cannot tell the classes apart at first, and the best class-blind
+  output against random B is ``u = 0``: training sat there (the hash loss at its ``u = 0``
+  value) for about 10 of 17 outer iterations, and when it left depended on the
+  arithmetic (thread count). Each discrete update from ``U ≈ 0`` also gave every class a
+  new code drawn from noise, so the network chased moving targets. Starting B with one
+  Hadamard code per class and keeping it for the first 8 outer iterations gives the
+  network one fixed target per class; the ADSH updates then take over. The paper
+  protocols keep ADSH's random start (``init_codes="random"``, ``hold_codes=0``).
 * ``gamma=1`` instead of 200: ``γ Ū`` ties each code to its (at first uninformative)
   network output and, with a few hundred database items, holds the network on its
   starting plateau longer.
@@ -85,6 +94,8 @@ class DemoConfig:
     lr: float = 0.01  # 0.005 learns less in the same time; 0.03 and up kill the features
     gamma: float = 1.0  # ADSH quantization weight (paper: 200, far too strong here)
     soft_similarity: bool = True  # see the module docstring
+    init_codes: str = "class"  # B starts with one code per class (see the module docstring)
+    hold_codes: int = 8  # first outer iterations that keep B as initialised (docstring)
     seed: int = 0
 
     @classmethod

@@ -70,6 +70,7 @@ ASYMMETRIC_METHODS = ("a2net", "a2net_efficient", "adsh")
 # resize-crop: Resize(resize) + RandomCrop(image_size) + flip
 TRAIN_CROPS = ("random-resized", "resize-crop")
 AMP_DTYPES = ("bfloat16", "float16")
+INIT_CODES = ("random", "class")  # TrainConfig.init_codes (fghash.training.adsh)
 
 
 @dataclass
@@ -97,6 +98,10 @@ class TrainConfig:
     # the reconstruction term switches on and the image weight goes image_weight ->
     # image_weight_finetune; 0 = every term (and the fine-tune image weight) throughout
     soft_similarity: bool = True  # reference's soft targets: dissimilar pairs → −P/D, not −1
+    init_codes: str = "random"  # start of B: "random" (ADSH) or "class" (one code per class,
+    # fghash.training.adsh.init_database_codes; the demo's choice, leaves the u = 0 plateau)
+    hold_codes: int = 0  # first outer iterations that keep B as initialised (no discrete
+    # update): the network learns towards fixed codes before B follows it (0 = ADSH)
     # --- network ---
     backbone: str = "resnet50"  # torchvision backbone name
     weights: str | None = "IMAGENET1K_V1"  # torchvision weights name or a state-dict file;
@@ -145,6 +150,7 @@ class TrainConfig:
             ("protocol", self.protocol, PROTOCOLS),
             ("train-crop", self.train_crop, TRAIN_CROPS),
             ("amp-dtype", self.amp_dtype, AMP_DTYPES),
+            ("init-codes", self.init_codes, INIT_CODES),
         ):
             if value not in choices:
                 raise FghashError(f"--{name} must be one of {', '.join(choices)}, got {value!r}.")

@@ -39,6 +39,7 @@ __all__ = [
     "similarity_matrix",
     "similarity_targets",
     "init_database_codes",
+    "class_codes",
     "adsh_objective",
     "update_database_codes",
 ]
@@ -90,17 +91,83 @@ def similarity_targets(S: Tensor, soft: bool = False, check: bool = True) -> Ten
     return torch.where(s > 0, 1.0, -(pos / neg.clamp(min=1))).to(s.dtype)
 
 
-def init_database_codes(num_database: int, bits: int, seed: int, device: Any = None) -> Tensor:
-    """Random ±1 database codes ``[N, k]`` (float32) that ADSH's alternation starts from.
+def init_database_codes(
+    num_database: int,
+    bits: int,
+    seed: int,
+    device: Any = None,
+    labels: Any = None,
+) -> Tensor:
+    """±1 database codes ``[N, k]`` (float32) that ADSH's alternation starts from.
+
+    Without ``labels``: independent random bits, as in ADSH. With ``labels`` (class ids
+    ``[N]`` or multi-hot ``[N, C]``): every class gets one code of :func:`class_codes`
+    and each item takes its class's code (multi-hot: the sign of the sum of its classes'
+    codes). Why: the network's first epochs are fitted to ``Σ_j S̃_ij b_j``; with random
+    B that is a sum of ~N/C random signs per bit, small and uncorrelated between the items
+    of a class, so the best class-blind answer ``u = 0`` wins and training sits on that
+    plateau until chance lines the network up with the classes. With class-consistent
+    codes the target is ``N/C`` times a class code from the first step. The first
+    discrete update makes B class-consistent anyway (its ``k S̃ᵀU`` term is the same for
+    every item of a class), but from ``U ≈ 0`` it draws each class's new code from noise;
+    a trainer can keep these codes for the first outer iterations instead
+    (``TrainConfig.hold_codes``), so that the network has fixed targets while it learns
+    to tell the classes apart. ADSH (and the paper protocols) start from random bits.
 
     Drawn by NumPy from ``seed`` alone (:func:`fghash.training.sampling.derived_seed`), so
     a run starts from the same B on every device and torch version.
     """
     from fghash.training.sampling import derived_seed
 
+    if labels is not None:
+        return _codes_by_class(num_database, bits, seed, labels).to(device)
     rng = np.random.default_rng(derived_seed(seed, 0xB))
     B = np.where(rng.standard_normal((num_database, bits)) >= 0, 1.0, -1.0).astype(np.float32)
     return torch.from_numpy(B).to(device)
+
+
+def class_codes(num_classes: int, bits: int, seed: int) -> np.ndarray:
+    """One ±1 code per class ``[C, k]`` (float32): rows and columns of a Hadamard matrix.
+
+    With ``m`` the smallest power of two ``≥ max(C, k + 1)``, the codes are ``C`` random
+    rows of the Sylvester–Hadamard matrix ``H_m`` restricted to ``k`` random columns other
+    than the constant first one. The rows of ``H_m`` are orthogonal (any two differ in
+    ``m/2`` places) and each non-constant column holds as many +1 as −1, so with ``C = m``
+    every bit is balanced and on average two classes differ in half their bits; random
+    draws would sometimes give two classes the same or nearly the same code.
+    """
+    from fghash.training.sampling import derived_seed
+
+    if num_classes < 1:
+        raise FghashError(f"class codes need at least one class, got {num_classes}.")
+    m = 1
+    while m < max(num_classes, bits + 1):
+        m *= 2
+    H = np.ones((1, 1), dtype=np.float32)
+    while H.shape[0] < m:
+        H = np.block([[H, H], [H, -H]])
+    rng = np.random.default_rng(derived_seed(seed, 0xC1A55))
+    rows = rng.permutation(m)[:num_classes]
+    cols = 1 + rng.permutation(m - 1)[:bits]
+    return H[np.ix_(rows, cols)].astype(np.float32)
+
+
+def _codes_by_class(num_database: int, bits: int, seed: int, labels: Any) -> Tensor:
+    y = _as_tensor(labels, "labels").cpu().numpy()
+    if y.shape[0] != num_database or y.ndim not in (1, 2):
+        raise FghashError(
+            f"labels must be [{num_database}] class ids or [{num_database}, C] multi-hot, "
+            f"got shape {tuple(y.shape)}."
+        )
+    if y.ndim == 1:
+        y = y.astype(np.int64)
+        if num_database and y.min() < 0:
+            raise FghashError("class ids must not be negative.")
+        codes = class_codes(int(y.max(initial=-1)) + 1 or 1, bits, seed)
+        return torch.from_numpy(codes[y])
+    codes = class_codes(y.shape[1], bits, seed)
+    B = np.where(y.astype(np.float32) @ codes >= 0, 1.0, -1.0).astype(np.float32)
+    return torch.from_numpy(B)
 
 
 def _check(B: Tensor, U: Tensor, S: Tensor, omega: Tensor, bits: int) -> Tensor:

@@ -182,7 +182,8 @@ class _Run:
 
         n_db, bits = len(self.data.db_idx), self.cfg.bits
         if is_asymmetric(self.cfg):
-            return init_database_codes(n_db, bits, self.cfg.seed, device=self.device)
+            labels = self.data.db_labels if self.cfg.init_codes == "class" else None
+            return init_database_codes(n_db, bits, self.cfg.seed, self.device, labels)
         return torch.zeros((n_db, bits), dtype=torch.float32, device=self.device)
 
     def _wrap_ddp(self, model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -526,7 +527,7 @@ def _outer_iteration(
             )
         run.next_epoch += 1
     run.end()
-    if is_asymmetric(cfg):
+    if is_asymmetric(cfg) and it >= cfg.hold_codes:
         run.update_codes(S)
     run.opt.scheduler.step()
     run.omega, run.U = None, None
