@@ -9,19 +9,38 @@ the same flip and normalisation. Evaluation: the same
 resize, a centre crop, and the same normalisation. ``resize`` defaults to
 ``round(image_size * 256 / 224)``, the usual 256 → 224 ratio of the
 fine-grained hashing papers (ADSH, A2-Net, SEMICON).
+
+Small images: ``RandomResizedCrop``'s smallest crop (8 % of the area, about 28 % of the
+side) is an 18-pixel square of a 64-pixel image, upsampled; at 32 px it is 9 pixels. On a
+set of small images at 32 px, tie-aware mAP was about 0.81 with it against about 0.97 with
+``resize-crop``. :func:`build_transform` logs one warning when a training transform uses
+it at :data:`SMALL_IMAGE` pixels or fewer (:func:`crop_warning`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from fghash.errors import FghashError
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ResizeCrop", "build_transform", "default_resize"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "SMALL_IMAGE",
+    "ResizeCrop",
+    "build_transform",
+    "crop_warning",
+    "default_resize",
+]
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+SMALL_IMAGE = 64  # crop side (px) at or under which the paper's random-resized crop warns
+_MIN_SCALE = 0.08  # RandomResizedCrop's default smallest area (the reference code's)
 
 
 def default_resize(image_size: int) -> int:
@@ -45,12 +64,30 @@ def build_transform(
         )
     if crop not in ("resize-crop", "random-resized"):
         raise FghashError(f"crop must be resize-crop or random-resized, got {crop!r}.")
+    if train and (warning := crop_warning(image_size, crop)):
+        log.warning("%s", warning)
     if train and crop == "random-resized":
         steps = [v2.ToImage(), v2.RandomResizedCrop(image_size, antialias=True)]
         steps.append(v2.RandomHorizontalFlip(p=0.5))
         steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
         return v2.Compose(steps)
     return ResizeCrop(image_size, resize, train)
+
+
+def crop_warning(image_size: int, crop: str) -> str | None:
+    """The warning for a training crop that is too aggressive for ``image_size``, or None.
+
+    Rule: the paper's ``random-resized`` crop (area 8–100 %) at :data:`SMALL_IMAGE` pixels
+    or fewer; ``resize-crop`` keeps the whole object at any size.
+    """
+    if crop != "random-resized" or image_size > SMALL_IMAGE:
+        return None
+    side = round(image_size * _MIN_SCALE**0.5)
+    return (
+        f"--train-crop random-resized at {image_size} px keeps as little as 8 % of an image "
+        f"({side}x{side} px, upsampled); on small images this costs mAP (about 0.97 -> 0.81 "
+        "on a 32-px set): consider --train-crop resize-crop (docs/training.md, small images)."
+    )
 
 
 class ResizeCrop:
