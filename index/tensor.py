@@ -27,10 +27,24 @@ counting; each later block offers only items strictly closer than the running ``
 distance, merged by a stable sort. Same answer, one pass and no recomputed products;
 ``bench/scripts/bench_gpu_search.py`` measures which variant is faster on a GPU.
 
-**Blocks.** Query and database blocks are sized so the working tensors (about
-``itemsize + 12`` bytes per distance) fit ``memory_bytes``: on CUDA half the free
-memory (``torch.cuda.mem_get_info``), on the CPU 256 MiB. The CPU path exists for
-correctness tests; for speed on a CPU use the FAISS engine.
+**Blocks.** Query and database blocks are sized so that everything one query block
+allocates fits ``memory_bytes`` (:meth:`TensorIndex.block_bytes`): by default half the
+memory a CUDA device has free once the database operand is placed (that operand is
+``K·s`` bytes a code, ``s`` the operand's item size, about 18× the packed codes), on the
+CPU 256 MiB. For ``q`` queries, ``n`` database columns and ``k`` neighbours:
+
+* per distance ``2s + 6`` bytes at the peak of the gather pass: the distance, the rows
+  of a block whose ties only partly fit (a copy), their tie mask (1), its running count
+  (int32, 4) and the kept mask (1); the histogram pass needs less (``s + 4``);
+* per neighbour 64 bytes (``count``: gathered row, position and distance, int64; their
+  concatenation; sort key, sorted values and order, the sort's workspace) or 224
+  (``stream``: the kept ``k`` and a block's at most ``k`` offers, merged, sorted and
+  trimmed); ``stream`` selects a block by counting when it offers more than that;
+* the histograms, int64 ``[q, b + 1]``: one per database block (kept for the gather
+  pass), their running sum, its cumulative sum and a spare;
+* the query operand and its unpacking, ``K·(5s + 2)`` bytes a query.
+
+The CPU path exists for correctness tests; for speed on a CPU use the FAISS engine.
 
 **Engines.** :func:`pick_engine` documents which engine ``fghash search`` uses.
 torch is imported only inside this module's functions and only when the tensor engine
@@ -40,6 +54,7 @@ is chosen; the FAISS paths never import it.
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -67,12 +82,11 @@ logger = logging.getLogger(__name__)
 
 ENGINES = ("auto", "faiss", "tensor")
 SELECTIONS = ("count", "stream")
-# Bytes of working memory per distance beyond the distance itself: the int32 histogram
-# key and bool masks, rounded up; with "stream" a block's nonzero() may in the worst case
-# return every pair (16 bytes more).
-_EXTRA_BYTES = {"count": 12, "stream": 28}
-# Bytes per gathered neighbour (row, position, distance, sort key and order, twice).
-_GATHER_BYTES = 64
+# Working bytes per distance beyond two copies of it, per neighbour, and histograms held
+# per database block beyond one (the module docstring's accounting).
+_PAIR_EXTRA = 6
+_GATHER_BYTES = {"count": 64, "stream": 224}
+_SPARE_HISTS = 3
 _MAX_QUERY_BLOCK = 4096
 # Distances per block at most: torch's nonzero and bincount index with 32-bit ints on
 # some versions and devices.
@@ -127,11 +141,11 @@ class TensorIndex:
         self._selection = selection
         self._dev = torch_device(device)
         self.device = device_name(self._dev)
-        self._memory = memory_budget(self._dev, memory_bytes)
         self._count_method = count_method
         self._query_block = query_block
         self._db_block = db_block
         self._xb = database_operand(codes, self.bits, self._dev)
+        self._memory = memory_budget(self._dev, memory_bytes)  # what is free after _xb
         logger.info(
             "tensor engine: %d codes of %d bits on %s (%s)",
             self.ntotal,
@@ -158,15 +172,38 @@ class TensorIndex:
     def __repr__(self) -> str:
         return f"TensorIndex(bits={self.bits}, ntotal={self.ntotal}, device={self.device!r})"
 
+    def block_bytes(self, qb: int, nb: int, k: int) -> int:
+        """Bytes one query block of ``qb`` queries allocates with database blocks of
+        ``nb`` items and ``k`` neighbours (the accounting of the module docstring)."""
+        s = self._xb.element_size()
+        pairs = qb * nb * (2 * s + _PAIR_EXTRA)
+        gather = qb * k * _GATHER_BYTES[self._selection]
+        n_blocks = -(-self.ntotal // nb) if self._selection == "count" else 1
+        hists = 8 * qb * (self.bits + 1) * (n_blocks + _SPARE_HISTS)
+        query = qb * self._xb.shape[1] * (5 * s + 2)
+        return pairs + gather + hists + query
+
     def blocks(self, nq: int, k: int) -> tuple[int, int]:
-        """``(query block, database block)`` sizes for ``nq`` queries and ``k``."""
-        per = self._xb.element_size() + _EXTRA_BYTES[self._selection]
-        elems = max(1, min(_MAX_BLOCK_ELEMS, self._memory // per))
-        qb = self._query_block or max(
-            1, min(nq, _MAX_QUERY_BLOCK, (self._memory // 4) // (k * _GATHER_BYTES) or 1)
+        """``(query block, database block)`` sizes for ``nq`` queries and ``k``: the
+        neighbours get at most a quarter of the memory, the distances what is left
+        (:meth:`block_bytes` ≤ the memory, down to blocks of one)."""
+        n, mem = self.ntotal, self._memory
+        pair = 2 * self._xb.element_size() + _PAIR_EXTRA
+        # Histograms grow as database blocks shrink: a query costs least at nb*.
+        hist = 8 * (self.bits + 1) if self._selection == "count" else 0
+        nb_star = max(1, min(n, math.isqrt(hist * n // pair)))
+        gather = k * _GATHER_BYTES[self._selection]
+        qb = self._query_block or min(
+            _MAX_QUERY_BLOCK, (mem // 4) // gather, mem // self.block_bytes(1, nb_star, k)
         )
-        nb = self._db_block or max(1, min(self.ntotal, elems // qb))
-        return max(1, min(qb, nq)), nb
+        qb = max(1, min(qb, nq))
+        if self._db_block:
+            return qb, self._db_block
+        lo, hi = nb_star, max(nb_star, min(n, _MAX_BLOCK_ELEMS // qb))
+        while lo < hi:  # the largest block that fits (the cost rises from nb* on)
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if self.block_bytes(qb, mid, k) <= mem else (lo, mid - 1)
+        return qb, lo
 
     def search(
         self,
@@ -228,12 +265,14 @@ class TensorIndex:
         starts = range(0, self.ntotal, nb) if distances is None else range(1)
         cached = distances
         hists = []  # per database block: [rows, nbins]
+        hist = None  # their sum, accumulated in place (a stack would double them)
         for s in starts:
             d = cached if cached is not None else self._distances(qop, s, nb)
             hists.append(row_counts(d, nbins, self._count_method))
+            hist = hists[0].clone() if hist is None else hist.add_(hists[-1])
             if len(starts) == 1:
                 cached = d
-        hist = hists[0] if len(hists) == 1 else torch.stack(hists).sum(dim=0)
+            del d  # the next block's product is not made while this one is held
         cum = hist.cumsum(dim=1)
         kth = (cum < k).sum(dim=1, keepdim=True)  # first t with cum[t] >= k
         quota = k - (cum.gather(1, kth) - hist.gather(1, kth))  # items to take at t = kth
@@ -256,7 +295,9 @@ class TensorIndex:
                 got_pos.append(c + s)
                 got_d.append(kth[r, 0])
             quota -= torch.minimum(ties, quota)
+            del d, r, c
         row, pos, dist = torch.cat(got_row), torch.cat(got_pos), torch.cat(got_d)
+        del got_row, got_pos, got_d
         # Gathered by block, in ascending position within each row: a stable sort by
         # (row, distance) keeps ties in position order.
         order = torch.sort(row * nbins + dist, stable=True).indices
@@ -283,44 +324,66 @@ class TensorIndex:
         for s in range(0, self.ntotal, nb):
             d = self._distances(qop, s, nb)
             if not kept:
-                k1 = min(k, d.shape[1])
-                dist, pos = self._search_block(q, k1, nb, distances=d)
-                row = torch.arange(rows, device=d.device).repeat_interleave(k1)
-                kept = (row, pos.reshape(-1), dist.reshape(-1).to(torch.int64))
+                kept = self._counted(q, k, nb, d, s)
+                del d
                 continue
             row, pos, dist = kept
             per_row = torch.bincount(row, minlength=rows)
             last = torch.cumsum(per_row, 0) - 1
             thr = torch.where(per_row >= k, dist[last], nbins)  # T; no bound while < k kept
-            r, c = torch.nonzero(d < thr[:, None].to(d.dtype), as_tuple=True)
-            if r.numel() == 0:
+            offered = d < thr[:, None].to(d.dtype)
+            n_offered = int(offered.sum())
+            if n_offered == 0:
                 continue
-            row, pos, dist = (
-                torch.cat([row, r]),
-                torch.cat([pos, c + s]),
-                torch.cat([dist, d[r, c].to(torch.int64)]),
-            )
+            if n_offered <= rows * k:
+                r, c = torch.nonzero(offered, as_tuple=True)
+                new = (r, c + s, d[r, c].to(torch.int64))
+                del r, c
+            else:  # more than the neighbour budget holds: this block's own best k
+                new = self._counted(q, k, nb, d, s)
+            del offered, d
+            row, pos, dist = (torch.cat([a, b]) for a, b in zip(kept, new, strict=True))
+            del kept, new
             order = torch.sort(row * nbins + dist, stable=True).indices  # kept ones first in ties
             row, pos, dist = row[order], pos[order], dist[order]
+            del order
             n = torch.bincount(row, minlength=rows)
-            keep = torch.arange(row.numel(), device=d.device) - (torch.cumsum(n, 0) - n)[row] < k
+            keep = torch.arange(row.numel(), device=row.device) - (torch.cumsum(n, 0) - n)[row] < k
             kept = (row[keep], pos[keep], dist[keep])
+            del row, pos, dist, keep
         _, pos, dist = kept
         return dist.view(rows, k).to(torch.int32), pos.view(rows, k)
+
+    def _counted(
+        self, q: np.ndarray, k: int, nb: int, d: torch.Tensor, start: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(row, position, distance) of the best ``k`` (or all) items of one database block
+        ``d`` starting at ``start``, per query, by counting selection."""
+        import torch
+
+        k1 = min(k, d.shape[1])
+        dist, pos = self._search_block(q, k1, nb, distances=d)
+        row = torch.arange(d.shape[0], device=d.device).repeat_interleave(k1)
+        return row, pos.reshape(-1) + start, dist.reshape(-1).to(torch.int64)
 
     @staticmethod
     def _first_ties(
         d: torch.Tensor, part: torch.Tensor, kth: torch.Tensor, quota: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(row, column) of the first ``quota`` items at distance ``kth`` in rows ``part``."""
+        """(row, column) of the first ``quota`` items at distance ``kth`` in rows ``part``.
+
+        A running count of the ties along each row picks them, so memory stays a few bytes
+        per distance however many ties a row has (duplicate codes make many).
+        """
         import torch
 
         sub = d if part.numel() == d.shape[0] else d[part]
-        r, c = torch.nonzero(sub == kth[part].to(d.dtype), as_tuple=True)  # row-major
-        per_row = torch.bincount(r, minlength=part.numel())
-        rank = torch.arange(r.numel(), device=d.device) - (torch.cumsum(per_row, 0) - per_row)[r]
-        keep = rank < quota[part, 0][r]
-        return part[r[keep]], c[keep]
+        ties = sub == kth[part].to(d.dtype)
+        del sub
+        keep = ties & (ties.cumsum(dim=1, dtype=torch.int32) <= quota[part].to(torch.int32))
+        del ties
+        r, c = torch.nonzero(keep, as_tuple=True)
+        return part[r], c
 
 
 def tensor_from_binary(index: Any, *, device: str = "auto", **kw: Any) -> TensorIndex:

@@ -85,7 +85,8 @@ def device_name(dev: torch.device) -> str:
 
 def memory_budget(dev: torch.device, memory_bytes: int | None = None) -> int:
     """Bytes of working memory for blocks: ``memory_bytes`` when given, else half the
-    free memory of a CUDA device (``torch.cuda.mem_get_info``), else 256 MiB on CPU."""
+    memory free now on a CUDA device (``torch.cuda.mem_get_info``; call it once the
+    long-lived tensors are placed), else 256 MiB on CPU."""
     if memory_bytes is not None:
         if isinstance(memory_bytes, bool) or int(memory_bytes) < 1:
             raise FghashError(
@@ -95,7 +96,9 @@ def memory_budget(dev: torch.device, memory_bytes: int | None = None) -> int:
     if dev.type == "cuda":
         import torch
 
-        free, _total = torch.cuda.mem_get_info(dev)
+        # An explicit index: torch before 2.5 refuses a device without one.
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        free, _total = torch.cuda.mem_get_info(index)
         return int(free * _GPU_MEMORY_SHARE)
     return CPU_MEMORY_BYTES
 

@@ -42,14 +42,20 @@ from fghash.eval.ranking import RankingStats
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["rank_hamming_torch"]
+__all__ = ["block_rows", "rank_hamming_torch"]
 
 logger = logging.getLogger(__name__)
 
-# Working bytes per (query, database item) pair: distance, int key, relevance; with the
-# stable ranking also the sort's values and int64 indices and the gathered relevance.
+# Working bytes per (query, database item) pair at the peak of a block (s: the product's
+# item size, 4 at most). Counts: the product (s) and its int16 copy (2), then the int16
+# distance, the relevance (1; multi-hot: its product, s, first), the int16 key and its
+# int32 copy for the histogram (2 + 2 + 4). Stable ranking, worst case every pair
+# relevant: the sort (int16 values 2, int64 order 8, a segmented sort's workspace of keys,
+# order and segment ids 24) beside distance and relevance (3); then the sorted relevance
+# (1), every relevant rank from nonzero (row and column, 16) and the AP terms (j, its and
+# the rank's float64 copies, the quotient: 32).
 _BYTES = 12
-_STABLE_BYTES = 28
+_STABLE_BYTES = 56
 # Pairs per block at most (torch's sort and nonzero index with 32-bit ints on some versions).
 _MAX_BLOCK_ELEMS = 1 << 30
 
@@ -99,11 +105,20 @@ def _stable(d: torch.Tensor, rel: torch.Tensor, kmax: int) -> tuple[torch.Tensor
     j = torch.arange(r.numel(), device=d.device) - first[r] + 1  # j-th relevant of its row
     ap = torch.zeros(rows, dtype=torch.float64, device=d.device)
     ap.index_add_(0, r, j.to(torch.float64) / (c + 1).to(torch.float64))
+    del j, c
     ap = torch.where(hits > 0, ap / hits.clamp(min=1), ap)
     top = torch.zeros((rows, kmax), dtype=torch.bool, device=d.device)
     w = min(kmax, n)
     top[:, :w] = rel_sorted[:, :w]
     return ap, top
+
+
+def block_rows(memory: int, nq: int, n_db: int, width: int, *, stable: bool) -> int:
+    """Queries per block so that one block's working memory fits ``memory`` bytes: per
+    database item :data:`_STABLE_BYTES` or :data:`_BYTES` (the comment there), per query
+    its operand row and unpacking (``width`` values of at most 4 bytes, ``5·4 + 2`` a value)."""
+    per_row = max(1, n_db) * (_STABLE_BYTES if stable else _BYTES) + width * 22
+    return max(1, min(nq, memory // per_row, _MAX_BLOCK_ELEMS // max(1, n_db)))
 
 
 def rank_hamming_torch(
@@ -142,12 +157,12 @@ def rank_hamming_torch(
     nbins = bits + 1
     xb = database_operand(dbcodes, bits, dev)
     ql, dl = _labels(qlabels, dblabels, dev) if labelled else (None, None)
-    per_row = max(1, n_db) * (_STABLE_BYTES if stable else _BYTES)
-    fit = min(memory_budget(dev, memory_bytes) // per_row, _MAX_BLOCK_ELEMS // max(1, n_db))
-    qb = query_block or max(1, min(nq, fit))
     counts = torch.zeros((nq, 2 * nbins if labelled else nbins), dtype=torch.int64, device=dev)
     ap = torch.zeros(nq, dtype=torch.float64, device=dev) if stable else None
     top = torch.zeros((nq, kmax), dtype=torch.bool, device=dev) if stable else None
+    qb = query_block or block_rows(
+        memory_budget(dev, memory_bytes), nq, n_db, xb.shape[1], stable=stable
+    )  # the budget is measured with the database and the outputs in place
     logger.debug("ranking %d queries against %d items on %s, %d per block", nq, n_db, dev, qb)
     bar = tqdm(
         total=nq,
@@ -162,12 +177,14 @@ def rank_hamming_torch(
             d = (query_operand(qcodes[sl], bits, dev) @ xb.T).to(torch.int16)
             if not labelled:
                 counts[sl] = row_counts(d, nbins, count_method)
+                del d
                 bar.update(sl.stop - sl.start)
                 continue
             rel = _relevance(ql[sl], dl)
             counts[sl] = row_counts(d + rel.to(torch.int16) * nbins, 2 * nbins, count_method)
             if stable:
                 ap[sl], top[sl] = _stable(d, rel, kmax)
+            del d, rel  # not held while the next block's are made
             bar.update(sl.stop - sl.start)
     counts_np = counts.cpu().numpy()
     if labelled:
