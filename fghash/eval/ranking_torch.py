@@ -174,18 +174,16 @@ def rank_hamming_torch(
     with bar, torch.inference_mode():
         for s in range(0, nq, qb):
             sl = slice(s, min(nq, s + qb))
+            d = rel = None  # the last block's are not held while this one's are made
             d = (query_operand(qcodes[sl], bits, dev) @ xb.T).to(torch.int16)
+            bar.update(sl.stop - sl.start)
             if not labelled:
                 counts[sl] = row_counts(d, nbins, count_method)
-                del d
-                bar.update(sl.stop - sl.start)
                 continue
             rel = _relevance(ql[sl], dl)
             counts[sl] = row_counts(d + rel.to(torch.int16) * nbins, 2 * nbins, count_method)
             if stable:
                 ap[sl], top[sl] = _stable(d, rel, kmax)
-            del d, rel  # not held while the next block's are made
-            bar.update(sl.stop - sl.start)
     counts_np = counts.cpu().numpy()
     if labelled:
         r = counts_np[:, nbins:]
