@@ -114,11 +114,14 @@ def _med(rows: list[tuple[float, float, str]], i: int) -> float:
     return float(statistics.median(r[i] for r in rows))
 
 
+_BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1)
+
+
 def naive_map(q: np.ndarray, db: np.ndarray, ql: np.ndarray, dl: np.ndarray) -> float:
     """mAP@all the plain way: XOR + popcount, stable argsort, cumulative precision."""
     aps = []
     for i in range(q.shape[0]):
-        d = np.bitwise_count(np.bitwise_xor(db, q[i])).sum(axis=1)
+        d = _BYTE_BITS[np.bitwise_xor(db, q[i])].sum(axis=1)  # numpy < 2 has no bitwise_count
         order = np.argsort(d, kind="stable")
         rel = dl[order] == ql[i]
         hits = np.cumsum(rel)
