@@ -64,6 +64,8 @@ LAYERS: dict[str, int] = {
     "fghash.explain": 5,
     "bench": 6,
     "bench.scripts": 7,
+    "bench.gpu_check": 7,  # the GPU check script and its sections run bench/scripts' code
+    "bench.gpu_checks": 7,
     "fghash.ops": 7,
     "fghash.demo": 7,
     "fghash.cli": 8,

@@ -28,6 +28,9 @@ CPU smoke check (small sizes; CPU numbers say nothing about the GPU)::
 
     python -m bench.scripts.bench_gpu_search --device cpu --sizes 20000 --nq 200 \\
         --map-size 300,2000 --runs 1
+
+``--out`` is rewritten (atomically) after every row, so a failure keeps every figure
+measured before it.
 """
 
 from __future__ import annotations
@@ -42,7 +45,19 @@ from typing import Any
 
 import numpy as np
 
+from fghash.util.atomic import atomic_write_text
+
 __all__ = ["main"]
+
+# bits set in each byte value: popcount on numpy < 2.0, which has no np.bitwise_count
+_BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1)
+
+
+def _popcount_rows(x: np.ndarray) -> np.ndarray:
+    """Set bits of each row of an unsigned integer array, int32."""
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(x).sum(axis=1, dtype=np.int32)
+    return _BYTE_BITS[x.view(np.uint8)].sum(axis=1, dtype=np.int32)
 
 
 def _codes(rng: np.random.Generator, n: int, bits: int) -> np.ndarray:
@@ -60,7 +75,7 @@ def _brute_force(xq: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np
     D = np.empty((len(xq), k), dtype=np.int32)
     I = np.empty((len(xq), k), dtype=np.int64)
     for i in range(len(xq)):
-        d = np.bitwise_count(wb ^ wq[i]).sum(axis=1, dtype=np.int32)
+        d = _popcount_rows(wb ^ wq[i])
         kth = np.partition(d, k - 1)[k - 1]
         cand = np.flatnonzero(d <= kth)
         best = cand[np.argsort(d[cand], kind="stable")][:k]
@@ -158,8 +173,16 @@ class _Memory:
 
 
 def _search_rows(
-    a: argparse.Namespace, dev: Any, faiss: Any, timer: _Timer, rng: np.random.Generator
+    a: argparse.Namespace,
+    dev: Any,
+    faiss: Any,
+    timer: _Timer,
+    rng: np.random.Generator,
+    rows: list[dict[str, Any]],
+    save: Any,
 ) -> list[dict[str, Any]]:
+    """Append one row per engine × size × bits × k to ``rows``, calling ``save()`` after
+    each."""
     import torch
 
     from fghash.eval.hamming_torch import database_operand
@@ -169,7 +192,6 @@ def _search_rows(
     memory = int(a.memory_gb * 2**30) if a.memory_gb else None
     methods = [m for m in a.methods.split(",") if m.strip()]
     variants = [("count", m) for m in methods] + [("stream", methods[0])] * (not a.no_stream)
-    rows: list[dict[str, Any]] = []
     for bits in _ints(a.bits):
         xq = _codes(rng, a.nq, bits)
         for n in _ints(a.sizes):
@@ -227,11 +249,17 @@ def _search_rows(
                     row["s"] = round(row["s"], 4)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
+                    save()
     return rows
 
 
 def _map_rows(
-    a: argparse.Namespace, dev: Any, timer: _Timer, rng: np.random.Generator
+    a: argparse.Namespace,
+    dev: Any,
+    timer: _Timer,
+    rng: np.random.Generator,
+    rows: list[dict[str, Any]],
+    save: Any,
 ) -> list[dict[str, Any]]:
     from fghash.eval.ranking_torch import rank_hamming_torch
 
@@ -239,7 +267,6 @@ def _map_rows(
     nq, nb = _ints(a.map_size)
     ql, bl = rng.integers(0, 101, nq), rng.integers(0, 101, nb)
     q, b = _codes(rng, nq, 48), _codes(rng, nb, 48)
-    rows = []
     for m in [m for m in a.methods.split(",") if m.strip()]:
         for stable in (False, True):
             mem.reset()
@@ -268,6 +295,7 @@ def _map_rows(
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
+            save()
     return rows
 
 
@@ -320,13 +348,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": platform.processor() or platform.machine(),
         "runs": a.runs,
         "notes": [note] if note else [],
-        "search": _search_rows(a, dev, faiss, timer, rng),
-        "map": _map_rows(a, dev, timer, rng),
+        "search": [],
+        "map": [],
     }
+
+    def save() -> None:
+        if a.out:
+            atomic_write_text(a.out, json.dumps(out, indent=1) + "\n")
+
+    save()
+    _search_rows(a, dev, faiss, timer, rng, out["search"], save)
+    _map_rows(a, dev, timer, rng, out["map"], save)
     for n in out["notes"]:
         print("note:", n)
-    if a.out:
-        a.out.write_text(json.dumps(out, indent=1) + "\n")
     return out
 
 
