@@ -54,8 +54,11 @@ Several processes (``torchrun --nproc_per_node N -m fghash train …``, see
 SyncBatchNorm on CUDA); every global batch of ``batch_size`` sampled images is split
 between the processes, U is summed over them before the discrete update of B (so every
 process updates B from all of Ω), and only rank 0 writes config.json, metrics.jsonl,
-the checkpoints and the codes. What differs from one process: each process draws its
-own augmentations, BatchNorm statistics on CPU come from each process's share of a
+the checkpoints and the codes and validates, while the others wait on the host and stop
+with it if it fails. Every process takes the same steps: a batch whose share is all
+unreadable on some process is skipped by all. What differs from one process: each
+process draws its own augmentations (seeded with its rank; rank 0 draws as one
+process does), BatchNorm statistics on CPU come from each process's share of a
 batch, and the decorrelation term sees each share separately (its Gram matrix is over
 n/N images); the hash, quantization, reconstruction and image terms are means over the
 batch, so their averaged gradients equal one process's. DPSH and HashNet keep a
@@ -99,6 +102,7 @@ from fghash.training.sampling import (
     TrainData,
     auto_num_workers,
     derived_seed,
+    rank_seed,
     sample_omega,
     seed_all,
 )
@@ -222,32 +226,34 @@ class _Run:
         self.val_map = state.get("val_map")
 
     def save(self) -> None:
-        """Rank 0 writes the checkpoint of the completed outer iterations; all wait for it."""
-        if self.dist.main:
-            save_iteration_checkpoint(
-                self.run_dir,
-                {
-                    "format": "fghash.train.checkpoint",
-                    "version": 2,
-                    "config": json.dumps(self.cfg.to_dict(), sort_keys=True),
-                    **self.opt.state_dict(),
-                    "B": self.B.detach().cpu().clone(),
-                    "database_indices": torch.from_numpy(self.data.db_idx),
-                    "val_indices": torch.from_numpy(self.data.val_idx),
-                    "omega": None,
-                    "U": None,
-                    "next_iter": self.next_iter,
-                    "next_epoch": 0,
-                    "complete": self.next_iter >= self.cfg.max_iter,
-                    "rng": capture_rng_state(),
-                    "metrics_lines": self.metrics.lines,
-                    "val_map": self.val_map,
-                    "world_size": self.dist.world,
-                },
-                self.next_iter,
-                keep=self.cfg.keep_checkpoints,
-            )
-        self.dist.barrier()
+        """Rank 0 writes the checkpoint of the completed outer iterations; all wait for it
+        (and stop with it if it fails)."""
+        self.dist.on_main(self._write_checkpoint)
+
+    def _write_checkpoint(self) -> None:
+        save_iteration_checkpoint(
+            self.run_dir,
+            {
+                "format": "fghash.train.checkpoint",
+                "version": 2,
+                "config": json.dumps(self.cfg.to_dict(), sort_keys=True),
+                **self.opt.state_dict(),
+                "B": self.B.detach().cpu().clone(),
+                "database_indices": torch.from_numpy(self.data.db_idx),
+                "val_indices": torch.from_numpy(self.data.val_idx),
+                "omega": None,
+                "U": None,
+                "next_iter": self.next_iter,
+                "next_epoch": 0,
+                "complete": self.next_iter >= self.cfg.max_iter,
+                "rng": capture_rng_state(),
+                "metrics_lines": self.metrics.lines,
+                "val_map": self.val_map,
+                "world_size": self.dist.world,
+            },
+            self.next_iter,
+            keep=self.cfg.keep_checkpoints,
+        )
 
     # --- one outer iteration -----------------------------------------------------
     def sample(self, it: int) -> None:
@@ -270,8 +276,12 @@ class _Run:
             pin_memory=self.cuda,
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
-            generator=torch.Generator().manual_seed(derived_seed(self.cfg.seed, 0x5EED, it)),
+            generator=torch.Generator().manual_seed(self._worker_seed(it)),
         )
+
+    def _worker_seed(self, it: int) -> int:
+        """The data-loader workers' base seed: from (seed, iteration), and the rank."""
+        return rank_seed(derived_seed(self.cfg.seed, 0x5EED, it), self.dist.rank)
 
     def end(self) -> None:
         self.loader = None  # ends the persistent workers
@@ -288,8 +298,8 @@ class _Run:
         cfg = self.cfg
         assert self.omega is not None and self.U is not None and self.loader is not None
         seed = derived_seed(cfg.seed, it, epoch)
-        seed_all(seed)
-        self.batches.seed = seed
+        seed_all(rank_seed(seed, self.dist.rank))  # each process its own augmentations
+        self.batches.seed = seed  # one batch order for all
         self.opt.net.train()
         # every row of U is rewritten this epoch (unreadable images stay 0), so that the
         # processes' U can be summed: each row comes from the one process that saw it
@@ -301,7 +311,7 @@ class _Run:
         for images, _, pos in bar:
             if not self.cuda and (threads := adapt_threads()) is not None:
                 log.info("CPU left free by other processes: %d compute thread(s) now", threads)
-            if len(pos) == 0:
+            if not self._all_have_images(len(pos)):
                 continue
             self._step(images, pos, omega_t, S, sums)
             if sums.batches % cfg.nan_check_every == 0:
@@ -309,6 +319,15 @@ class _Run:
                 bar.set_postfix(loss=f"{sums.mean_total():.4g}", refresh=False)
         self.check(sums.bad, it, epoch, sums.batches)
         return self._epoch_record(it, epoch, sums, time.perf_counter() - t0)
+
+    def _all_have_images(self, n: int) -> bool:
+        """Whether every process holds readable images of this batch. A process whose
+        share is all unreadable has nothing to step on; all processes then skip the batch
+        together, since each step's gradient all-reduce and the NaN check every
+        ``nan_check_every`` steps need every process (one host-side sum per step)."""
+        if not self.dist.active:
+            return n > 0
+        return self.dist.host_sum(int(n == 0)) == 0
 
     def _bar(self, it: int, epoch: int) -> Any:
         from tqdm.auto import tqdm
@@ -367,10 +386,13 @@ class _Run:
         record.update(means)
         if record["skipped"] and self.dist.main:
             log.warning(
-                "outer iteration %d, epoch %d: skipped %d unreadable image(s)",
+                "outer iteration %d, epoch %d: skipped %d unreadable image(s)%s",
                 it + 1,
                 epoch + 1,
                 record["skipped"],
+                " (and the readable ones of batches where a process had none)"
+                if self.dist.active
+                else "",
             )
         return record
 
@@ -463,10 +485,8 @@ def train(
         run.save()
     if db_codes is None:
         db_codes = run.database_codes()
-    if run.dist.main:
-        _save_npy(run_dir / DATABASE_CODES, db_codes)
-        _save_npy(run_dir / DATABASE_INDICES, run.data.db_idx)
-    run.dist.barrier()
+    codes, indices = db_codes, run.data.db_idx
+    run.dist.on_main(lambda: _save_codes(run_dir, codes, indices))
     return TrainResult(
         run_dir=run_dir,
         config=cfg,
@@ -497,9 +517,12 @@ def _open_run(
         log.info("process %d of %d on %s", dist.rank, dist.world, device)
     if state is not None:
         run.restore(state)
-    if dist.main:
+
+    def write_run_files() -> None:
         save_config(cfg, run_dir / CONFIG)
         record_training_data(cfg.dataset, cfg.data_root, run.data.ds, run_dir)
+
+    dist.on_main(write_run_files)
     run.metrics = MetricsLog(run_dir, state["metrics_lines"] if state else 0, dist.main)
     return run
 
@@ -534,11 +557,18 @@ def _outer_iteration(
     run.next_iter, run.next_epoch = it + 1, 0
     last = run.next_iter == cfg.max_iter
     evaluate = len(run.data.val_idx) and cfg.eval_every
-    if evaluate and (run.next_iter % cfg.eval_every == 0 or last) and run.dist.main:
-        db_codes = run.database_codes()
-        run.val_map = run.validate(it, db_codes)
+    if evaluate and (run.next_iter % cfg.eval_every == 0 or last):
+        # rank 0 validates; the others wait on the host (not in an NCCL barrier, whose
+        # watchdog a long validation would trip) and stop too if it fails
+        db_codes = run.database_codes()  # B in every process: DDP trains B-learning methods
+        run.val_map = run.dist.on_main(lambda: run.validate(it, db_codes))
         return db_codes
     return None
+
+
+def _save_codes(run_dir: Path, codes: np.ndarray, indices: np.ndarray) -> None:
+    _save_npy(run_dir / DATABASE_CODES, codes)
+    _save_npy(run_dir / DATABASE_INDICES, indices)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

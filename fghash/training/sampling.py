@@ -25,6 +25,7 @@ __all__ = [
     "TrainData",
     "auto_num_workers",
     "derived_seed",
+    "rank_seed",
     "sample_omega",
     "seed_all",
     "split_train_indices",
@@ -34,6 +35,12 @@ __all__ = [
 def derived_seed(*parts: int) -> int:
     """A seed for one purpose, derived from the run's seed and the purpose's numbers."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of one process's random draws (augmentations): rank 0 keeps ``seed``, so a
+    single process draws as it always has; every other rank gets its own."""
+    return seed if rank == 0 else derived_seed(seed, 0xA46, rank)
 
 
 def seed_all(seed: int) -> None:
