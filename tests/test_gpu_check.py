@@ -65,6 +65,7 @@ def test_tiny_mode_runs_every_section_from_the_repository_root(tmp_path):
     # the CPU legs are exact: same arithmetic on both sides of the interruption
     assert sections["resume"]["resumed_same_device_equal"]
     assert sections["resume"]["resumed_on_cpu_equal"]
+    assert sections["resume"]["started_on_cpu_resumed_on_device_bits_agree"] == 1.0
     assert sections["search"]["exact_vs_brute_force"]
     assert sections["search"]["notes"]  # why there are no GpuIndexBinaryFlat rows
     for model in ("a2net", "a2net_efficient"):
