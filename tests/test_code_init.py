@@ -31,7 +31,7 @@ def test_random_init_is_adsh_independent_bits_unchanged() -> None:
 
 @pytest.mark.parametrize("protocol", ["paper", "reference"])
 def test_paper_protocols_keep_adsh_random_init(protocol: str) -> None:
-    cfg = resolve_config("cub", None, protocol=protocol)
+    cfg = resolve_config("cub200", None, protocol=protocol)
     assert cfg.init_codes == "random" and cfg.hold_codes == 0
 
 

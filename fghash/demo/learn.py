@@ -39,9 +39,9 @@ CPU; the measurements behind it are in CHANGELOG.md):
   on this set. ``a2net_efficient`` pools the attention maps over one shared ``layer4``
   pass instead of one pass per map (at 64 px ``layer4`` is most of a step); the
   faithful ``a2net`` is one option away.
-* ``max_iter=17``: the most outer iterations that fit in about 4 minutes on 2 cores; the
-  test mAP leaves its plateau at a point that moves with the arithmetic (thread count,
-  CPU), so the margin is part of the choice.
+* ``max_iter=17``: the most outer iterations that fit in about 4 minutes on 2 cores. With
+  the class codes the loss leaves its ``u = 0`` value while B is still held, on every seed
+  and thread count measured (docs/benchmarks.md, ``bench_demo_seeds``).
 
 With ``--weights DEFAULT`` (ImageNet weights, downloaded by torchvision) the same
 configuration starts from useful features.
