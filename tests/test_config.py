@@ -259,3 +259,22 @@ def test_method_adsh_alone_is_vanilla_adsh():
     assert flags == (False, False, False, False)
     assert resolve_config("cub200", method="adsh", reconstruction=True).reconstruction
     assert resolve_config("cub200", method="a2net").reconstruction
+
+
+def test_code_start_options_reach_the_config_and_bad_values_are_refused():
+    from click.testing import CliRunner
+
+    from fghash.cli import main
+
+    cfg = resolve_config("synthetic", "a2net", init_codes="class", hold_codes=3)
+    assert (cfg.init_codes, cfg.hold_codes) == ("class", 3)
+    paper = resolve_config("synthetic", "a2net")
+    assert (paper.init_codes, paper.hold_codes) == ("random", 0)  # ADSH's start
+    with pytest.raises(FghashError, match="--hold-codes"):
+        resolve_config("synthetic", "a2net", hold_codes=-1)
+    with pytest.raises(FghashError, match="--init-codes"):
+        resolve_config("synthetic", "a2net", init_codes="zeros")
+    r = CliRunner().invoke(main, ["train", "--dataset", "synthetic", "--hold-codes", "-1"])
+    assert r.exit_code == 2 and "--hold-codes" in r.output
+    r = CliRunner().invoke(main, ["train", "--dataset", "synthetic", "--init-codes", "zeros"])
+    assert r.exit_code == 2 and "--init-codes" in r.output

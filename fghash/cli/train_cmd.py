@@ -147,6 +147,19 @@ def _config_names(name: str) -> Callable[[], list[str]]:
     "decorrelation terms on, image weight raised [paper 0 (+self-consistency: the lr "
     "milestone), reference max-iter/2].",
 )
+@click.option(
+    "--init-codes",
+    type=click.Choice(["random", "class"]),
+    default=None,
+    help="Start of the database codes B: random (ADSH) or class (one Hadamard code per "
+    "class, from the training labels) [random; the demo: class].",
+)
+@click.option(
+    "--hold-codes",
+    type=click.IntRange(min=0),
+    default=None,
+    help="First outer iterations that keep B as initialised (no discrete update) [0].",
+)
 @flag_option("soft-similarity", "Reference code's soft targets for dissimilar pairs [on].")
 @flag_option("attention", "A2-Net attention branch.")
 @flag_option("reconstruction", "A2-Net reconstruction loss.")

@@ -169,6 +169,8 @@ class TrainConfig:
             raise FghashError(
                 f"--image-size ({self.image_size}) must not exceed the resize ({self.resize})."
             )
+        if self.hold_codes < 0:
+            raise FghashError(f"--hold-codes must be 0 or more, got {self.hold_codes}.")
         if not 0.0 <= self.val_fraction < 1.0:
             raise FghashError(f"--val-fraction must be in [0, 1), got {self.val_fraction}.")
         if not self.lr > 0:
