@@ -27,6 +27,7 @@ __all__ = [
     "check_codes",
     "check_unused_bits",
     "check_split",
+    "check_finite",
 ]
 
 
@@ -38,6 +39,15 @@ class CodesFileError(FghashError):
 def fail(path: str, dataset: str, problem: str) -> CodesFileError:
     """The error for ``problem`` in ``dataset`` of the file at ``path``."""
     return CodesFileError(f"{path}: {dataset}: {problem}.")
+
+
+def check_finite(where: str, dataset: str, a: np.ndarray) -> None:
+    """Refuse float values that are NaN or infinite (features, relaxed codes): every
+    consumer (ranking, AUCs, baselines) would turn them into silent nonsense."""
+    ok = np.isfinite(a)
+    if not ok.all():
+        bad = int(ok.size - np.count_nonzero(ok))
+        raise fail(where, dataset, f"contains NaN or infinite values ({bad} of {ok.size})")
 
 
 def ids_unique(ids: np.ndarray, block: int = 1 << 20) -> bool:

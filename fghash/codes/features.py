@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fghash.codes.checks import check_split, fail
+from fghash.codes.checks import check_finite, check_split, fail
 from fghash.codes.file import decode_text
 from fghash.errors import FghashError
 from fghash.util.atomic import atomic_path
@@ -87,8 +87,7 @@ def _check_split(s: FeatureSplit, path: Path, name: str) -> None:
         )
     if f.shape[0] == 0 or f.shape[1] == 0:
         raise fail(where, f"{group}/features", f"is empty (shape {list(f.shape)})")
-    if not np.isfinite(f).all():
-        raise fail(where, f"{group}/features", "contains NaN or infinite values")
+    check_finite(where, f"{group}/features", f)
     check_split(where, group, f.shape[0], ids=s.ids, labels=s.labels, paths=s.paths, features=f)
 
 

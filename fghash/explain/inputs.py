@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fghash.codes import CodesFile, Split, codes_to_signs, read_codes
+from fghash.codes.checks import check_finite
 from fghash.errors import FghashError
 from fghash.viz.search_grid import run_data_root
 
@@ -144,6 +145,9 @@ def load_input(
             f"relaxed values: {path.name} split {split!r}: {have} (and no --run with images to "
             "encode them), so AUCs use the bits' signs and the per-bit grids are left out"
         )
+    if relaxed is not None:
+        where = str(path) if source == "file" else f"relaxed values encoded with {run}"
+        check_finite(where, f"/{split}/features", relaxed)
     attrs, names = s.attributes, cf.attribute_names
     if attributes_from is not None:
         attrs, names = _attributes_from(Path(attributes_from), split, s.ids)

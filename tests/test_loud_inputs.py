@@ -1,0 +1,75 @@
+"""Issue 20 item 5, the silent cases made loud: each refused with exit 2 and one sentence
+(``Error: ...``, no traceback), nothing changed on disk; or, where it should work, working."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+
+from fghash.cli import main
+from fghash.codes import Split, make_codes_file, signs_to_codes, write_codes
+
+
+def _invoke(*args: object):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _error_line(r) -> str:
+    """The one ``Error:`` line of a refused command (exit 2, no traceback)."""
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exc_info
+    assert "Traceback" not in r.output
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("Error: ")]
+    assert len(errors) == 1, r.stderr
+    return errors[0]
+
+
+def _digest(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _split(rng: np.random.Generator, n: int, bits: int, **kw) -> Split:
+    return Split(signs_to_codes(rng.standard_normal((n, bits))), labels=rng.integers(0, 3, n), **kw)
+
+
+# --- explain refuses non-finite relaxed values -----------------------------------------
+
+
+def test_explain_refuses_relaxed_values_that_are_mostly_nan(tmp_path):
+    rng = np.random.default_rng(0)
+    relaxed = np.tanh(rng.standard_normal((30, 8))).astype(np.float32)
+    relaxed[:, : 2 * 8 // 3 + 1] = np.nan  # two-thirds of every row
+    attrs = rng.integers(0, 2, (30, 4)).astype(np.uint8)
+    db = Split(
+        signs_to_codes(np.nan_to_num(relaxed, nan=1.0)),
+        labels=rng.integers(0, 3, 30),
+        features=relaxed,
+        features_kind="relaxed_code",
+        attributes=attrs,
+    )
+    codes = write_codes(tmp_path / "nan.h5", make_codes_file(8, db, method="a2net"))
+    before = _digest(codes)
+    out = tmp_path / "ex"
+    line = _error_line(_invoke("explain", codes, "--out", out, "--rotations", "3"))
+    assert "NaN" in line and "nan.h5" in line and "/database/features" in line
+    assert not out.exists()
+    assert _digest(codes) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.h5"]
+
+
+def test_explain_still_accepts_finite_relaxed_values(tmp_path):
+    rng = np.random.default_rng(1)
+    relaxed = np.tanh(rng.standard_normal((30, 8))).astype(np.float32)
+    db = Split(
+        signs_to_codes(relaxed),
+        labels=rng.integers(0, 3, 30),
+        features=relaxed,
+        features_kind="relaxed_code",
+        attributes=rng.integers(0, 2, (30, 4)).astype(np.uint8),
+    )
+    codes = write_codes(tmp_path / "ok.h5", make_codes_file(8, db, method="a2net"))
+    r = _invoke("explain", codes, "--out", tmp_path / "ex", "--rotations", "3")
+    assert r.exit_code == 0, r.output
