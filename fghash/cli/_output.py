@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-__all__ = ["built_text", "demo_summary", "explain_text", "info_text", "search_text", "table"]
+__all__ = [
+    "built_text",
+    "demo_summary",
+    "explain_text",
+    "info_text",
+    "printable",
+    "search_text",
+    "table",
+]
+
+# C0/C1 control characters, DEL and the Unicode line/paragraph separators: any of them
+# in a stored path or label could move the cursor or start a new (forged) table row.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character written as a Python escape (``\\n``,
+    ``\\x1b``), so that what files store prints as one line and never forges a row."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def table(rows: list[tuple[str, ...]], indent: str = "") -> str:
-    """Left-aligned columns, two spaces apart."""
+    """Left-aligned columns, two spaces apart; control characters escaped (:func:`printable`)."""
+    rows = [tuple(printable(c) for c in r) for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(indent + line for line in lines)
@@ -89,11 +109,11 @@ def search_text(results: list[dict[str, Any]]) -> str:
         q = r["query"]
         head = f"query {n}"
         if q["id"] is not None:
-            head += f": id {q['id']}, label {format_label(q['label'])}"
+            head += f": id {q['id']}, label {printable(format_label(q['label']))}"
             if q["path"] is not None:
-                head += f", {q['path']}"
+                head += f", {printable(str(q['path']))}"
         elif q["path"] is not None:  # an image given with --image
-            head += f": {q['path']}"
+            head += f": {printable(str(q['path']))}"
         rows = [("rank", "id", "distance", "label", "path")]
         for hit in r["results"]:
             rows.append(
@@ -101,8 +121,8 @@ def search_text(results: list[dict[str, Any]]) -> str:
                     str(hit["rank"]),
                     str(hit["id"]),
                     str(hit["distance"]),
-                    format_label(hit["label"]),
-                    hit["path"] or "-",
+                    printable(format_label(hit["label"])),
+                    printable(str(hit["path"] or "-")),
                 )
             )
         if len(rows) == 1:

@@ -1,0 +1,75 @@
+"""Hostile files and huge numbers (issue 20, item 4): one sentence, exit 2, no traceback."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("faiss")
+
+from fghash.cli import main  # noqa: E402
+from fghash.codes import Split, make_codes_file, pack_bits, write_codes  # noqa: E402
+
+BITS = 16
+
+
+def _codes_file(path: Path, n: int = 40, nq: int = 3, db_paths: list[str] | None = None) -> Path:
+    rng = np.random.default_rng(0)
+    db = Split(
+        pack_bits(rng.integers(0, 2, (n, BITS))),
+        ids=np.arange(n),
+        labels=rng.integers(0, 4, n),
+        paths=db_paths or [f"img/{i}.jpg" for i in range(n)],
+    )
+    q = Split(
+        pack_bits(rng.integers(0, 2, (nq, BITS))),
+        ids=np.arange(nq) + 900,
+        labels=rng.integers(0, 4, nq),
+        paths=[f"q/{i}.jpg" for i in range(nq)],
+    )
+    return write_codes(path, make_codes_file(BITS, db, q, method="itq"))
+
+
+def run(*args: object, env: dict[str, str] | None = None) -> object:
+    start = time.monotonic()
+    result = CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+    assert time.monotonic() - start < 60, args
+    return result
+
+
+def assert_one_sentence(result: object, *needles: str) -> None:
+    """Exit 2, no traceback, exactly one ``Error:`` line holding each of ``needles``."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    for n in needles:
+        assert n in result.output, (n, result.output)
+
+
+def _bundle(tmp_path: Path, *extra: object, **kw: object) -> tuple[Path, Path]:
+    codes = _codes_file(tmp_path / "codes.h5", **kw)  # type: ignore[arg-type]
+    out = tmp_path / "idx"
+    r = run("build-index", codes, "--out", out, "--device", "cpu", *extra)
+    assert r.exit_code == 0, r.output
+    return codes, out
+
+
+def test_control_characters_in_stored_paths_forge_no_rows(tmp_path: Path) -> None:
+    paths = ["a\nquery 9: forged\n  1  2  0  x  y"] * 40
+    codes, out = _bundle(tmp_path, db_paths=paths)
+    r = run("search", out, "--codes", codes, "-k", "3", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    lines = r.output.rstrip("\n").split("\n")
+    # per query: its head, the column heads, k rows; blank lines between queries
+    assert len(lines) == 3 * (1 + 1 + 3) + 2, r.output
+    assert not any(line.startswith("query 9") for line in lines)
+    assert [line for line in lines if line.startswith("query ")] == [
+        line for line in lines if line.startswith(("query 1:", "query 2:", "query 3:"))
+    ]
+    assert sum(line.startswith("query ") for line in lines) == 3
+    assert "a\\nquery 9: forged\\n" in r.output
