@@ -73,3 +73,28 @@ def test_explain_still_accepts_finite_relaxed_values(tmp_path):
     codes = write_codes(tmp_path / "ok.h5", make_codes_file(8, db, method="a2net"))
     r = _invoke("explain", codes, "--out", tmp_path / "ex", "--rotations", "3")
     assert r.exit_code == 0, r.output
+
+
+# --- search --grid never overwrites without --force ------------------------------------
+
+
+def _bundle(tmp_path: Path, method: str = "a2net", config: dict | None = None) -> Path:
+    rng = np.random.default_rng(2)
+    cf = make_codes_file(
+        8, _split(rng, 40, 8, ids=np.arange(40)), method=method, config=config or {"seed": 0}
+    )
+    codes = write_codes(tmp_path / "codes.h5", cf)
+    r = _invoke("build-index", codes, "--out", tmp_path / "bundle")
+    assert r.exit_code == 0, r.output
+    return tmp_path / "bundle"
+
+
+def test_search_grid_refuses_to_overwrite_a_users_file(tmp_path):
+    bundle = _bundle(tmp_path)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    image = tmp_path / "q.png"
+    image.write_bytes(b"not even read")
+    line = _error_line(_invoke("search", bundle, "--image", image, "--grid", notes))
+    assert "notes.txt" in line and "--force" in line
+    assert notes.read_text() == "my notes\n"

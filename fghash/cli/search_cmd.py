@@ -10,6 +10,7 @@ from fghash.cli._app import main
 from fghash.cli._options import (
     device_option,
     echo_json,
+    force_option,
     format_option,
     k_option,
 )
@@ -69,6 +70,7 @@ __all__ = ["search_cmd"]
     type=click.Path(file_okay=False),
     help="With --grid: folder the indexed paths are relative to [default: the run's].",
 )
+@force_option("With --grid: replace the PNG if it exists.")
 @device_option()
 @click.option(
     "--engine",
@@ -96,6 +98,7 @@ def search_cmd(
     run: str | None,
     grid: Path | None,
     data_root: str | None,
+    force: bool,
     device: str,
     engine: str,
     fmt: str,
@@ -118,6 +121,7 @@ def search_cmd(
         grid=grid,
         data_root=data_root,
         device=device,
+        force=force,
         codes=codes,
         split=split,
         limit=limit,

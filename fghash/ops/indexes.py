@@ -36,6 +36,7 @@ def search(
     grid: PathLike | None = None,
     data_root: PathLike | None = None,
     device: str = "auto",
+    force: bool = False,
     **search_kw: Any,
 ) -> Searched:
     """Search the bundle at ``index_path`` with ``images`` (encoded by ``run``, else by the
@@ -44,7 +45,8 @@ def search(
 
     ``grid``: with images, a PNG of each query beside its results (result paths relative
     to ``data_root``, else to the run's). ``device`` is ``auto|cpu|gpu``, for FAISS and
-    for the network that encodes the images.
+    for the network that encodes the images. An existing ``grid`` file is replaced only
+    with ``force`` (checked before any image is encoded, so a refusal costs nothing).
     """
     from index import search_bundle
 
@@ -57,6 +59,8 @@ def search(
         )
     if not images:
         return Searched(search_bundle(index_path, k, device=device, **search_kw))
+    if grid is not None and Path(grid).exists() and not force:
+        raise FghashError(f"--grid {grid} already exists; add --force to replace it.")
     from fghash.encoding.image_query import encode_query_images, query_run
     from index import read_bundle_meta
 
