@@ -72,6 +72,7 @@ def search_bundle(
             f"k={k} is larger than the database of {bundle} ({meta['ntotal']} items); "
             f"use -k {meta['ntotal']} or less."
         )
+    _check_nflip(nflip, meta, bundle)
     bits = int(meta["bits"])
     queries: Queries = None
     if xq is not None:
@@ -84,6 +85,17 @@ def search_bundle(
     return search_items(
         index, items, xq, k, queries=queries, nprobe=nprobe, ef_search=ef_search, nflip=nflip
     )
+
+
+def _check_nflip(nflip: Any, meta: dict[str, Any], bundle: Any) -> None:
+    """Refuse more bit flips than the hash index's ``b`` bits: FAISS would enumerate
+    ``sum(C(b, i), i <= nflip)`` buckets, which past ``b`` only grows the work."""
+    b = (meta.get("params") or {}).get("hash_b")
+    if isinstance(nflip, int) and not isinstance(nflip, bool) and isinstance(b, int) and nflip > b:
+        raise FghashError(
+            f"--nflip {nflip} is more than the {b} bits {bundle} hashes on (hash_b); "
+            f"use --nflip {b} or less."
+        )
 
 
 def _packed_queries(

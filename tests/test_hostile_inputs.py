@@ -73,3 +73,47 @@ def test_control_characters_in_stored_paths_forge_no_rows(tmp_path: Path) -> Non
     ]
     assert sum(line.startswith("query ") for line in lines) == 3
     assert "a\\nquery 9: forged\\n" in r.output
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--ef-search", 10**30),
+        ("--nprobe", 2**40),
+        ("--nflip", 10**12),
+        ("-k", 10**20),
+    ],
+)
+def test_huge_search_options_are_usage_errors(tmp_path: Path, option: str, value: int) -> None:
+    codes, out = _bundle(tmp_path)
+    r = run("search", out, "--code", "0000", option, value, "--device", "cpu")
+    assert_one_sentence(r, option.lstrip("-")[:2], "range")
+
+
+def test_huge_threads_and_per_bit_are_usage_errors(tmp_path: Path) -> None:
+    codes = _codes_file(tmp_path / "codes.h5")
+    r = run("bench", codes, "--out", tmp_path / "b", "--threads", 10**9)
+    assert_one_sentence(r, "--threads", "range")
+    r = run("explain", codes, "--out", tmp_path / "e", "--per-bit", 10**9)
+    assert_one_sentence(r, "--per-bit", "range")
+
+
+def test_nflip_above_hash_b_is_refused(tmp_path: Path) -> None:
+    codes, out = _bundle(tmp_path, "--type", "hash", "--hash-b", "8")
+    r = run("search", out, "--code", "0000", "--nflip", "9", "--device", "cpu")
+    assert_one_sentence(r, "--nflip 9", "hash_b")
+    r = run("search", out, "--code", "0000", "--nflip", "8", "-k", "2", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("value", ["99999999999", "abc", "0", "-3", "4,x"])
+def test_bad_omp_num_threads_is_one_sentence(tmp_path: Path, value: str) -> None:
+    codes, out = _bundle(tmp_path)
+    r = run("search", out, "--code", "0000", "--device", "cpu", env={"OMP_NUM_THREADS": value})
+    assert_one_sentence(r, "OMP_NUM_THREADS")
+
+
+def test_good_omp_num_threads_still_works(tmp_path: Path) -> None:
+    codes, out = _bundle(tmp_path)
+    r = run("search", out, "--code", "0000", "--device", "cpu", env={"OMP_NUM_THREADS": "2"})
+    assert r.exit_code == 0, r.output

@@ -34,6 +34,7 @@ class UserError(click.ClickException):
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            runtime.check_thread_environment()
             return super().invoke(ctx)
         except FghashError as e:
             raise UserError(str(e)) from None

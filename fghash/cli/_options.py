@@ -19,11 +19,18 @@ from click.core import ParameterSource
 
 from fghash.errors import FghashError
 from fghash.util.lists import parse_list
+from fghash.util.threads import MAX_THREADS
 
 __all__ = [
     "DEVICES",
+    "MAX_EF_SEARCH",
+    "MAX_K",
+    "MAX_NFLIP",
+    "MAX_NPROBE",
+    "MAX_PER_BIT",
     "CommaList",
     "LazyChoice",
+    "at_most",
     "command_line",
     "device_option",
     "echo_json",
@@ -36,6 +43,21 @@ __all__ = [
 ]
 
 DEVICES = ("auto", "cpu", "gpu", "cuda")
+
+# Upper bounds of the numeric options: far above any useful value, low enough that a
+# typo (an extra zero, 10**30) gives click's one-sentence usage error instead of an
+# integer overflow in FAISS or gigabytes of memory. Lower bounds are the library's word.
+MAX_K = 2**24  # neighbours per query
+MAX_NPROBE = 2**24  # ivf lists visited (never more than the lists of the index)
+MAX_EF_SEARCH = 2**20  # hnsw search beam
+MAX_NFLIP = 64  # hash bit flips; the bundle's own b bounds it further
+MAX_PER_BIT = 100  # images per side of an explain grid
+
+
+def at_most(limit: int) -> click.IntRange:
+    """An integer no larger than ``limit`` (smaller ones are checked by the library, which
+    says what they mean)."""
+    return click.IntRange(max=limit)
 
 
 def format_option(*choices: str) -> Any:
@@ -72,7 +94,7 @@ def threads_option(help: str | None = None) -> Any:
     """``--threads N`` (N >= 1; unset: the library's default)."""
     return click.option(
         "--threads",
-        type=click.IntRange(min=1),
+        type=click.IntRange(min=1, max=MAX_THREADS),
         default=None,
         help=help
         or "CPU threads for torch (and FAISS) [default: OMP_NUM_THREADS if set, else the cores "
@@ -89,7 +111,7 @@ def out_option(help: str, *, dest: str = "out", **kw: Any) -> Any:
 
 def k_option(help: str, **kw: Any) -> Any:
     """``-k/--k``: neighbours per query (an integer unless ``kw`` gives another type)."""
-    kw.setdefault("type", int)
+    kw.setdefault("type", at_most(MAX_K))
     kw.setdefault("default", 10)
     kw.setdefault("show_default", kw["default"] is not None)
     return click.option("-k", "--k", "k", help=help, **kw)

@@ -8,7 +8,9 @@ import click
 
 from fghash.cli._app import main
 from fghash.cli._options import (
+    MAX_PER_BIT,
     CommaList,
+    at_most,
     command_line,
     device_option,
     force_option,
@@ -136,7 +138,11 @@ def bench_cmd(
 )
 @click.option("--bits-to-show", help="Bits for the per-bit grids, e.g. 0,3,5-7 [all].")
 @click.option(
-    "--per-bit", type=int, default=8, show_default=True, help="Images per side in a bit's grid."
+    "--per-bit",
+    type=at_most(MAX_PER_BIT),
+    default=8,
+    show_default=True,
+    help="Images per side in a bit's grid.",
 )
 @click.option(
     "--queries",

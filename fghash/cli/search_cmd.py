@@ -8,6 +8,10 @@ import click
 
 from fghash.cli._app import main
 from fghash.cli._options import (
+    MAX_EF_SEARCH,
+    MAX_NFLIP,
+    MAX_NPROBE,
+    at_most,
     device_option,
     echo_json,
     force_option,
@@ -39,9 +43,13 @@ __all__ = ["search_cmd"]
     help="One query code in hex, byte 0 first, two digits per byte (a leading 0x is allowed).",
 )
 @k_option("Neighbours per query.")
-@click.option("--nprobe", type=int, help="ivf: lists to visit.")
-@click.option("--ef-search", type=int, help="hnsw: search beam width.")
-@click.option("--nflip", type=int, help="hash/multihash: bit flips explored per bucket.")
+@click.option("--nprobe", type=at_most(MAX_NPROBE), help="ivf: lists to visit.")
+@click.option("--ef-search", type=at_most(MAX_EF_SEARCH), help="hnsw: search beam width.")
+@click.option(
+    "--nflip",
+    type=at_most(MAX_NFLIP),
+    help="hash/multihash: bit flips explored per bucket (at most the index's hash_b).",
+)
 @click.option(
     "--verify",
     is_flag=True,

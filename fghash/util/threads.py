@@ -46,10 +46,12 @@ from pathlib import Path
 from fghash.errors import FghashError
 
 __all__ = [
+    "MAX_THREADS",
     "SPIN_COUNT",
     "LoadFollower",
     "adapt_threads",
     "busy_seconds",
+    "check_thread_environment",
     "default_threads",
     "prepare_environment",
     "set_threads",
@@ -59,6 +61,9 @@ __all__ = [
 
 SPIN_COUNT = 3000  # libgomp spins before an idle thread sleeps (its default: 300,000)
 _USERS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # the user's word on waiting wins
+#: Most compute threads ``--threads`` or ``OMP_NUM_THREADS`` may ask for: more only makes
+#: OpenMP allocate per-thread stacks until memory runs out.
+MAX_THREADS = 1024
 
 
 def prepare_environment(environ: MutableMapping[str, str] | None = None) -> bool:
@@ -75,9 +80,26 @@ def prepare_environment(environ: MutableMapping[str, str] | None = None) -> bool
     return True
 
 
+def check_thread_environment(environ: MutableMapping[str, str] | None = None) -> None:
+    """Refuse an ``OMP_NUM_THREADS`` that is set but is not a comma-separated list of
+    integers 1..:data:`MAX_THREADS` (OpenMP's syntax), before torch or FAISS load it:
+    a huge value makes their OpenMP runtimes die out of memory, without a word."""
+    env = os.environ if environ is None else environ
+    value = env.get("OMP_NUM_THREADS", "").strip()
+    if not value:
+        return
+    items = [v.strip() for v in value.split(",")]
+    if not all(v.isascii() and v.isdigit() and 1 <= int(v) <= MAX_THREADS for v in items):
+        raise FghashError(
+            f"OMP_NUM_THREADS={value[:40]!r} is not a thread count from 1 to {MAX_THREADS}; "
+            "set it to such a number or unset it."
+        )
+
+
 def _users_threads() -> int | None:
     users = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(users) if users.isdigit() and int(users) > 0 else None
+    ok = users.isascii() and users.isdigit() and 0 < int(users) <= MAX_THREADS
+    return int(users) if ok else None
 
 
 def _usable_cores() -> list[int]:
@@ -211,8 +233,8 @@ def set_threads(threads: int | None = None) -> int:
     """
     global _follower
     n = default_threads() if threads is None else threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise FghashError(f"--threads must be a positive integer, got {threads!r}.")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+        raise FghashError(f"--threads must be an integer from 1 to {MAX_THREADS}, got {threads!r}.")
     _apply(n)
     cores = _usable_cores()
     follow = threads is None and _users_threads() is None and len(cores) > 1
