@@ -25,6 +25,7 @@ import numpy as np
 from fghash.codes import Split, append_codes, file_checksum, ids_unique, read_attrs, read_codes
 from fghash.errors import FghashError
 from index.bundle import load_index, store_added
+from index.checks import codes_origin
 from index.folder import read_bundle_meta
 from index.items import ItemMeta, labels_form
 
@@ -33,6 +34,7 @@ __all__ = [
     "read_new_items",
     "next_id",
     "codes_features_kind",
+    "check_same_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,46 @@ def codes_features_kind(bundle: str | os.PathLike[str]) -> str | None:
         return None
     feats = read_attrs(path)["splits"].get(source.get("split", "database"), {}).get("features")
     return feats["kind"] if feats else None
+
+
+def check_same_model(
+    bundle: str | os.PathLike[str],
+    *,
+    new_codes: str | os.PathLike[str] | None = None,
+    run: str | os.PathLike[str] | None = None,
+) -> None:
+    """Refuse new items whose codes come from another method or run than the bundle's:
+    Hamming distances between codes of different models mean nothing. The test is the
+    one ``fghash search`` warns on (method, then :func:`index.checks.codes_origin`); for
+    encoded images, the run against the run the bundle records. Unknown sides pass."""
+    source = read_bundle_meta(bundle).get("codes") or {}
+    theirs_run = source.get("run")
+    if run is not None:
+        mine_run = str(Path(run).resolve())
+        if theirs_run and mine_run != theirs_run:
+            raise FghashError(
+                f"the run {run} did not make the codes in {bundle} (the run {theirs_run} did); "
+                "codes of different runs are not comparable, so pass --allow-mixed to add "
+                "them anyway."
+            )
+        return
+    if new_codes is None:
+        return
+    head = read_attrs(new_codes)
+    known = {None, "", "unknown"}
+    method, theirs_method = head["method"], source.get("method")
+    if method not in known and theirs_method not in known and method != theirs_method:
+        raise FghashError(
+            f"{new_codes} holds {method} codes but {bundle} holds {theirs_method} codes; "
+            "distances between codes of different methods mean nothing, so pass "
+            "--allow-mixed to add them anyway."
+        )
+    mine, theirs = codes_origin(head["config"]), source.get("origin")
+    if mine is not None and theirs is not None and mine != theirs:
+        raise FghashError(
+            f"{new_codes} comes from another {method} run than the codes in {bundle}; codes "
+            "of different runs are not comparable, so pass --allow-mixed to add them anyway."
+        )
 
 
 def _check_compatible(meta: dict[str, Any], items: Any, bits: int, new: Split, where: str) -> None:

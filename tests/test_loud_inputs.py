@@ -98,3 +98,44 @@ def test_search_grid_refuses_to_overwrite_a_users_file(tmp_path):
     line = _error_line(_invoke("search", bundle, "--image", image, "--grid", notes))
     assert "notes.txt" in line and "--force" in line
     assert notes.read_text() == "my notes\n"
+
+
+# --- add refuses codes of another method or run unless --allow-mixed -------------------
+
+
+def _new_codes(tmp_path: Path, name: str, method: str, config: dict) -> Path:
+    rng = np.random.default_rng(3)
+    cf = make_codes_file(
+        8, _split(rng, 5, 8, ids=np.arange(100, 105)), method=method, config=config
+    )
+    return write_codes(tmp_path / name, cf)
+
+
+def _state(tmp_path: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(tmp_path)): _digest(p) for p in sorted(tmp_path.rglob("*")) if p.is_file()
+    }
+
+
+def test_add_refuses_codes_of_another_method(tmp_path):
+    bundle = _bundle(tmp_path)
+    itq = _new_codes(tmp_path, "itq.h5", "itq", {"seed": 0})
+    before = _state(tmp_path)
+    line = _error_line(_invoke("add", bundle, itq))
+    assert "itq" in line and "a2net" in line and "--allow-mixed" in line
+    assert _state(tmp_path) == before  # bundle, codes file and index.json untouched
+    r = _invoke("add", bundle, itq, "--allow-mixed")
+    assert r.exit_code == 0, r.output
+    assert "added 5 items" in r.output and "45 in all" in r.output
+
+
+def test_add_refuses_codes_of_another_run_of_the_same_method(tmp_path):
+    bundle = _bundle(tmp_path, config={"seed": 0})
+    other = _new_codes(tmp_path, "other.h5", "a2net", {"seed": 1})
+    before = _state(tmp_path)
+    line = _error_line(_invoke("add", bundle, other))
+    assert "another a2net run" in line and "--allow-mixed" in line
+    assert _state(tmp_path) == before
+    same = _new_codes(tmp_path, "same.h5", "a2net", {"seed": 0})  # same config: same run
+    r = _invoke("add", bundle, same)
+    assert r.exit_code == 0, r.output

@@ -145,6 +145,11 @@ def build_index_cmd(
     show_default=True,
     help="Also append to the codes file the index was built from (kept in step).",
 )
+@click.option(
+    "--allow-mixed",
+    is_flag=True,
+    help="Add codes of another method or run than the index's (refused by default).",
+)
 def add_cmd(
     index_path: Path,
     new_codes: Path | None,
@@ -156,6 +161,7 @@ def add_cmd(
     batch_size: int,
     device: str,
     codes_file: bool,
+    allow_mixed: bool,
 ) -> None:
     """Append new items to the index bundle at PATH without rebuilding it.
 
@@ -176,6 +182,7 @@ def add_cmd(
         batch_size=batch_size,
         device=device,
         update_codes=codes_file,
+        allow_mixed=allow_mixed,
     )
     click.echo(f"added {done.added} items to {index_path}: {done.total} in all")
     if done.codes_file is not None:

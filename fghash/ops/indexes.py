@@ -101,19 +101,30 @@ def add_items(
     batch_size: int = 64,
     device: str = "auto",
     update_codes: bool = True,
+    allow_mixed: bool = False,
 ) -> Added:
     """Append new items to a bundle: the ``split`` of a codes file ``new_codes``, or
     ``images`` (files or folders) encoded with the trained ``run``.
 
     Image items get ids from ``first_id`` on (default: the largest id + 1) and ``label``;
     with ``update_codes`` the bundle's codes file gets them too, with the float features
-    it already stores (:func:`index.append.add_to_bundle`).
+    it already stores (:func:`index.append.add_to_bundle`). Codes of another method or
+    run than the bundle's are refused unless ``allow_mixed``
+    (:func:`index.append.check_same_model`).
     """
     from fghash.ops.new_items import encode_new_items
-    from index.append import add_to_bundle, codes_features_kind, next_id, read_new_items
+    from index.append import (
+        add_to_bundle,
+        check_same_model,
+        codes_features_kind,
+        next_id,
+        read_new_items,
+    )
 
     if (new_codes is None) == (not images):
         raise FghashError("give the new items either as NEW.h5 or as --run RUN --images PATH.")
+    if not allow_mixed:
+        check_same_model(index_path, new_codes=new_codes, run=run if images else None)
     if images:
         if run is None:
             raise FghashError("--images needs --run RUN, the trained run that encodes them.")
