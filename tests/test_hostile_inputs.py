@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import struct
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +119,38 @@ def test_good_omp_num_threads_still_works(tmp_path: Path) -> None:
     codes, out = _bundle(tmp_path)
     r = run("search", out, "--code", "0000", "--device", "cpu", env={"OMP_NUM_THREADS": "2"})
     assert r.exit_code == 0, r.output
+
+
+def _declared_png(path: Path, width: int, height: int) -> Path:
+    """A 1x1 PNG whose header (IHDR, CRC fixed) declares ``width`` x ``height`` pixels."""
+    from PIL import Image
+
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("side", [30_000, 11_000])  # past Pillow's error; past fghash's limit
+def test_decompression_bomb_query_image_is_one_sentence(tmp_path: Path, side: int) -> None:
+    codes, out = _bundle(tmp_path)
+    bomb = _declared_png(tmp_path / "bomb.png", side, side)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    r = run("search", out, "--image", bomb, "--run", run_dir, "--device", "cpu")
+    assert_one_sentence(r, "bomb.png", "too large")
+
+
+def test_decompression_bomb_in_a_data_set_is_refused(tmp_path: Path) -> None:
+    from fghash.data.base import ImageListDataset
+    from fghash.errors import FghashError
+
+    _declared_png(tmp_path / "bomb.png", 11_000, 11_000)
+    ds = ImageListDataset(tmp_path, ["bomb.png"], [0], ["a"])
+    with pytest.raises(FghashError, match="decompression bomb"):
+        ds.load_image(0)
+    ds.skip_corrupt = True
+    assert ds.load_image(0) is None

@@ -8,6 +8,8 @@ An :class:`ImageListDataset` is a map-style dataset (``len`` and ``[i]``) that a
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,13 @@ from PIL import Image, UnidentifiedImageError
 
 from fghash.errors import FghashError
 
-__all__ = ["ImageListDataset", "Transform", "collate_skip_none"]
+__all__ = [
+    "MAX_IMAGE_PIXELS",
+    "ImageListDataset",
+    "Transform",
+    "check_image_size",
+    "collate_skip_none",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +41,46 @@ _DECODE_ERRORS = (
     ValueError,
     Image.DecompressionBombError,
 )
+
+
+#: Most pixels fghash decodes from one image (10,000 x 10,000). The header is checked
+#: before any pixel is decoded, so a small file declaring a huge canvas (a decompression
+#: bomb) costs nothing; Pillow's own warning is left to this check, its error still counts.
+MAX_IMAGE_PIXELS = 100_000_000
+
+
+def _check_pixels(im: Image.Image, path: str | os.PathLike[str]) -> None:
+    w, h = im.size
+    if w * h > MAX_IMAGE_PIXELS:
+        raise Image.DecompressionBombError(
+            f"{w} x {h} pixels is more than fghash decodes ({MAX_IMAGE_PIXELS:,} pixels); "
+            "it may be a decompression bomb"
+        )
+
+
+def _open_checked(path: str | os.PathLike[str]) -> Image.Image:
+    """``Image.open`` with :data:`MAX_IMAGE_PIXELS` checked on the header."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(path)
+    try:
+        _check_pixels(im, path)
+    except BaseException:
+        im.close()
+        raise
+    return im
+
+
+def check_image_size(path: str | os.PathLike[str]) -> None:
+    """Refuse an image file that declares more than :data:`MAX_IMAGE_PIXELS` pixels,
+    reading its header only. Other problems (missing, not an image) are left to the
+    code that decodes it, which names them."""
+    try:
+        _open_checked(path).close()
+    except Image.DecompressionBombError as e:
+        raise FghashError(f"{path} is too large to read as an image: {e}.") from None
+    except (FileNotFoundError, *_DECODE_ERRORS):
+        return
 
 
 class ImageListDataset:
@@ -119,7 +167,7 @@ class ImageListDataset:
         rel = self.paths[i]
         path = self.root / rel
         try:
-            with Image.open(path) as im:
+            with _open_checked(path) as im:
                 return im.convert("RGB")
         except FileNotFoundError:
             raise FghashError(

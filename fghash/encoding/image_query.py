@@ -41,9 +41,15 @@ def encode_query_images(
 ) -> np.ndarray:
     """Packed codes ``uint8 [len(images), ceil(bits/8)]`` of the images, by ``run``'s network.
 
-    Refuses a run whose code length differs from the index's ``bits``.
+    Refuses a run whose code length differs from the index's ``bits``, and, before the
+    network is loaded, an image declaring more than
+    :data:`fghash.data.base.MAX_IMAGE_PIXELS` pixels.
     """
+    from fghash.data.base import check_image_size
     from fghash.encoding.encode import load
+
+    for p in images:
+        check_image_size(p)
 
     enc = load(run, device=device)
     if enc.bits != bits:
