@@ -48,6 +48,7 @@ __all__ = [
     "read_bundle_meta",
     "check_target",
     "bundle_folder",
+    "folder_mode",
     "base_meta",
     "now_iso",
     "write_meta",
@@ -117,6 +118,22 @@ def check_target(path: Path, overwrite: bool) -> None:
         raise FghashError(f"cannot write {path}: the folder {path.parent} does not exist.")
 
 
+def folder_mode() -> int:
+    """``0o777`` less the process umask: the mode ``os.mkdir`` gives (``mkdtemp`` gives
+    ``0o700``). Read from ``/proc/self/status`` where it can be, since setting the umask to
+    read it back briefly changes it for every thread of the process."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o777 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
 @contextmanager
 def bundle_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; on success it replaces ``path``.
@@ -133,6 +150,7 @@ def bundle_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
     old: Path | None = None
     try:
         yield tmp
+        os.chmod(tmp, folder_mode())
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".old", dir=parent))
             old.rmdir()

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from fghash.cli import main
@@ -139,3 +142,39 @@ def test_add_refuses_codes_of_another_run_of_the_same_method(tmp_path):
     same = _new_codes(tmp_path, "same.h5", "a2net", {"seed": 0})  # same config: same run
     r = _invoke("add", bundle, same)
     assert r.exit_code == 0, r.output
+
+
+# --- folders honour the umask -----------------------------------------------------------
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, and put the old one back."""
+    old = os.umask(0o022)
+    yield lambda m: os.umask(m)
+    os.umask(old)
+
+
+@pytest.mark.parametrize(
+    ("mask", "dir_mode", "file_mode"), [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)]
+)
+def test_bundle_folders_honour_the_umask(tmp_path, umask, mask, dir_mode, file_mode):
+    umask(mask)
+    bundle = _bundle(tmp_path)
+    assert stat.S_IMODE(bundle.stat().st_mode) == dir_mode
+    files = [p for p in bundle.rglob("*") if p.is_file()]
+    assert files and all(stat.S_IMODE(p.stat().st_mode) == file_mode for p in files)
+    # add swaps in a new bundle folder: the same mode again
+    more = _new_codes(tmp_path, "more.h5", "a2net", {"seed": 0})
+    assert _invoke("add", bundle, more).exit_code == 0
+    assert stat.S_IMODE(bundle.stat().st_mode) == dir_mode
+
+
+def test_explain_folders_honour_the_umask(tmp_path, umask):
+    umask(0o022)
+    rng = np.random.default_rng(4)
+    db = _split(rng, 30, 8)
+    codes = write_codes(tmp_path / "c.h5", make_codes_file(8, db, method="itq"))
+    out = tmp_path / "ex"
+    assert _invoke("explain", codes, "--out", out, "--rotations", "3").exit_code == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
