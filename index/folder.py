@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -102,7 +102,61 @@ def read_bundle_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("kind", "bits", "dim", "ntotal", "params"):
         if key not in meta:
             raise FghashError(f"{meta_path} lacks {key!r}; the bundle is damaged.")
+    problem = _type_problem(meta) or _shape_problem(meta)
+    if problem:
+        raise FghashError(f"{meta_path}: {problem}; the bundle is damaged or was edited.")
     return meta
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# The type each known key of index.json must have (an edited file gets one sentence, not
+# a traceback where the value is used); keys not listed are not read by fghash.
+_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "kind": (lambda v: isinstance(v, str), "a string"),
+    "bits": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "dim": (lambda v: _is_int(v) and v >= 8 and v % 8 == 0, "a positive multiple of 8"),
+    "ntotal": (lambda v: _is_int(v) and v >= 0, "a count (an integer >= 0)"),
+    "params": (lambda v: isinstance(v, dict), "an object"),
+    "code_bytes": (_is_int, "an integer"),
+    "stored_bytes": (_is_int, "an integer"),
+    "padded": (lambda v: isinstance(v, bool), "true or false"),
+    "codes": (lambda v: v is None or isinstance(v, dict), "an object"),
+    "files": (lambda v: isinstance(v, dict), "an object"),
+    "index_file": (
+        lambda v: (
+            isinstance(v, dict)
+            and _is_int(v.get("size", 0))
+            and all(isinstance(v.get(k, ""), str) for k in ("head", "sha256"))
+        ),
+        "an object with an integer size and text head and sha256",
+    ),
+}
+
+
+def _type_problem(meta: dict[str, Any]) -> str | None:
+    for key, (ok, what) in _TYPES.items():
+        if key in meta and not ok(meta[key]):
+            return f"{key!r} is {json.dumps(meta[key])[:40]}, not {what}"
+    return None
+
+
+def _shape_problem(meta: dict[str, Any]) -> str | None:
+    """Code length, stored width and their byte counts must agree (``bits`` edited alone
+    would make every distance wrong without this)."""
+    bits, dim = meta["bits"], meta["dim"]
+    if bits > dim:
+        return f"bits {bits} is more than the {dim} bits the index stores (dim)"
+    nbytes = nbytes_for(bits)
+    if "code_bytes" in meta and meta["code_bytes"] != nbytes:
+        return f"code_bytes {meta['code_bytes']} does not match bits {bits} ({nbytes} bytes)"
+    if "stored_bytes" in meta and meta["stored_bytes"] != dim // 8:
+        return f"stored_bytes {meta['stored_bytes']} does not match dim {dim}"
+    if "padded" in meta and meta["padded"] != (dim > 8 * nbytes):
+        return f"padded {json.dumps(meta['padded'])} does not match bits {bits} and dim {dim}"
+    return None
 
 
 def check_target(path: Path, overwrite: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import time
 import zlib
@@ -154,3 +155,33 @@ def test_decompression_bomb_in_a_data_set_is_refused(tmp_path: Path) -> None:
         ds.load_image(0)
     ds.skip_corrupt = True
     assert ds.load_image(0) is None
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("ntotal", "abc"),
+        ("bits", [1]),
+        ("bits", True),
+        ("dim", 12.5),
+        ("params", "x"),
+        ("kind", 3),
+        ("codes", 7),
+        ("index_file", {"size": "big"}),
+        ("bits", 40),  # more than dim 32
+        ("bits", 24),  # dim still fits, but code_bytes says 2 bytes
+        ("padded", False),
+        ("stored_bytes", 8),
+    ],
+)
+def test_index_json_of_wrong_type_or_shape_is_one_sentence(
+    tmp_path: Path, key: str, value: object
+) -> None:
+    codes, out = _bundle(tmp_path)
+    meta_path = out / "index.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["bits"] == BITS and meta["dim"] == 32 and meta["code_bytes"] == 2
+    meta[key] = value
+    meta_path.write_text(json.dumps(meta))
+    for args in (("search", out, "--code", "0000", "--device", "cpu"), ("info", out)):
+        assert_one_sentence(run(*args), "index.json", key)
