@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -99,6 +102,26 @@ def test_huge_threads_and_per_bit_are_usage_errors(tmp_path: Path) -> None:
     assert_one_sentence(r, "--threads", "range")
     r = run("explain", codes, "--out", tmp_path / "e", "--per-bit", 10**9)
     assert_one_sentence(r, "--per-bit", "range")
+    for option in ("--runs", "--latency-queries"):
+        r = run("bench", codes, "--out", tmp_path / "b", option, 10**12)
+        assert_one_sentence(r, option, "range")
+    for option in ("--rotations", "--num-queries"):
+        r = run("explain", codes, "--out", tmp_path / "e", option, 10**12)
+        assert_one_sentence(r, option, "range")
+
+
+def test_huge_omp_num_threads_in_a_real_process(tmp_path: Path) -> None:
+    """libgomp reads OMP_NUM_THREADS when torch or FAISS load: refused before that."""
+    codes, out = _bundle(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "99999999999"}
+    cmd = [sys.executable, "-m", "fghash", "search", str(out), "--code", "0000"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    assert [x for x in p.stderr.splitlines() if x.startswith("Error:")] == [
+        x for x in p.stderr.splitlines() if "OMP_NUM_THREADS" in x
+    ]
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
 def test_nflip_above_hash_b_is_refused(tmp_path: Path) -> None:

@@ -50,14 +50,14 @@ _CODES = click.argument(
 @threads_option("FAISS threads for every timing (default: FAISS's own).")
 @click.option(
     "--runs",
-    type=int,
+    type=at_most(1000),
     default=5,
     show_default=True,
     help="Timed runs per configuration, after one warm-up.",
 )
 @click.option(
     "--latency-queries",
-    type=int,
+    type=at_most(2**20),
     default=200,
     show_default=True,
     help="Single queries timed for latency percentiles.",
@@ -150,11 +150,19 @@ def bench_cmd(
     help="Query ids for the retrieval examples, comma-separated.",
 )
 @click.option(
-    "--num-queries", type=int, default=4, show_default=True, help="Random queries otherwise."
+    "--num-queries",
+    type=at_most(1000),
+    default=4,
+    show_default=True,
+    help="Random queries otherwise.",
 )
 @k_option("Results per query.")
 @click.option(
-    "--rotations", type=int, default=20, show_default=True, help="Random rotations in the null."
+    "--rotations",
+    type=at_most(10_000),
+    default=20,
+    show_default=True,
+    help="Random rotations in the null.",
 )
 @click.option(
     "--attributes-from",
