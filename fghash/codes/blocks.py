@@ -5,10 +5,18 @@ Everything here keeps memory bounded by one block of rows (plus, when ids are no
 increasing, one sorted copy of them) and checks what :func:`fghash.codes.file.read_codes`
 checks, with the same per-split checks (:mod:`fghash.codes.checks`). Writes go to a
 temporary file that is renamed onto the target only when complete.
+
+**Unknown attributes.** ``attributes`` are 0/1; the value ``255`` (:data:`UNKNOWN_ATTRIBUTE`)
+means "not known for this item". :func:`append_codes` writes it into every attribute of
+new rows that carry no attributes (e.g. images encoded by ``fghash add --images``) when the
+split has an ``attributes`` dataset, and logs one warning; ``fghash explain`` leaves such
+rows out of the statistics of that attribute.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -18,6 +26,7 @@ import numpy as np
 
 from fghash.codes.bits import check_bits, nbytes_for
 from fghash.codes.checks import (
+    UNKNOWN_ATTRIBUTE,
     CodesFileError,
     check_codes,
     check_split,
@@ -38,7 +47,16 @@ from fghash.codes.file import (
 from fghash.errors import FghashError
 from fghash.util.atomic import atomic_path
 
-__all__ = ["SplitReader", "IdsChecker", "open_split", "CodesWriter", "append_codes"]
+__all__ = [
+    "SplitReader",
+    "IdsChecker",
+    "open_split",
+    "CodesWriter",
+    "append_codes",
+    "UNKNOWN_ATTRIBUTE",
+]
+
+logger = logging.getLogger(__name__)
 
 
 class SplitReader:
@@ -334,10 +352,13 @@ def append_codes(
     The file is rewritten block by block into a temporary file and renamed over
     ``path``, so a failure leaves it as it was. ``new`` must carry the datasets the
     split has (labels of the same form, paths, features of the same width, attributes)
-    and ids not already in the split. Other splits are copied unchanged.
+    and ids not already in the split. Other splits are copied unchanged. New rows without
+    attributes, appended to a split that has them, get :data:`UNKNOWN_ATTRIBUTE` in every
+    column (one warning says so).
     """
     path = Path(path)
     with open_split(path, split) as r:
+        new = _unknown_attributes(r, new)
         _check_appendable(r, new)
     head = read_attrs(path)
     with (
@@ -367,6 +388,24 @@ def append_codes(
                     attributes=new.attributes,
                 )
         return w.commit()
+
+
+def _unknown_attributes(r: SplitReader, new: Split) -> Split:
+    """``new`` with :data:`UNKNOWN_ATTRIBUTE` attributes when the split has attributes and
+    ``new`` has none; ``new`` unchanged otherwise."""
+    if not r.has("attributes") or new.attributes is not None or len(new) == 0:
+        return new
+    a = int(r.read("attributes", 0, 0).shape[1])
+    logger.warning(
+        "%s: /%s has attributes but the %d new items have none; their attributes are "
+        "stored as unknown (%d) and left out of attribute statistics",
+        r.path,
+        r.split,
+        len(new),
+        UNKNOWN_ATTRIBUTE,
+    )
+    unknown = np.full((len(new), a), UNKNOWN_ATTRIBUTE, dtype=np.uint8)
+    return dataclasses.replace(new, attributes=unknown)
 
 
 def _check_appendable(r: SplitReader, new: Split) -> None:

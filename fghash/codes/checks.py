@@ -3,8 +3,10 @@
 A codes file and a features file hold one HDF5 group per split whose datasets all have
 one row per item: ``codes`` uint8 ``[N, ceil(bits/8)]``, ``ids`` int64 ``[N]`` (unique),
 ``labels`` int64 ``[N]`` or multi-hot uint8 ``[N, C]``, ``paths`` ``[N]``, ``features``
-float ``[N, D]`` and ``attributes`` uint8 ``[N, A]``. The checks here look only at dtype
-and shape, so they take numpy arrays and h5py datasets alike: the in-memory validator
+float ``[N, D]`` and ``attributes`` uint8 ``[N, A]`` (0/1, or 255 =
+:data:`UNKNOWN_ATTRIBUTE` where an item's attribute is not known). The checks here look at
+dtype and shape (and, for in-memory attributes only, their values), so they take numpy
+arrays and h5py datasets alike: the in-memory validator
 (:meth:`fghash.codes.file.CodesFile.validate`), the block reader
 (:class:`fghash.codes.blocks.SplitReader`) and the features file
 (:mod:`fghash.codes.features`) all call them. Every failure is one
@@ -28,7 +30,10 @@ __all__ = [
     "check_unused_bits",
     "check_split",
     "check_finite",
+    "UNKNOWN_ATTRIBUTE",
 ]
+
+UNKNOWN_ATTRIBUTE = 255  # value of an ``attributes`` entry that is not known for the item
 
 
 class CodesFileError(FghashError):
@@ -161,3 +166,18 @@ def check_split(
         _check_matrix(where, group, "features", features, n, "float32 [{n}, D]")
     if attributes is not None:
         _check_matrix(where, group, "attributes", attributes, n, "uint8 [{n}, A]")
+        if isinstance(attributes, np.ndarray):
+            _check_attribute_values(where, group, attributes)
+
+
+def _check_attribute_values(where: str, group: str, a: np.ndarray) -> None:
+    """Attributes are 0, 1 or :data:`UNKNOWN_ATTRIBUTE` (an h5py dataset is not read here,
+    so a block reader stays within one block of memory)."""
+    bad = (a != 0) & (a != 1) & (a != UNKNOWN_ATTRIBUTE)
+    if bad.any():
+        value = a[bad].flat[0]
+        raise fail(
+            where,
+            f"{group}/attributes",
+            f"values must be 0, 1 or {UNKNOWN_ATTRIBUTE} (unknown), found {value}",
+        )

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fghash.codes import CodesFile, Split, codes_to_signs, read_codes
-from fghash.codes.checks import check_finite
+from fghash.codes.checks import UNKNOWN_ATTRIBUTE, check_finite
 from fghash.errors import FghashError
 from fghash.viz.search_grid import run_data_root
 
@@ -80,6 +80,18 @@ def find_data_root(
             f"the data root recorded for it ({tried[0]}) is not a folder here; pass --data-root",
         )
     return None, "no data root is recorded for it; pass --data-root"
+
+
+def _unknown_attributes_note(path: Path, attrs: np.ndarray) -> list[str]:
+    """The report line for items whose attributes are (partly) unknown, if any."""
+    unknown = int((attrs == UNKNOWN_ATTRIBUTE).any(axis=1).sum())
+    if not unknown:
+        return []
+    return [
+        f"attributes: {unknown} of {len(attrs)} items in {path.name} have unknown attributes "
+        f"({UNKNOWN_ATTRIBUTE}, e.g. added by `fghash add --images`); they are left out of the "
+        "AUC and awareness of each attribute they lack"
+    ]
 
 
 def _attributes_from(
@@ -156,8 +168,10 @@ def load_input(
             f"attributes: {path.name} holds no ground-truth attributes (CUB-200-2011 and the "
             "synthetic set have them; --attributes-from can borrow them), so no AUC or awareness"
         )
-    elif names is None:
-        names = [f"attribute {i}" for i in range(attrs.shape[1])]
+    else:
+        if names is None:
+            names = [f"attribute {i}" for i in range(attrs.shape[1])]
+        skipped += _unknown_attributes_note(path, attrs)
     return ExplainInput(
         path=path,
         cf=cf,

@@ -11,6 +11,9 @@ sign ±1 when only codes exist) and a binary attribute ``a``,
 the Mann–Whitney statistic, computed from average ranks ``R`` of ``s`` (ties share
 their mean rank): ``AUC = (Σ_{i: a_i=1} R_i − n₁(n₁+1)/2) / (n₁ n₀)``. AUC 0.5 means
 the bit says nothing about the attribute, 1 (or 0) that its sign separates them.
+An attribute value of 255 means "unknown" (items added by ``fghash add --images``); such
+items are left out of that attribute's AUC (ranks are taken over the known items only),
+never counted as negatives.
 
 **Attribute-awareness score.** From the AUC matrix ``[A, K]`` (attributes × bits),
 
@@ -44,6 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fghash.codes.checks import UNKNOWN_ATTRIBUTE
 from fghash.errors import FghashError
 
 __all__ = [
@@ -82,8 +86,9 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
 def auc_matrix(scores: np.ndarray, attributes: np.ndarray) -> np.ndarray:
     """AUC of every score column for every attribute: float64 ``[A, K]``.
 
-    ``scores`` ``[N, K]`` (relaxed values or ±1), ``attributes`` ``[N, A]`` in {0, 1}.
-    Attributes that every item has, or none has, give NaN (no AUC is defined).
+    ``scores`` ``[N, K]`` (relaxed values or ±1), ``attributes`` ``[N, A]`` in {0, 1}, or
+    255 (unknown: that item is left out of that attribute's AUC). Attributes that every
+    (known) item has, or none has, give NaN (no AUC is defined).
     """
     s = np.asarray(scores, dtype=np.float64)
     a = np.asarray(attributes)
@@ -91,6 +96,21 @@ def auc_matrix(scores: np.ndarray, attributes: np.ndarray) -> np.ndarray:
         raise FghashError(
             f"scores [N, K] and attributes [N, A] must have the same N, got {s.shape} and {a.shape}."
         )
+    known = a != UNKNOWN_ATTRIBUTE
+    if known.all():
+        return _auc_known(s, a)
+    auc = np.full((a.shape[1], s.shape[1]), np.nan)
+    # one ranking per distinct set of known items (usually one: the rows added without attributes)
+    patterns, which = np.unique(known.T, axis=0, return_inverse=True)
+    for p, rows in enumerate(patterns):
+        cols = np.flatnonzero(np.ravel(which) == p)
+        if rows.any():
+            auc[cols] = _auc_known(s[rows], a[np.ix_(rows, cols)])
+    return auc
+
+
+def _auc_known(s: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """:func:`auc_matrix` for float64 scores ``[N, K]`` and attributes ``[N, A]`` all known."""
     pos = (a != 0).astype(np.float64)
     n1 = pos.sum(axis=0)
     n0 = s.shape[0] - n1
