@@ -1,0 +1,109 @@
+"""Writer locks: one fghash process at a time changes a given bundle, codes file or folder.
+
+:func:`writer_lock` takes an OS advisory lock (``fcntl.flock``) on a lock file beside
+the target, ``<parent>/.<name>.lock``. The kernel drops the lock when the holder's file
+descriptor closes, on any exit including ``kill -9``, so a dead writer never blocks the
+next one and there is no stale-lock cleanup to get wrong. Readers take no lock.
+
+The lock file is never deleted. Deleting it would be unsafe: a waiter that opened the
+old file before the unlink would then lock an orphaned inode while a third process
+creates and locks a new file under the same name, so two writers would both "hold" the
+lock. An empty lock file left beside a target is harmless; it holds the pid of the last
+holder (for the waiting message) and nothing else.
+
+The lock file is created with the umask's mode (``0o666`` less the umask), so users who
+may write the target's folder may also take its lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fghash.errors import FghashError
+
+__all__ = ["lock_path", "writer_lock"]
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.05
+
+
+def lock_path(target: str | os.PathLike[str]) -> Path:
+    """The lock file of ``target``: ``.<name>.lock`` in its (resolved) folder, so that
+    two spellings of one path (relative, absolute, through a symlinked folder) share it."""
+    p = Path(os.path.abspath(target))
+    return p.parent.resolve() / f".{p.name}.lock"
+
+
+def _holder(fd: int) -> str:
+    """``" (pid N)"`` when the lock file records its holder's pid, else ``""``."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+    return f" (pid {text})" if text.isdigit() else ""
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def _record_pid(fd: int) -> None:
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    except OSError:
+        pass  # the pid is only for the message; a full disk must not stop the writer
+
+
+@contextmanager
+def writer_lock(
+    target: str | os.PathLike[str], *, wait: float | None = 0, what: str | None = None
+) -> Iterator[Path]:
+    """Hold the writer lock of ``target`` for the block; yield the lock file's path.
+
+    ``wait``: seconds to wait for another writer (``0``: stop at once; ``None``: wait for
+    ever). While waiting, one line "waiting for <what> (another fghash process is writing
+    it)…" goes to stderr. When the time is up, :class:`FghashError` says who holds it.
+    The "exists / no --force" checks of the caller belong inside the block, where no
+    other writer can change the answer.
+    """
+    target = Path(target)
+    what = what or str(target)
+    path = lock_path(target)
+    if not path.parent.is_dir():
+        raise FghashError(f"cannot write {target}: the folder {path.parent} does not exist.")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        deadline = None if wait is None else time.monotonic() + max(0.0, wait)
+        told = False
+        while not _try_lock(fd):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise FghashError(
+                    f"{target} is being written by another fghash process{_holder(fd)}; "
+                    "wait with --wait SECONDS or try again."
+                )
+            if not told:
+                msg = f"waiting for {what} (another fghash process is writing it)…"
+                log.info(msg)
+                print(msg, file=sys.stderr, flush=True)
+                told = True
+            time.sleep(_POLL_S)
+        _record_pid(fd)
+        yield path
+    finally:
+        os.close(fd)  # closing drops the flock
