@@ -15,6 +15,7 @@ from typing import Any
 
 from fghash.codes import Split
 from fghash.errors import FghashError
+from fghash.util.locks import writer_lock
 from index.checks import check_index_file
 from index.faiss_bundle import append_faiss_items, build_faiss_bundle, open_faiss_bundle
 from index.folder import INDEX_FILE, bundle_path, read_bundle_meta
@@ -57,6 +58,7 @@ def build_bundle(
     uri: str | None = None,
     collection: str | None = None,
     milvus_index: str = "BIN_FLAT",
+    wait: float | None = 0,
     **build_kw: Any,
 ) -> tuple[Any, Path]:
     """``fghash build-index``: index one split of a codes file and save it as a bundle.
@@ -66,9 +68,51 @@ def build_bundle(
     them). ``backend="milvus"``: :func:`index.milvus.build_milvus_bundle` into the
     collection ``collection`` at ``uri`` with vector index ``milvus_index`` (``nlist``
     for BIN_IVF_FLAT). Returns the index and the bundle folder.
+
+    The build holds ``out``'s writer lock (:func:`fghash.util.locks.writer_lock`, waiting
+    up to ``wait`` seconds), and the back ends' "exists / no ``overwrite``" check runs
+    inside it: of two builds to one ``out`` without ``overwrite``, one writes the bundle
+    and the other is told it exists; ``overwrite`` replaces, it never ignores a writer.
     """
     if backend not in BACKENDS:
         raise FghashError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}.")
+    if not uri and backend == "milvus":
+        raise FghashError("--backend milvus needs --uri (a PATH.db file or http://host:19530).")
+    if not Path(codes_path).exists():  # before the lock: a refused build leaves no lock file
+        raise FghashError(f"{codes_path}: no such file.")
+    with writer_lock(out, wait=wait, what=f"the index {out}"):
+        return _build_locked(
+            codes_path,
+            out,
+            backend=backend,
+            split=split,
+            kind=kind,
+            nlist=nlist,
+            device=device,
+            overwrite=overwrite,
+            uri=uri,
+            collection=collection,
+            milvus_index=milvus_index,
+            **build_kw,
+        )
+
+
+def _build_locked(
+    codes_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    backend: str,
+    split: str,
+    kind: str,
+    nlist: int | None,
+    device: str,
+    overwrite: bool,
+    uri: str | None,
+    collection: str | None,
+    milvus_index: str,
+    **build_kw: Any,
+) -> tuple[Any, Path]:
+    """:func:`build_bundle` once ``out``'s writer lock is held."""
     if backend == "faiss":
         return build_faiss_bundle(
             codes_path,
@@ -82,8 +126,7 @@ def build_bundle(
         )
     from index.milvus import build_milvus_bundle
 
-    if not uri:
-        raise FghashError("--backend milvus needs --uri (a PATH.db file or http://host:19530).")
+    assert uri is not None
     return build_milvus_bundle(
         codes_path,
         out,

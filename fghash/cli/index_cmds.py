@@ -82,6 +82,14 @@ def info_cmd(path: Path, fmt: str, verify: bool) -> None:
     help="milvus: exact BIN_FLAT, or BIN_IVF_FLAT (servers only; --nlist lists).",
 )
 @force_option("Replace an existing bundle at --out.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 86400),
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait up to SECONDS for another fghash process writing --out (0: stop at once).",
+)
 def build_index_cmd(
     codes: Path,
     out: Path,
@@ -97,6 +105,7 @@ def build_index_cmd(
     collection: str | None,
     milvus_index: str,
     force: bool,
+    wait: float,
 ) -> None:
     """Build a FAISS binary index (or a Milvus collection) over one split of CODES.h5 and
     save it as a bundle."""
@@ -114,6 +123,7 @@ def build_index_cmd(
         uri=uri,
         collection=collection,
         milvus_index=milvus_index,
+        wait=wait,
         hnsw_m=hnsw_m,
         hash_b=hash_b,
         nhash=nhash,
@@ -150,6 +160,14 @@ def build_index_cmd(
     is_flag=True,
     help="Add codes of another method or run than the index's (refused by default).",
 )
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 86400),
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait up to SECONDS for another fghash process writing PATH (0: stop at once).",
+)
 def add_cmd(
     index_path: Path,
     new_codes: Path | None,
@@ -162,6 +180,7 @@ def add_cmd(
     device: str,
     codes_file: bool,
     allow_mixed: bool,
+    wait: float,
 ) -> None:
     """Append new items to the index bundle at PATH without rebuilding it.
 
@@ -183,6 +202,7 @@ def add_cmd(
         device=device,
         update_codes=codes_file,
         allow_mixed=allow_mixed,
+        wait=wait,
     )
     click.echo(f"added {done.added} items to {index_path}: {done.total} in all")
     if done.codes_file is not None:

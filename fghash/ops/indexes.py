@@ -102,6 +102,7 @@ def add_items(
     device: str = "auto",
     update_codes: bool = True,
     allow_mixed: bool = False,
+    wait: float | None = 0,
 ) -> Added:
     """Append new items to a bundle: the ``split`` of a codes file ``new_codes``, or
     ``images`` (files or folders) encoded with the trained ``run``.
@@ -111,7 +112,50 @@ def add_items(
     it already stores (:func:`index.append.add_to_bundle`). Codes of another method or
     run than the bundle's are refused unless ``allow_mixed``
     (:func:`index.append.check_same_model`).
+
+    The whole read-modify-write holds the bundle's writer lock
+    (:func:`fghash.util.locks.writer_lock`, waiting up to ``wait`` seconds, ``None`` for
+    ever), and every read of the bundle's state (model check, next id, items, codes file)
+    happens once it is held, so concurrent adds serialise and all of them land. The lock
+    on the bundle also covers its codes file: every writer of that file goes through it.
     """
+    from fghash.util.locks import writer_lock
+    from index.folder import bundle_path
+
+    if (new_codes is None) == (not images):
+        raise FghashError("give the new items either as NEW.h5 or as --run RUN --images PATH.")
+    target = bundle_path(index_path)
+    with writer_lock(target, wait=wait, what=f"the index {target}"):
+        return _add_locked(
+            target,
+            new_codes,
+            split=split,
+            run=run,
+            images=images,
+            label=label,
+            first_id=first_id,
+            batch_size=batch_size,
+            device=device,
+            update_codes=update_codes,
+            allow_mixed=allow_mixed,
+        )
+
+
+def _add_locked(
+    index_path: Path,
+    new_codes: PathLike | None,
+    *,
+    split: str,
+    run: PathLike | None,
+    images: Sequence[PathLike],
+    label: int | None,
+    first_id: int | None,
+    batch_size: int,
+    device: str,
+    update_codes: bool,
+    allow_mixed: bool,
+) -> Added:
+    """:func:`add_items` once the bundle's writer lock is held."""
     from fghash.ops.new_items import encode_new_items
     from index.append import (
         add_to_bundle,
@@ -121,8 +165,6 @@ def add_items(
         read_new_items,
     )
 
-    if (new_codes is None) == (not images):
-        raise FghashError("give the new items either as NEW.h5 or as --run RUN --images PATH.")
     if not allow_mixed:
         check_same_model(index_path, new_codes=new_codes, run=run if images else None)
     if images:

@@ -5,11 +5,12 @@ the target, ``<parent>/.<name>.lock``. The kernel drops the lock when the holder
 descriptor closes, on any exit including ``kill -9``, so a dead writer never blocks the
 next one and there is no stale-lock cleanup to get wrong. Readers take no lock.
 
-The lock file is never deleted. Deleting it would be unsafe: a waiter that opened the
-old file before the unlink would then lock an orphaned inode while a third process
-creates and locks a new file under the same name, so two writers would both "hold" the
-lock. An empty lock file left beside a target is harmless; it holds the pid of the last
-holder (for the waiting message) and nothing else.
+The holder deletes the lock file before it lets go, so no file stays beside the target
+after a command. That is safe because taking the lock checks that the file locked is
+still the one under the name (same inode): a waiter that opened the old file before the
+unlink finds it orphaned once it gets the flock, closes it and tries again on the new
+name, so two writers never both "hold" the lock. A writer killed with ``kill -9`` leaves
+the (unlocked) file behind; the next writer takes and removes it.
 
 The lock file is created with the umask's mode (``0o666`` less the umask), so users who
 may write the target's folder may also take its lock.
@@ -87,23 +88,43 @@ def writer_lock(
     path = lock_path(target)
     if not path.parent.is_dir():
         raise FghashError(f"cannot write {target}: the folder {path.parent} does not exist.")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    deadline = None if wait is None else time.monotonic() + max(0.0, wait)
+    told = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        if _try_lock(fd):
+            if _is_current(fd, path):
+                break
+            os.close(fd)  # locked a file its holder had already removed: take the new one
+            continue
+        holder = _holder(fd)
+        os.close(fd)
+        if deadline is not None and time.monotonic() >= deadline:
+            raise FghashError(
+                f"{target} is being written by another fghash process{holder}; "
+                "wait with --wait SECONDS or try again."
+            )
+        if not told:
+            msg = f"waiting for {what} (another fghash process is writing it)…"
+            log.info(msg)
+            print(msg, file=sys.stderr, flush=True)
+            told = True
+        time.sleep(_POLL_S)
     try:
-        deadline = None if wait is None else time.monotonic() + max(0.0, wait)
-        told = False
-        while not _try_lock(fd):
-            if deadline is not None and time.monotonic() >= deadline:
-                raise FghashError(
-                    f"{target} is being written by another fghash process{_holder(fd)}; "
-                    "wait with --wait SECONDS or try again."
-                )
-            if not told:
-                msg = f"waiting for {what} (another fghash process is writing it)…"
-                log.info(msg)
-                print(msg, file=sys.stderr, flush=True)
-                told = True
-            time.sleep(_POLL_S)
         _record_pid(fd)
         yield path
     finally:
+        try:
+            path.unlink()  # while still locked: see the module docstring
+        except OSError:
+            pass
         os.close(fd)  # closing drops the flock
+
+
+def _is_current(fd: int, path: Path) -> bool:
+    """Whether the locked descriptor is still the file under ``path``'s name."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return os.fstat(fd).st_ino == st.st_ino and os.fstat(fd).st_dev == st.st_dev
