@@ -40,6 +40,7 @@ __all__ = [
     "k_option",
     "out_option",
     "threads_option",
+    "wait_option",
 ]
 
 DEVICES = ("auto", "cpu", "gpu", "cuda")
@@ -120,6 +121,19 @@ def k_option(help: str, **kw: Any) -> Any:
 def force_option(help: str) -> Any:
     """``--force``: replace what is already there."""
     return click.option("--force", is_flag=True, help=help)
+
+
+def wait_option(target: str) -> Any:
+    """``--wait SECONDS``: how long a writer waits for another one holding ``target``'s
+    lock (:func:`fghash.util.locks.writer_lock`); 0 stops at once with one sentence."""
+    return click.option(
+        "--wait",
+        type=click.FloatRange(0, 86400),
+        default=0,
+        show_default=True,
+        metavar="SECONDS",
+        help=f"Wait up to SECONDS for another fghash process writing {target} (0: stop at once).",
+    )
 
 
 def flag_option(name: str, help: str) -> Any:

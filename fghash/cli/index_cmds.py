@@ -13,6 +13,7 @@ from fghash.cli._options import (
     force_option,
     format_option,
     out_option,
+    wait_option,
 )
 from fghash.cli._output import built_text, info_text
 
@@ -82,14 +83,7 @@ def info_cmd(path: Path, fmt: str, verify: bool) -> None:
     help="milvus: exact BIN_FLAT, or BIN_IVF_FLAT (servers only; --nlist lists).",
 )
 @force_option("Replace an existing bundle at --out.")
-@click.option(
-    "--wait",
-    type=click.FloatRange(0, 86400),
-    default=0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Wait up to SECONDS for another fghash process writing --out (0: stop at once).",
-)
+@wait_option("--out")
 def build_index_cmd(
     codes: Path,
     out: Path,
@@ -160,14 +154,7 @@ def build_index_cmd(
     is_flag=True,
     help="Add codes of another method or run than the index's (refused by default).",
 )
-@click.option(
-    "--wait",
-    type=click.FloatRange(0, 86400),
-    default=0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Wait up to SECONDS for another fghash process writing PATH (0: stop at once).",
-)
+@wait_option("PATH")
 def add_cmd(
     index_path: Path,
     new_codes: Path | None,
