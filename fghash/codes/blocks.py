@@ -345,12 +345,18 @@ class CodesWriter:
 
 
 def append_codes(
-    path: str | os.PathLike[str], split: str, new: Split, *, block: int = 1 << 20
+    path: str | os.PathLike[str],
+    split: str,
+    new: Split,
+    *,
+    block: int = 1 << 20,
+    out: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Append the rows of ``new`` to split ``split`` of the codes file at ``path``.
 
     The file is rewritten block by block into a temporary file and renamed over
-    ``path``, so a failure leaves it as it was. ``new`` must carry the datasets the
+    ``path`` (or onto ``out``, leaving ``path`` as it is: a caller that must switch
+    several files together renames it itself), so a failure leaves it as it was. ``new`` must carry the datasets the
     split has (labels of the same form, paths, features of the same width, attributes)
     and ids not already in the split. Other splits are copied unchanged. New rows without
     attributes, appended to a split that has them, get :data:`UNKNOWN_ATTRIBUTE` in every
@@ -364,7 +370,11 @@ def append_codes(
     with (
         open_hdf5(path) as src,
         CodesWriter(
-            path, head["bits"], method=head["method"], config=head["config"], overwrite=True
+            path if out is None else out,
+            head["bits"],
+            method=head["method"],
+            config=head["config"],
+            overwrite=True,
         ) as w,
     ):
         if "attribute_names" in src:
