@@ -7,9 +7,9 @@ their ids must not already be in the bundle (one sentence refuses duplicates).
 
 By default the codes file the bundle was built from (``index.json``'s ``codes.path``)
 gets the same rows appended to the same split, and ``index.json`` records its new
-SHA-256, so bundle and codes file stay in step. Everything is atomic: the codes file
-and the bundle are written beside their final names and renamed into place, and if the
-bundle cannot be replaced the codes file is put back as it was.
+SHA-256, so bundle and codes file stay in step. Both are written whole beside their
+final names and switched in together by :func:`index.snapshot.commit`, whose journal
+lets the next command finish the switch if this one is killed half-way.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,14 @@ import numpy as np
 
 from fghash.codes import Split, append_codes, file_checksum, ids_unique, read_attrs, read_codes
 from fghash.errors import FghashError
-from index.bundle import load_index, store_added
+from fghash.util.atomic import temp_prefix
+from fghash.util.faults import checkpoint
+from fghash.util.locks import writer_lock
+from index.bundle import load_bundle, load_index, store_added
 from index.checks import codes_origin
-from index.folder import read_bundle_meta
+from index.folder import new_folder, read_bundle_meta
 from index.items import ItemMeta, labels_form
+from index.snapshot import Change, commit, journal_path, recover
 
 __all__ = [
     "add_to_bundle",
@@ -151,15 +156,6 @@ def next_id(bundle: str | os.PathLike[str]) -> int:
     return int(np.max(items.ids)) + 1 if len(items) else 0
 
 
-def _backup(path: Path) -> Path:
-    backup = path.with_name(f".{path.name}.{os.getpid()}.bak")
-    try:
-        os.link(path, backup)
-    except OSError:
-        shutil.copy2(path, backup)
-    return backup
-
-
 def add_to_bundle(
     bundle: str | os.PathLike[str],
     bits: int,
@@ -167,46 +163,91 @@ def add_to_bundle(
     *,
     update_codes: bool = True,
     new_source: dict[str, Any] | None = None,
+    wait: float | None = 0,
 ) -> tuple[int, Path | None]:
     """Append the items of ``new`` (``bits``-bit codes) to ``bundle``.
 
     With ``update_codes`` the bundle's source codes file gets them too (its split named
     in ``index.json``); it must exist and match the checksum recorded there. Returns the
     new number of items and the codes file updated (or None).
+
+    Holds the writer locks of the bundle and then of its codes file (waiting ``wait``
+    seconds), finishes a dead writer's change first, and switches codes file and bundle
+    together through :func:`index.snapshot.commit`: a kill at any point leaves the
+    before or the after state for the next command.
     """
     bundle = Path(bundle)
-    meta = read_bundle_meta(bundle)
-    index, items = load_index(bundle, device="cpu")
-    where = f"the index {bundle}"
-    _check_compatible(meta, items, bits, new, where)
-    _check_unique(items, new, where)
-    if len(new) == 0:
-        return index.ntotal, None
-    source = dict(meta.get("codes") or {})
-    codes_path: Path | None = None
-    if update_codes:
-        codes_path = _source_codes(source, bundle, index.ntotal)
-    backup = None
-    if codes_path is not None:
-        backup = _backup(codes_path)
-    try:
-        if codes_path is not None:
-            append_codes(codes_path, source.get("split", "database"), new)
-            source["checksum"] = file_checksum(codes_path)
+    with writer_lock(bundle, wait=wait, what=f"the index {bundle}"):
+        recover(bundle)
+        meta, index, items = load_bundle(bundle, device="cpu")
+        where = f"the index {bundle}"
+        _check_compatible(meta, items, bits, new, where)
+        _check_unique(items, new, where)
+        if len(new) == 0:
+            return index.ntotal, None
+        source = dict(meta.get("codes") or {})
+        codes_path = _source_codes(source, bundle, index.ntotal) if update_codes else None
         added = list(source.get("added", []))
         added.append({"n": len(new), **(new_source or {})})
         source["added"] = added
-        store_added(bundle, index, items, new, source, meta)
-    except BaseException:
-        if backup is not None:
-            os.replace(backup, codes_path)  # type: ignore[arg-type]
-            backup = None
-        raise
-    finally:
-        if backup is not None:
-            backup.unlink(missing_ok=True)
+        if codes_path is None:
+            _switch(bundle, index, items, new, source, meta, None)
+        else:
+            with writer_lock(codes_path, wait=wait, what=f"the codes file {codes_path}"):
+                _switch(bundle, index, items, new, source, meta, codes_path)
     logger.info("added %d items to %s (now %d)", len(new), bundle, index.ntotal)
     return index.ntotal, codes_path
+
+
+def _switch(
+    bundle: Path,
+    index: Any,
+    items: Any,
+    new: Split,
+    source: dict[str, Any],
+    meta: dict[str, Any],
+    codes_path: Path | None,
+) -> None:
+    """Write the grown codes file and bundle beside the old ones, then commit both."""
+    codes_new: Path | None = None
+    try:
+        if codes_path is not None:
+            codes_new = _beside(codes_path)
+            append_codes(codes_path, source.get("split", "database"), new, out=codes_new)
+            checkpoint("add:codes-written")
+            source["checksum"] = file_checksum(codes_new)
+        with new_folder(bundle) as tmp:
+            store_added(tmp, index, items, new, source, meta)
+        checkpoint("add:bundle-written")
+        change = Change(
+            bundle=str(bundle.absolute()),
+            bundle_new=str(tmp.absolute()),
+            revision=read_bundle_meta(tmp)["revision"],
+            codes=None if codes_path is None else str(codes_path.absolute()),
+            codes_new=None if codes_new is None else str(codes_new.absolute()),
+        )
+    except BaseException:
+        if codes_new is not None:
+            codes_new.unlink(missing_ok=True)
+        raise
+    try:
+        commit(change)
+    except BaseException:
+        if not journal_path(bundle).exists():  # the journal was never written: nothing moved
+            shutil.rmtree(tmp, ignore_errors=True)
+            if codes_new is not None:
+                codes_new.unlink(missing_ok=True)
+        else:
+            recover(bundle)  # both new versions are whole: finish what was begun
+        raise
+
+
+def _beside(path: Path) -> Path:
+    """A free temporary name beside ``path`` that a later command removes if we die."""
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    return Path(tmp)
 
 
 def _source_codes(source: dict[str, Any], bundle: Path, ntotal: int) -> Path:

@@ -19,10 +19,37 @@ from fghash.util.locks import writer_lock
 from index.checks import check_index_file
 from index.faiss_bundle import append_faiss_items, build_faiss_bundle, open_faiss_bundle
 from index.folder import INDEX_FILE, bundle_path, read_bundle_meta
+from index.snapshot import read_snapshot, tidy
 
-__all__ = ["BACKENDS", "load_index", "build_bundle", "check_bundle", "store_added"]
+__all__ = ["BACKENDS", "load_bundle", "load_index", "build_bundle", "check_bundle", "store_added"]
 
 BACKENDS = ("faiss", "milvus")
+
+
+def load_bundle(
+    path: str | os.PathLike[str], *, device: str = "cpu", verify: bool | None = None
+) -> tuple[dict[str, Any], Any, Any]:
+    """Open a bundle as one consistent version: ``(index.json, index, items)``.
+
+    As :func:`load_index`, read through :func:`index.snapshot.read_snapshot`, so a
+    writer switching the bundle meanwhile makes the read start again instead of mixing
+    two versions or calling the bundle damaged; a dead writer's unfinished change is
+    finished first (:func:`index.snapshot.tidy`).
+    """
+    p = Path(path)
+    folder = p.parent if p.name == INDEX_FILE else p
+    tidy(folder)
+    folder = bundle_path(path)
+
+    def read(f: Path) -> tuple[dict[str, Any], Any, Any]:
+        meta = read_bundle_meta(f)
+        if meta["kind"] == "milvus":
+            from index.milvus import open_milvus
+
+            return (meta, *open_milvus(meta))
+        return (meta, *open_faiss_bundle(f, meta, device=device, verify=verify))
+
+    return read_snapshot(folder, read)
 
 
 def load_index(
@@ -35,14 +62,10 @@ def load_index(
     only flat indexes move to GPU; ``verify`` as in :func:`index.checks.check_index_file`).
     A Milvus bundle returns an :class:`index.milvus.MilvusIndex` and its
     :class:`index.milvus.MilvusItems`. A missing or damaged bundle raises
-    :class:`FghashError`.
+    :class:`FghashError`. Readers see one version of the bundle (:func:`load_bundle`).
     """
-    meta = read_bundle_meta(path)
-    if meta["kind"] == "milvus":
-        from index.milvus import open_milvus
-
-        return open_milvus(meta)
-    return open_faiss_bundle(bundle_path(path), meta, device=device, verify=verify)
+    _, index, items = load_bundle(path, device=device, verify=verify)
+    return index, items
 
 
 def build_bundle(
@@ -150,8 +173,24 @@ def check_bundle(
     ``problems`` holds one sentence per failure; a missing bundle or an unreadable
     ``index.json`` raises :class:`FghashError`.
     """
-    meta = read_bundle_meta(path)
-    folder = bundle_path(path)
+    tidy(path)
+    try:
+        return read_snapshot(bundle_path(path), lambda f: _check_folder(f, verify))
+    except _Problems as e:  # the bundle's own, not a writer's switch: reported, not raised
+        return e.meta, e.checked, e.problems
+
+
+class _Problems(FghashError):
+    """:func:`check_bundle`'s findings, raised so that a check which failed because a
+    writer switched the bundle is repeated like any other read."""
+
+    def __init__(self, meta: dict[str, Any], checked: str, problems: list[str]) -> None:
+        super().__init__(problems[0])
+        self.meta, self.checked, self.problems = meta, checked, problems
+
+
+def _check_folder(folder: Path, verify: bool) -> tuple[dict[str, Any], str, list[str]]:
+    meta = read_bundle_meta(folder)
     checked = "-"
     problems: list[str] = []
     try:
@@ -162,20 +201,27 @@ def check_bundle(
             checked = check_index_file(
                 index_path, meta.get("index_file"), verify=True if verify else None
             )
-        load_index(folder, device="cpu", verify=False)  # header, counts, items.h5
+            open_faiss_bundle(folder, meta, device="cpu", verify=False)  # header, counts, items
+        else:
+            from index.milvus import open_milvus
+
+            open_milvus(meta)
     except FghashError as e:
         problems.append(str(e))
+    if problems:
+        raise _Problems(meta, checked, problems)
     return meta, checked, problems
 
 
 def store_added(
-    bundle: Path, index: Any, items: Any, new: Split, source: dict[str, Any], meta: dict[str, Any]
+    tmp: Path, index: Any, items: Any, new: Split, source: dict[str, Any], meta: dict[str, Any]
 ) -> None:
     """Add ``new`` to the open ``index`` (with ``items``) of the bundle whose ``index.json``
-    is ``meta`` and rewrite the bundle, recording ``source`` as its codes file."""
+    is ``meta`` and write the grown bundle into the new folder ``tmp`` (for
+    :func:`index.snapshot.commit`), recording ``source`` as its codes file."""
     if meta["kind"] == "milvus":
         from index.milvus import append_milvus_items
 
-        append_milvus_items(bundle, index, new, source, meta.get("created"))
+        append_milvus_items(tmp, index, new, source, meta)
     else:
-        append_faiss_items(bundle, index, items, new, source, meta.get("created"))
+        append_faiss_items(tmp, index, items, new, source, meta)

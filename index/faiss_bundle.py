@@ -296,21 +296,21 @@ def _write_items_plus(dst: Path, old: ItemMeta, new: Split) -> None:
 
 
 def append_faiss_items(
-    bundle: Path,
+    tmp: Path,
     index: BinaryIndex,
     items: ItemMeta,
     new: Split,
     source: dict[str, Any],
-    created: str | None,
+    meta: dict[str, Any],
 ) -> None:
-    """Add ``new``'s codes to ``index`` and rewrite the bundle folder with them (atomic:
-    :func:`index.folder.bundle_folder`); ``index.json`` keeps ``created`` and records
-    ``updated``."""
+    """Add ``new``'s codes to ``index`` and write the grown bundle into the new folder
+    ``tmp``; its ``index.json`` keeps ``created``, records ``updated`` and counts one
+    ``generation`` more than ``meta``, the current one."""
     index.add(new.codes)
-    with bundle_folder(bundle, overwrite=True) as tmp:
-        record = write_index_file(index, tmp)
-        _write_items_plus(tmp / ITEMS_FILE, items, new)
-        out = index_meta(index, source, record)
-        out["created"] = created or out["created"]
-        out["updated"] = now_iso()
-        write_meta(tmp, out)
+    record = write_index_file(index, tmp)
+    _write_items_plus(tmp / ITEMS_FILE, items, new)
+    out = index_meta(index, source, record)
+    out["created"] = meta.get("created") or out["created"]
+    out["updated"] = now_iso()
+    out["generation"] = int(meta.get("generation", 1)) + 1
+    write_meta(tmp, out)

@@ -14,15 +14,17 @@ This module knows the format and nothing of the back ends; :mod:`index.bundle` p
 the back end from the recorded ``kind``.
 
 Writing is atomic: :func:`bundle_folder` yields a temporary folder beside ``PATH`` that
-is renamed into place on success, so an interrupted save never leaves a half bundle
-under ``PATH`` and a failed one never touches an existing bundle. The temporary folder's
-name carries the process id (:func:`fghash.util.atomic.temp_prefix`); one left by a
-killed process is removed by the next save beside it.
+is switched into place on success (:mod:`index.snapshot`), so an interrupted save never
+leaves a half bundle under ``PATH`` and a failed one never touches an existing bundle.
+The temporary folder's name carries the process id
+(:func:`fghash.util.atomic.temp_prefix`); one left by a killed process is removed by
+the next command on the bundle.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import shutil
@@ -34,8 +36,10 @@ from typing import Any
 
 from fghash.codes import SplitReader, file_checksum, nbytes_for
 from fghash.errors import FghashError
-from fghash.util.atomic import remove_stale, temp_prefix
+from fghash.util.atomic import temp_prefix
+from fghash.util.locks import writer_lock
 from index.checks import codes_origin
+from index.snapshot import new_revision, recover, swap_in
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -48,10 +52,12 @@ __all__ = [
     "read_bundle_meta",
     "check_target",
     "bundle_folder",
+    "new_folder",
     "folder_mode",
     "base_meta",
     "now_iso",
     "write_meta",
+    "shape_digest",
     "codes_source",
 ]
 
@@ -103,6 +109,8 @@ def read_bundle_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         if key not in meta:
             raise FghashError(f"{meta_path} lacks {key!r}; the bundle is damaged.")
     problem = _type_problem(meta) or _shape_problem(meta)
+    if not problem and "digest" in meta and meta["digest"] != shape_digest(meta):
+        problem = "its kind, bits, dim, ntotal or params are inconsistent with the digest written with them"
     if problem:
         raise FghashError(f"{meta_path}: {problem}; the bundle is damaged or was edited.")
     return meta
@@ -124,6 +132,9 @@ _TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "stored_bytes": (_is_int, "an integer"),
     "padded": (lambda v: isinstance(v, bool), "true or false"),
     "codes": (lambda v: v is None or isinstance(v, dict), "an object"),
+    "generation": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "revision": (lambda v: isinstance(v, str), "a string"),
+    "digest": (lambda v: isinstance(v, str), "a string"),
     "files": (lambda v: isinstance(v, dict), "an object"),
     "index_file": (
         lambda v: (
@@ -189,38 +200,38 @@ def folder_mode() -> int:
 
 
 @contextmanager
-def bundle_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``path``; on success it replaces ``path``.
-
-    An exception (or Ctrl-C) inside the block removes the temporary folder and leaves
-    ``path`` as it was. Only an existing *bundle* is ever replaced, and only with
-    ``overwrite=True``.
-    """
+def new_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path`` (the umask's mode), removed if the
+    block raises and kept otherwise, for the caller to switch in
+    (:func:`index.snapshot.swap_in` or :func:`index.snapshot.commit`)."""
     path = Path(path)
-    check_target(path, overwrite)
-    parent = path.parent
-    remove_stale(parent, path.name)
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=parent))
-    old: Path | None = None
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
         os.chmod(tmp, folder_mode())
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".old", dir=parent))
-            old.rmdir()
-            os.rename(path, old)
-        try:
-            os.rename(tmp, path)
-        except BaseException:
-            if old is not None:
-                os.rename(old, path)
-                old = None
-            raise
+        yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def bundle_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it replaces ``path``.
+
+    Holds ``path``'s writer lock (re-entrant: callers usually hold it already), finishes
+    a dead writer's change first (:func:`index.snapshot.recover`), and switches the new
+    folder in with :func:`index.snapshot.swap_in`, so readers see the old bundle or the
+    new one. An exception (or Ctrl-C) inside the block removes the temporary folder and
+    leaves ``path`` as it was. Only an existing *bundle* is ever replaced, and only
+    with ``overwrite=True``.
+    """
+    path = Path(path)
+    with writer_lock(path, what=f"the index {path}"):
+        recover(path)
+        check_target(path, overwrite)
+        with new_folder(path) as tmp:
+            yield tmp
+        swap_in(tmp, path)
 
 
 def now_iso() -> str:
@@ -238,13 +249,28 @@ def base_meta(kind: str, bits: int, dim: int, **fields: Any) -> dict[str, Any]:
         "bits": bits,
         "dim": dim,
         "code_bytes": nbytes_for(bits),
+        "generation": 1,
         **fields,
         "created": now_iso(),
     }
 
 
+def shape_digest(meta: dict[str, Any]) -> str:
+    """SHA-256 of the fields that say how to read the index (kind, bits, dim, ntotal,
+    params): recorded as ``digest``, so an edit of one of them alone (``bits`` 48 → 44
+    keeps every byte count) is caught instead of making every distance wrong."""
+    vital = {key: meta.get(key) for key in _DIGEST_KEYS}
+    return hashlib.sha256(json.dumps(vital, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+_DIGEST_KEYS = ("kind", "bits", "dim", "ntotal", "params")
+
+
 def write_meta(folder: Path, meta: dict[str, Any]) -> None:
-    """Write ``index.json`` into ``folder``."""
+    """Write ``index.json`` into ``folder`` with a fresh ``revision`` (the name of this
+    version of the bundle, :mod:`index.snapshot`) and its ``digest``."""
+    meta["revision"] = new_revision()
+    meta["digest"] = shape_digest(meta)
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", "utf-8")
 
 

@@ -47,19 +47,45 @@ def _decode(v: Any) -> str:
 class LazyStrings(Sequence[str]):
     """A string dataset of an HDF5 file, read only for the rows asked for.
 
-    Each access opens the file, so the object holds no file handle; :meth:`take` reads
-    many rows in one go. Compares equal to a list of the same strings.
+    Each access opens the file by name; :meth:`take` reads many rows in one go. The file
+    met at construction is also kept open, so that when a writer has since replaced the
+    name (a bundle switched by ``fghash add``) the rows still come from the version the
+    rest of the bundle was read from. Compares equal to a list of the same strings.
     """
 
     def __init__(self, path: str | os.PathLike[str], name: str, n: int) -> None:
         self.path, self.name, self.n = Path(path), name, int(n)
+        self._pinned = open(self.path, "rb")  # noqa: SIM115 - kept for the object's life
+        st = os.fstat(self._pinned.fileno())
+        self._key = (st.st_ino, st.st_dev)
+
+    def __del__(self) -> None:
+        pinned = getattr(self, "_pinned", None)
+        if pinned is not None:
+            pinned.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "name": self.name, "n": self.n}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["name"], state["n"])  # type: ignore[misc]
+
+    def _open(self) -> Any:
+        """The HDF5 file, by name while the name still holds the pinned version."""
+        import h5py
+
+        try:
+            st = os.stat(self.path)
+            same = (st.st_ino, st.st_dev) == self._key
+        except OSError:
+            same = False
+        return h5py.File(self.path if same else self._pinned, "r")
 
     def __len__(self) -> int:
         return self.n
 
     def take(self, positions: Sequence[int] | np.ndarray) -> list[str]:
         """The strings at ``positions`` (any order, repeats allowed)."""
-        import h5py
 
         pos = np.asarray(positions, dtype=np.int64).ravel()
         if pos.size == 0:
@@ -67,7 +93,7 @@ class LazyStrings(Sequence[str]):
         if pos.min() < 0 or pos.max() >= self.n:
             raise IndexError(f"row out of range 0..{self.n - 1}")
         uniq, inv = np.unique(pos, return_inverse=True)
-        with h5py.File(self.path, "r") as f:
+        with self._open() as f:
             ds = f[self.name]
             if uniq[-1] - uniq[0] + 1 == uniq.size:  # a contiguous run: one slice
                 got = ds[int(uniq[0]) : int(uniq[-1]) + 1]

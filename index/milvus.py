@@ -40,7 +40,14 @@ import numpy as np
 
 from fghash.codes import Split, SplitReader, nbytes_for, open_split
 from fghash.errors import FghashError
-from index.folder import base_meta, bundle_folder, check_target, codes_source, write_meta
+from index.folder import (
+    base_meta,
+    bundle_folder,
+    check_target,
+    codes_source,
+    now_iso,
+    write_meta,
+)
 from index.items import split_labels_form
 
 __all__ = [
@@ -180,6 +187,7 @@ class MilvusIndex:
                     data=batch,
                     anns_field="code",
                     limit=int(k),
+                    filter=f"pos < {self.ntotal}",  # rows the bundle records, not a writer's
                     search_params=sp,
                     output_fields=self.fields,
                 )
@@ -506,17 +514,23 @@ def open_milvus(meta: dict[str, Any]) -> tuple[MilvusIndex, MilvusItems]:
 
 
 def append_milvus_items(
-    bundle: Path, index: MilvusIndex, new: Split, source: dict[str, Any], created: str | None
+    tmp: Path, index: MilvusIndex, new: Split, source: dict[str, Any], meta: dict[str, Any]
 ) -> None:
-    """Insert ``new`` into the collection and rewrite the bundle's ``index.json`` (keeping
-    ``created``); if the bundle cannot be rewritten the inserted rows are deleted again."""
+    """Insert ``new`` into the collection and write the bundle's next ``index.json`` into
+    the new folder ``tmp`` (keeping ``created``, one ``generation`` more).
+
+    Rows at positions from the recorded ``ntotal`` on are a dead writer's unrecorded
+    insert (readers never see them: :meth:`MilvusIndex.search` filters on ``pos``), so
+    they go first. If the new ``index.json`` cannot be written the rows go again."""
     old_n = index.ntotal
+    index.client.delete(index.collection, filter=f"pos >= {old_n}")
     index.add(new.codes, new.ids, new.labels, new.paths)
     try:
-        with bundle_folder(bundle, overwrite=True) as tmp:
-            out = milvus_meta(index, source)
-            out["created"] = created or out["created"]
-            write_meta(tmp, out)
+        out = milvus_meta(index, source)
+        out["created"] = meta.get("created") or out["created"]
+        out["updated"] = now_iso()
+        out["generation"] = int(meta.get("generation", 1)) + 1
+        write_meta(tmp, out)
     except BaseException:
         index.client.delete(index.collection, filter=f"pos >= {old_n}")
         raise

@@ -27,6 +27,7 @@ __all__ = [
     "default_file_mode",
     "final_name",
     "remove_stale",
+    "stale_owner",
     "temp_prefix",
 ]
 
@@ -69,6 +70,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _target(name: str) -> tuple[str, int] | None:
+    """``(target name, writer pid)`` of a temporary name, nested ones unwrapped (a
+    temporary of a temporary, as a writer that writes a file it renames later makes)."""
+    m = _TEMP_RE.match(name)
+    if not m:
+        return None
+    inner = _target(m.group("name"))
+    return (inner[0] if inner else m.group("name")), int(m.group("pid"))
+
+
+def stale_owner(name: str) -> int | None:
+    """The pid of the dead fghash process whose temporary ``name`` is, else None."""
+    t = _target(name)
+    return t[1] if t is not None and not _alive(t[1]) else None
+
+
 def remove_stale(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:
     """Remove temporaries of dead writers in ``folder`` (only those for ``name`` if given).
 
@@ -83,10 +100,8 @@ def remove_stale(folder: str | os.PathLike[str], name: str | None = None) -> lis
     except OSError:
         return removed
     for entry in entries:
-        m = _TEMP_RE.match(entry.name)
-        if not m or (name is not None and m.group("name") != name):
-            continue
-        if _alive(int(m.group("pid"))):
+        t = _target(entry.name)
+        if t is None or (name is not None and t[0] != name) or _alive(t[1]):
             continue
         p = Path(entry.path)
         try:
@@ -96,7 +111,7 @@ def remove_stale(folder: str | os.PathLike[str], name: str | None = None) -> lis
                 p.unlink()
         except OSError:
             continue
-        log.info("removed %s, left behind by an interrupted fghash process %s", p, m.group("pid"))
+        log.info("removed %s, left behind by an interrupted fghash process %s", p, t[1])
         removed.append(p)
     return removed
 

@@ -12,6 +12,10 @@ unlink finds it orphaned once it gets the flock, closes it and tries again on th
 name, so two writers never both "hold" the lock. A writer killed with ``kill -9`` leaves
 the (unlocked) file behind; the next writer takes and removes it.
 
+Within one process the lock is re-entrant: a library function that takes it (a bundle
+switch) may run inside a command that already holds it (``fghash add``); a second
+*thread* of the process waits for the first as another process would.
+
 The lock file is created with the umask's mode (``0o666`` less the umask), so users who
 may write the target's folder may also take its lock.
 """
@@ -23,6 +27,7 @@ import fcntl
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +40,34 @@ __all__ = ["lock_path", "writer_lock"]
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.05
+
+
+class _Held:
+    """This process's hold on one lock file: the thread lock and how deep it is taken."""
+
+    def __init__(self) -> None:
+        self.thread_lock = threading.RLock()
+        self.depth = 0
+
+
+_held: dict[Path, _Held] = {}
+_held_guard = threading.Lock()
+
+
+def _forget_held() -> None:
+    """A forked child holds none of its parent's locks (their descriptors are shared,
+    the holds are not)."""
+    global _held_guard
+    _held.clear()
+    _held_guard = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_held)
+
+
+def _held_for(path: Path) -> _Held:
+    with _held_guard:
+        return _held.setdefault(path, _Held())
 
 
 def lock_path(target: str | os.PathLike[str]) -> Path:
@@ -89,12 +122,45 @@ def writer_lock(
     if not path.parent.is_dir():
         raise FghashError(f"cannot write {target}: the folder {path.parent} does not exist.")
     deadline = None if wait is None else time.monotonic() + max(0.0, wait)
+    held = _held_for(path)
+    timeout = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+    if not held.thread_lock.acquire(timeout=timeout):
+        raise FghashError(
+            f"{target} is being written by another thread of this process; "
+            "wait with --wait SECONDS or try again."
+        )
+    try:
+        if held.depth:
+            held.depth += 1
+            try:
+                yield path
+            finally:
+                held.depth -= 1
+            return
+        fd = _acquire(path, target, what, deadline)
+        held.depth = 1
+        try:
+            _record_pid(fd)
+            yield path
+        finally:
+            held.depth = 0
+            try:
+                path.unlink()  # while still locked: see the module docstring
+            except OSError:
+                pass
+            os.close(fd)  # closing drops the flock
+    finally:
+        held.thread_lock.release()
+
+
+def _acquire(path: Path, target: Path, what: str, deadline: float | None) -> int:
+    """Take the flock of ``path`` (polling until ``deadline``); the locked descriptor."""
     told = False
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         if _try_lock(fd):
             if _is_current(fd, path):
-                break
+                return fd
             os.close(fd)  # locked a file its holder had already removed: take the new one
             continue
         holder = _holder(fd)
@@ -110,15 +176,6 @@ def writer_lock(
             print(msg, file=sys.stderr, flush=True)
             told = True
         time.sleep(_POLL_S)
-    try:
-        _record_pid(fd)
-        yield path
-    finally:
-        try:
-            path.unlink()  # while still locked: see the module docstring
-        except OSError:
-            pass
-        os.close(fd)  # closing drops the flock
 
 
 def _is_current(fd: int, path: Path) -> bool:
