@@ -11,7 +11,10 @@ A folder is fghash's when it is empty, new, or holds a ``report.json`` of fghash
   unless ``force``, and even then only fghash's own file names are written.
 
 Temporaries of interrupted runs (``.report.json.<pid>-….tmp``, ``.pr_curves.png.<pid>-….png``)
-whose process is gone are removed first.
+whose process is gone are removed first. A run writes its files between
+:func:`start_report` and :func:`fghash.util.unfinished.clear_unfinished`, ``report.json``
+last; a run killed in between leaves the marker of :mod:`fghash.util.unfinished`, and the
+next run (holding the folder's writer lock) undoes what it wrote before looking.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from typing import Any, TypeVar
 
 from fghash.errors import FghashError
 from fghash.util.atomic import remove_stale
+from fghash.util.unfinished import MARKER, mark_unfinished
 
-__all__ = ["check_out_dir", "cleanup_on_failure", "removing_on_failure"]
+__all__ = ["check_out_dir", "cleanup_on_failure", "removing_on_failure", "start_report"]
 
 T = TypeVar("T")
 
@@ -63,13 +67,7 @@ def check_out_dir(out: Path, checksums: Callable[[], Sequence[str]], *, force: b
     if not out.is_dir():
         return False
     remove_stale(out)
-    entries = sorted(p.name for p in out.iterdir())
-    report_path = out / _REPORT
-    report = _read_report(report_path) if report_path.is_file() else None
-    ours = {_REPORT, "report.md", *(report.get("plots", []) if report else [])}
-    foreign = [n for n in entries if n not in ours] if report else entries
-    if report_path.exists() and report is None:
-        foreign = entries
+    report, foreign = _survey(out)
     if foreign and not force:
         raise FghashError(
             f"--out {out} holds files fghash bench did not write ({_names(foreign)}); choose "
@@ -87,6 +85,34 @@ def check_out_dir(out: Path, checksums: Callable[[], Sequence[str]], *, force: b
             "--out, or pass --force to replace that report."
         )
     return not force
+
+
+def _survey(out: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """The report of fghash bench in ``out`` (None if none) and the entries that are
+    not part of it."""
+    entries = sorted(p.name for p in out.iterdir())
+    report_path = out / _REPORT
+    report = _read_report(report_path) if report_path.is_file() else None
+    if report is None:
+        return None, entries
+    ours = {_REPORT, "report.md", *(str(n) for n in report.get("plots", []))}
+    return report, [n for n in entries if n not in ours]
+
+
+def start_report(out: Path) -> None:
+    """Before the first file of a run (folder checked, writer lock held): mark ``out``
+    unfinished, keeping the entries that are not a bench report's, then remove the report
+    being replaced, ``report.json`` first, so no file of it is ever read with the new one."""
+    remove_stale(out)
+    _, foreign = _survey(out)
+    mark_unfinished(out, writer="fghash bench", keep=foreign)
+    old = {p.name for p in out.iterdir()} - set(foreign) - {MARKER}
+    for name in sorted(old, key=lambda n: n != _REPORT):
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -13,7 +13,10 @@ accuracy of every index configuration (:mod:`bench.throughput`). Writes to ``out
 
 An existing ``report.json`` is left alone unless ``force=True`` (ann-benchmarks habit:
 results are expensive, reruns are explicit). Files are written to a temporary name and
-renamed, so an interrupted run never leaves half a report.
+renamed, so an interrupted run never leaves half a report. A run holds the folder's
+writer lock (:func:`fghash.util.locks.writer_lock`) from its check of the folder to its
+last file, ``report.json``; a run killed while writing leaves a marker
+(:mod:`fghash.util.unfinished`), and the next run undoes its files before looking.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 
 from bench.evaluate import check_bench_file, evaluate_codes, load_for_bench
 from bench.machine import machine_info, software_info
-from bench.outdir import check_out_dir, cleanup_on_failure
+from bench.outdir import check_out_dir, cleanup_on_failure, start_report
 from bench.progress import Phases
 from bench.report_markdown import render_markdown
 from bench.throughput import DEFAULT_SWEEPS, run_throughput
@@ -40,6 +43,9 @@ from fghash.codes import file_checksum
 from fghash.errors import FghashError
 from fghash.eval.metrics import METRICS, TIES
 from fghash.util.atomic import atomic_write_text
+from fghash.util.faults import checkpoint
+from fghash.util.locks import writer_lock
+from fghash.util.unfinished import clear_unfinished, undo_unfinished
 
 __all__ = [
     "REPORT_VERSION",
@@ -124,6 +130,7 @@ def run_bench(
     *,
     ks: Sequence[int] | None = None,
     force: bool = False,
+    wait: float | None = 0,
     **options: Any,
 ) -> BenchResult:
     """Benchmark every codes file and write ``report.json``, ``report.md`` and plots.
@@ -134,6 +141,11 @@ def run_bench(
     note unless ``force``; another report or files fghash did not write are refused unless
     ``force``). ``ks`` defaults to those of :data:`DEFAULT_KS` the database can answer.
     A failed run removes what it wrote. ``options`` as :func:`_run_bench`.
+
+    The folder's check and the whole run hold its writer lock (waiting up to ``wait``
+    seconds for another writer, ``None``: for ever), so of two runs of different inputs
+    into one folder the second is refused once the first is done; a killed run's files
+    are undone first (:func:`fghash.util.unfinished.undo_unfinished`).
     """
     if not codes_paths:
         raise FghashError("give at least one codes file to benchmark.")
@@ -149,17 +161,21 @@ def run_bench(
             f"({n_db:,} items); use values of --k up to {n_db}."
         )
     out = Path(out_dir)
-    res = BenchResult(out, out / "report.json", out / "report.md")
-    if check_out_dir(out, lambda: [file_checksum(p) for p in paths], force=force):
-        res.skipped = True
-        res.notes.append(
-            f"{res.report_json} already holds the report of these inputs; pass --force to "
-            "run the benchmark again."
-        )
-        res.plots = sorted(out.glob("*.png"))
-        return res
-    with cleanup_on_failure(out):
-        return _run_bench(paths, out, ks=ks, force=True, **options)
+    out.parent.mkdir(parents=True, exist_ok=True)  # the lock file goes beside out
+    with writer_lock(out, wait=wait, what=f"the report folder {out}"):
+        if out.is_dir():
+            undo_unfinished(out)
+        res = BenchResult(out, out / "report.json", out / "report.md")
+        if check_out_dir(out, lambda: [file_checksum(p) for p in paths], force=force):
+            res.skipped = True
+            res.notes.append(
+                f"{res.report_json} already holds the report of these inputs; pass --force "
+                "to run the benchmark again."
+            )
+            res.plots = sorted(out.glob("*.png"))
+            return res
+        with cleanup_on_failure(out):
+            return _run_bench(paths, out, ks=ks, force=True, **options)
 
 
 def _run_bench(
@@ -243,12 +259,18 @@ def _run_bench(
 
 
 def _write_report(report: dict[str, Any], res: BenchResult, phases: Phases) -> None:
-    """The plots, then ``report.json`` (naming them, with the phase times) and ``report.md``."""
+    """The plots, then ``report.md`` and, last, ``report.json`` (naming them, with the
+    phase times), between the folder's unfinished marker and its removal."""
+    start_report(res.out_dir)
     res.plots = _plots(report, res.out_dir)
+    checkpoint("bench:after-plots")
     report["plots"] = [p.name for p in res.plots]
     report["phases_s"] = dict(phases.done)
-    atomic_write_text(res.report_json, json.dumps(report, indent=1, default=_jsonable) + "\n")
     atomic_write_text(res.report_md, render_markdown(report))
+    checkpoint("bench:after-report-md")
+    atomic_write_text(res.report_json, json.dumps(report, indent=1, default=_jsonable) + "\n")
+    checkpoint("bench:after-report")
+    clear_unfinished(res.out_dir)
 
 
 def _new_report(

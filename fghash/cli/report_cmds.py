@@ -17,6 +17,7 @@ from fghash.cli._options import (
     k_option,
     out_option,
     threads_option,
+    wait_option,
 )
 from fghash.cli._output import explain_text
 
@@ -79,6 +80,7 @@ _CODES = click.argument(
 )
 @device_option()
 @force_option("Run again even if --out already holds a report.")
+@wait_option("--out")
 def bench_cmd(
     codes: tuple[Path, ...],
     out: Path,
@@ -91,6 +93,7 @@ def bench_cmd(
     hnsw_budget: float,
     device: str,
     force: bool,
+    wait: float,
 ) -> None:
     """Benchmark codes files: mAP (tie-aware and stable), float baselines, index speed.
 
@@ -111,6 +114,7 @@ def bench_cmd(
         hnsw_budget_s=hnsw_budget,
         device=device,
         force=force,
+        wait=wait,
         command=command_line(),
     )
     for note in res.notes:
@@ -172,6 +176,7 @@ def bench_cmd(
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option("cuda")
 @force_option("Replace a report already in --out.")
+@wait_option("--out")
 def explain_cmd(
     codes: tuple[Path, ...],
     out: Path,
@@ -188,6 +193,7 @@ def explain_cmd(
     seed: int,
     device: str,
     force: bool,
+    wait: float,
 ) -> None:
     """What the bits mean: per-bit image grids, bit-attribute AUC against a rotation null,
     bit statistics and retrieval examples, in --out (explain.md, explain.json, PNGs).
@@ -213,6 +219,7 @@ def explain_cmd(
         seed=seed,
         force=force,
         command=command_line(),
+        wait=wait,
     )
     text = explain_text(doc)
     if text:

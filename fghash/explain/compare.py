@@ -20,6 +20,7 @@ from fghash.explain.inputs import ExplainInput
 from fghash.explain.plots import plot_compare
 from fghash.explain.run import awareness_summary, jsonable, prepare_out
 from fghash.util.atomic import atomic_write_text
+from fghash.util.unfinished import clear_unfinished
 
 __all__ = ["awareness_rows", "awareness_markdown", "awareness_text", "compare"]
 
@@ -157,4 +158,5 @@ def compare(
     }
     atomic_write_text(out / "explain.md", "\n".join(lines) + "\n")
     atomic_write_text(out / "explain.json", json.dumps(doc, indent=1, default=jsonable) + "\n")
+    clear_unfinished(out)  # the marker prepare_out wrote: the report is whole
     return doc

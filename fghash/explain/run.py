@@ -23,6 +23,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ from fghash.explain.stats import (
     rotation_null,
 )
 from fghash.util.atomic import atomic_write_text, remove_stale
+from fghash.util.faults import checkpoint
+from fghash.util.unfinished import clear_unfinished, mark_unfinished, undo_unfinished
 from fghash.viz.retrieval_sheet import draw_retrieval
 from fghash.viz.sheets import Tile, draw_sheet, load_image, placeholder
 
@@ -343,15 +346,45 @@ def jsonable(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def prepare_out(out: Path, force: bool) -> None:
-    """Create ``out``; refuse one holding a report, or anything else, unless ``force``.
+# What a report of explain or compare may hold: every other entry is the user's.
+_OWN = (
+    "explain.json",
+    "explain.md",
+    "bits",
+    "bits_overview.png",
+    "auc_heatmap.png",
+    "awareness_null.png",
+    "bit_stats.png",
+    "retrieval.png",
+    "compare.png",
+)
 
-    With ``force`` the per-bit PNGs of an earlier report are removed (a rerun may show
-    fewer bits); nothing but this report's own file names is touched.
+
+def _report_entries(out: Path) -> set[str]:
+    """The entries of ``out`` that belong to an explain report: its known names and the
+    figures its ``explain.json`` lists."""
+    own = set(_OWN)
+    try:
+        doc = json.loads((out / "explain.json").read_text(encoding="utf-8"))
+        own |= {Path(str(f)).parts[0] for f in doc.get("figures", []) if Path(str(f)).parts}
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError):
+        pass
+    return {p.name for p in out.iterdir()} & own
+
+
+def prepare_out(out: Path, force: bool) -> None:
+    """Create ``out`` and mark it unfinished (:mod:`fghash.util.unfinished`); refuse one
+    holding a report, or anything else, unless ``force``.
+
+    Call it holding ``out``'s writer lock (:func:`fghash.ops.reports.explain_codes` does):
+    what a killed run left is undone first. With ``force`` the report being replaced is
+    removed, ``explain.json`` first, so its figures never mix with the new ones; the
+    user's other files are kept. The writer removes the marker after ``explain.json``.
     """
     if out.exists() and not out.is_dir():
         raise FghashError(f"--out {out} exists and is not a folder.")
     if out.is_dir():
+        undo_unfinished(out)
         remove_stale(out)  # temporaries of a killed run are not "other files"
     if out.is_dir() and not force:
         if (out / "explain.json").exists():
@@ -361,10 +394,17 @@ def prepare_out(out: Path, force: bool) -> None:
                 f"--out {out} already holds other files; choose a new or empty folder, or pass "
                 "--force to write the report beside them."
             )
-    if force and (out / "explain.json").exists():
-        for old in (out / "bits").glob("bit-*.png"):
-            old.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    own = _report_entries(out)
+    mark_unfinished(
+        out, writer="fghash explain", keep=[p.name for p in out.iterdir() if p.name not in own]
+    )
+    for name in sorted(own, key=lambda n: n != "explain.json"):
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _header(inp: ExplainInput, command: str | None) -> dict[str, Any]:
@@ -461,6 +501,9 @@ def explain(
     skipped += notes
     doc["skipped"] = skipped
     doc["figures"] = [str(p.relative_to(out)) for p in figures]
+    checkpoint("explain:after-plots")
     atomic_write_text(out / "explain.md", _markdown(inp, doc, figures, out))
     atomic_write_text(out / "explain.json", json.dumps(doc, indent=1, default=jsonable) + "\n")
+    checkpoint("explain:after-report")
+    clear_unfinished(out)
     return doc

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from fghash.errors import FghashError
+from fghash.util.locks import writer_lock
+from fghash.util.unfinished import undo_unfinished
 
 __all__ = ["explain_codes"]
 
@@ -32,18 +34,19 @@ def explain_codes(
     seed: int = 0,
     force: bool = False,
     command: str | None = None,
+    wait: float | None = 0,
 ) -> dict[str, Any]:
     """Explain one codes file (:func:`fghash.explain.run.explain`: per-bit grids, AUC,
     bit statistics, retrieval examples) or compare several
     (:func:`fghash.explain.compare.compare`: awareness side by side) into ``out``.
 
-    Returns the document written as ``explain.json``; on failure ``out`` is left as it
-    was (:func:`bench.outdir.removing_on_failure`).
+    Returns the document written as ``explain.json``; on failure what it wrote in
+    ``out`` is removed (:func:`bench.outdir.removing_on_failure`). The writing holds
+    ``out``'s writer lock (:func:`fghash.util.locks.writer_lock`, waiting up to ``wait``
+    seconds, ``None``: for ever), and a report a killed run left unfinished is undone
+    first (:mod:`fghash.util.unfinished`), so it is never taken for a whole one.
     """
-    from bench.outdir import removing_on_failure
-    from fghash.explain.compare import compare
     from fghash.explain.inputs import load_input
-    from fghash.explain.run import explain, parse_bits_to_show
 
     if min(per_bit, num_queries, k, rotations) < 1:
         raise FghashError("--per-bit, --num-queries, -k and --rotations must be at least 1.")
@@ -59,6 +62,44 @@ def explain_codes(
         for c in codes
     ]
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # the lock file goes beside out
+    with writer_lock(out, wait=wait, what=f"the explain folder {out}"):
+        if out.is_dir():
+            undo_unfinished(out)
+        return _explain_locked(
+            inputs,
+            out,
+            bits_to_show=bits_to_show,
+            per_bit=per_bit,
+            queries=queries,
+            num_queries=num_queries,
+            k=k,
+            rotations=rotations,
+            seed=seed,
+            force=force,
+            command=command,
+        )
+
+
+def _explain_locked(
+    inputs: list[Any],
+    out: Path,
+    *,
+    bits_to_show: str | None,
+    per_bit: int,
+    queries: Sequence[int] | None,
+    num_queries: int,
+    k: int,
+    rotations: int,
+    seed: int,
+    force: bool,
+    command: str | None,
+) -> dict[str, Any]:
+    """:func:`explain_codes` once ``out``'s writer lock is held."""
+    from bench.outdir import removing_on_failure
+    from fghash.explain.compare import compare
+    from fghash.explain.run import explain, parse_bits_to_show
+
     if len(inputs) > 1:
         return removing_on_failure(compare, out)(
             inputs, out, rotations=rotations, seed=seed, force=force, command=command
