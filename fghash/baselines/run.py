@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from fghash.codes import CodesFile, Split, file_checksum, write_codes
 from fghash.codes.bits import parse_bits  # re-exported: the one --bits parser
 from fghash.codes.features import FeatureSplit, read_features, read_features_config
 from fghash.errors import FghashError
+from fghash.util.locks import writer_lock
 
 __all__ = ["run_baseline", "output_paths", "parse_bits"]
 
@@ -50,6 +52,7 @@ def run_baseline(
     *,
     seed: int = 0,
     overwrite: bool = False,
+    wait: float | None = 0,
     **kw: Any,
 ) -> list[Path]:
     """Fit ``method`` on the database features of ``features_path`` for each code length and
@@ -58,6 +61,10 @@ def run_baseline(
     Existing outputs are an error unless ``overwrite``; every output name is checked
     before any fitting starts. Extra keyword arguments go to the method (e.g.
     ``n_iter=50`` for ITQ); ``None`` values are ignored.
+
+    Every output is written holding its writer lock (:func:`fghash.util.locks.writer_lock`,
+    taken in name order, waiting up to ``wait`` seconds, ``None``: for ever), and the
+    outputs are checked again once the locks are held.
     """
     cls = get_baseline(method)
     bits = parse_bits(bits_list)
@@ -66,6 +73,17 @@ def run_baseline(
     _check_outputs(outs, features_path, overwrite)
     # Build every model first so bad parameters fail before any work.
     models = [create_baseline(cls.name, b, seed=seed, **kw) for b in bits]
+    with ExitStack() as locks:
+        for out in sorted(set(outs), key=str):
+            locks.enter_context(writer_lock(out, wait=wait, what=f"the codes file {out}"))
+        _check_outputs(outs, features_path, overwrite)  # again: another writer may have made one
+        return _fit_all(cls, models, features_path, outs, seed)
+
+
+def _fit_all(
+    cls: type[Hasher], models: list[Hasher], features_path: Path, outs: list[Path], seed: int
+) -> list[Path]:
+    """:func:`run_baseline` once the outputs' writer locks are held."""
     feats = _training_features(features_path, cls, models)
     source = {
         "path": str(features_path.resolve()),

@@ -13,6 +13,7 @@ from fghash.cli._options import (
     format_option,
     out_option,
     threads_option,
+    wait_option,
 )
 from fghash.util import threads as runtime
 
@@ -65,6 +66,7 @@ __all__ = ["baseline_cmd", "encode_cmd"]
 @device_option("cuda")
 @threads_option()
 @force_option("Replace --out if it exists.")
+@wait_option("--out")
 def encode_cmd(
     run_dir: str,
     out: str,
@@ -78,6 +80,7 @@ def encode_cmd(
     device: str,
     threads: int | None,
     force: bool,
+    wait: float,
 ) -> None:
     """Encode a trained run's test (query) and training (database) splits to a codes file.
 
@@ -100,6 +103,7 @@ def encode_cmd(
         force=force,
         resume=resume,
         chunk_size=chunk_size,
+        wait=wait,
     )
     sizes = ", ".join(f"{name} {n}" for name, n in done.sizes.items())
     note = f"; skipped {done.skipped} unreadable image(s)" if done.skipped else ""
@@ -134,9 +138,17 @@ def _baseline_methods() -> list[str]:
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @force_option("Replace existing output files.")
+@wait_option("the output files")
 @format_option("table", "jsonl")
 def baseline_cmd(
-    method: str, features_path: str, bits: str, out_path: str, seed: int, force: bool, fmt: str
+    method: str,
+    features_path: str,
+    bits: str,
+    out_path: str,
+    seed: int,
+    force: bool,
+    wait: float,
+    fmt: str,
 ) -> None:
     """Fit a shallow hashing baseline (METHOD) on the database features and write codes files.
 
@@ -147,7 +159,7 @@ def baseline_cmd(
 
     bits_list = parse_bits(bits)
     paths = run_baseline(
-        method.lower(), features_path, bits_list, out_path, seed=seed, overwrite=force
+        method.lower(), features_path, bits_list, out_path, seed=seed, overwrite=force, wait=wait
     )
     for b, p in zip(bits_list, paths, strict=True):
         if fmt == "jsonl":

@@ -15,6 +15,7 @@ from fghash.cli._options import (
     flag_option,
     out_option,
     threads_option,
+    wait_option,
 )
 from fghash.util import threads as runtime
 
@@ -187,6 +188,7 @@ def _config_names(name: str) -> Callable[[], list[str]]:
 @device_option("cuda")
 @threads_option()
 @click.option("--resume", is_flag=True, help="Continue the run(s) in --out exactly.")
+@wait_option("--out")
 def train_cmd(
     dataset: str,
     data_root: str,
@@ -194,6 +196,7 @@ def train_cmd(
     bits: str,
     preset: str | None,
     resume: bool,
+    wait: float,
     lr_milestones: list[int] | None,
     threads: int | None,
     **options: Any,
@@ -210,7 +213,14 @@ def train_cmd(
     if lr_milestones is not None:
         options["lr_milestones"] = tuple(lr_milestones)
     runs = train_runs(
-        dataset, preset, data_root=data_root, bits=bits, out=out, resume=resume, **options
+        dataset,
+        preset,
+        data_root=data_root,
+        bits=bits,
+        out=out,
+        resume=resume,
+        wait=wait,
+        **options,
     )
     for r in runs:
         vm = "" if r.val_map is None else f", val mAP {r.val_map:.4f}"

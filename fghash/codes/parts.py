@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from fghash.errors import FghashError
+from fghash.util.faults import checkpoint
 
 __all__ = ["PartStore", "parts_folder"]
 
@@ -111,6 +112,7 @@ class PartStore:
     def write(self, name: str, **arrays: np.ndarray) -> None:
         """Write part ``name`` (arrays by keyword), atomically."""
         self._atomic(f"{name}.npz", lambda fh: np.savez(fh, **arrays))
+        checkpoint("encode:after-part")
 
     def read(self, name: str) -> dict[str, np.ndarray]:
         """The arrays of part ``name``."""

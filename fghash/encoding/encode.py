@@ -52,6 +52,8 @@ from fghash.runs.config import ASYMMETRIC_METHODS, TrainConfig
 from fghash.runs.fingerprint import check_data, check_data_root, fingerprint
 from fghash.runs.folder import CHECKPOINT, load_run
 from fghash.util.device import resolve_device
+from fghash.util.faults import checkpoint
+from fghash.util.locks import writer_lock
 from fghash.util.progress import Progress
 
 __all__ = [
@@ -188,6 +190,7 @@ def encode_run(
     force: bool = False,
     resume: bool = False,
     chunk_size: int = DEFAULT_CHUNK,
+    wait: float | None = 0,
 ) -> Path:
     """Encode a trained run's splits into a schema-v1 codes file at ``out_path``.
 
@@ -208,12 +211,44 @@ def encode_run(
     reuses the parts already written (same settings required) and gives the same file
     as an uninterrupted run; without it a leftover parts folder is an error (``force``
     starts again).
+
+    The codes file and its parts folder are written holding the codes file's writer lock
+    (:func:`fghash.util.locks.writer_lock`, waiting up to ``wait`` seconds, ``None``: for
+    ever); "exists / no ``force``" and the parts folder are checked again once it is
+    held, so two encodes to one ``out_path`` never mix their parts.
     """
     run_dir, out_path = Path(run_dir), Path(out_path)
     smap = _checked_options(
         out_path, database, features, split_map, force=force, batch_size=batch_size,
         chunk_size=chunk_size,
     )  # fmt: skip
+    with writer_lock(out_path, wait=wait, what=f"the codes file {out_path}"):
+        if out_path.exists() and not force:  # again: another writer may have made it
+            raise FghashError(f"{out_path} already exists; pass --force to replace it.")
+        return _encode_locked(
+            run_dir, out_path, smap, database, features, device=device, data_root=data_root,
+            batch_size=batch_size, chunk_size=chunk_size, num_workers=num_workers,
+            progress=progress, force=force, resume=resume,
+        )  # fmt: skip
+
+
+def _encode_locked(
+    run_dir: Path,
+    out_path: Path,
+    smap: dict[str, str],
+    database: str,
+    features: str,
+    *,
+    device: str,
+    data_root: str | os.PathLike[str] | None,
+    batch_size: int,
+    chunk_size: int,
+    num_workers: int | None,
+    progress: bool,
+    force: bool,
+    resume: bool,
+) -> Path:
+    """:func:`encode_run` once the codes file's writer lock is held."""
     job = _open_job(
         run_dir, database, features, device=device, data_root=data_root, batch_size=batch_size,
         chunk=max(1, -(-chunk_size // batch_size)) * batch_size,
@@ -455,6 +490,7 @@ def _write_codes_file(job: _Job, store: PartStore, smap: Mapping[str, str], out:
     }
     assembled = write_codes(store.folder / "assembled.h5", cf, overwrite=True)
     _append_features(assembled, store, feature_parts)
+    checkpoint("encode:assembled")
     os.replace(assembled, out)
 
 
@@ -480,12 +516,12 @@ def _append_features(
     path: Path, store: PartStore, feature_parts: Mapping[str, tuple[str, str, int]]
 ) -> None:
     """Add each split's ``features`` dataset to the codes file at ``path``, one part at a
-    time, laid out as :func:`fghash.codes.file.write_codes` lays out datasets."""
-    import h5py
-
+    time, laid out as :func:`fghash.codes.file.write_codes` lays out datasets (each
+    dataset's room on disk set aside first: a full disk is one clean error)."""
     from fghash.codes.file import row_chunks
+    from fghash.codes.room import dataset_bytes, h5_file
 
-    with h5py.File(path, "r+") as f:
+    with h5_file(path, "r+") as (f, room):
         for split, (key, kind, n_parts) in feature_parts.items():
             n, row, dim, d = len(f[split]["codes"]), 0, 0, None
             for c in range(n_parts):
@@ -495,11 +531,13 @@ def _append_features(
                     continue
                 if d is None:
                     shape = (n, dim)
+                    room.take(dataset_bytes(shape, 4, row_chunks(shape, 4)))
                     d = f[split].create_dataset(
                         "features", shape=shape, dtype=np.float32, chunks=row_chunks(shape, 4)
                     )
                 d[row : row + len(arr)] = arr
                 row += len(arr)
             if d is None:  # no image of the split could be read
+                room.take(dataset_bytes((n, dim), 4))
                 d = f[split].create_dataset("features", shape=(n, dim), dtype=np.float32)
             d.attrs["kind"] = kind

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,17 @@ def speaks_for_the_run() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _run_lock(folder: Path, wait: float | None) -> AbstractContextManager[Any]:
+    """The writer lock of a run folder; under torchrun only rank 0 takes it (the ranks
+    train one run together: they are one writer)."""
+    from fghash.util.locks import writer_lock
+
+    if not speaks_for_the_run():
+        return nullcontext()
+    folder.parent.mkdir(parents=True, exist_ok=True)  # the lock file goes beside it
+    return writer_lock(folder, wait=wait, what=f"the run folder {folder}")
+
+
 def train_runs(
     dataset: str,
     preset: str | None,
@@ -27,6 +39,7 @@ def train_runs(
     bits: str,
     out: PathLike,
     resume: bool = False,
+    wait: float | None = 0,
     **options: Any,
 ) -> Iterator[Any]:
     """Train one run per code length in ``bits`` (``"12"`` or ``"12,24"``: several give
@@ -34,16 +47,27 @@ def train_runs(
     as it finishes; under torchrun only the rank-0 process yields.
 
     ``options`` are :func:`fghash.runs.config.resolve_config`'s overrides (``None`` keeps
-    the protocol's value).
+    the protocol's value). The training holds the writer lock of ``out`` (and of each
+    ``OUT/bits-K`` while it trains), waiting up to ``wait`` seconds for another writer
+    (``None``: for ever); the "already trained / nothing to resume" checks of
+    :func:`fghash.training.loop.train` run once it is held, so a second train or resume
+    into a run folder being trained waits or stops with one sentence.
     """
-    from fghash.runs.config import parse_bits, resolve_config
-    from fghash.training.loop import train_many
+    from fghash.runs.config import TrainConfig, parse_bits, resolve_config
+    from fghash.runs.folder import bits_folder
+    from fghash.training.loop import train
 
     lengths = parse_bits(bits)
     cfg = resolve_config(dataset, preset, data_root=data_root, bits=lengths[0], **options)
-    for result in train_many(cfg, lengths, out, resume=resume):
-        if speaks_for_the_run():
-            yield result
+    out = Path(out)
+    with _run_lock(out, wait):
+        for b in lengths:
+            one = TrainConfig.from_dict({**cfg.to_dict(), "bits": b})
+            target = out if len(lengths) == 1 else bits_folder(out, b)
+            with nullcontext() if target == out else _run_lock(target, wait):
+                result = train(one, target, resume=resume)
+            if speaks_for_the_run():
+                yield result
 
 
 @dataclass
