@@ -11,7 +11,7 @@ import numpy as np
 
 from fghash.codes import hex_to_code, nbytes_for, read_codes
 from fghash.errors import FghashError
-from index.bundle import load_index
+from index.bundle import load_bundle
 from index.checks import provenance_warning
 from index.folder import read_bundle_meta
 from index.gpu import GPU_MAX_K
@@ -81,7 +81,15 @@ def search_bundle(
         xq = hex_to_code(code, bits)
     else:
         xq, queries = _codes_file_queries(codes, split, limit, meta, bundle)  # type: ignore[arg-type]
-    index, items = _open_for_search(bundle, engine, device, k, verify)
+    loaded, index, items = _open_for_search(bundle, engine, device, k, verify)
+    if any(loaded.get(key) != meta.get(key) for key in ("kind", "bits", "params")):
+        # replaced by another index between the first look and the read: start again
+        return search_bundle(
+            bundle, k, codes=codes, split=split, limit=limit, code=code, nprobe=nprobe,
+            ef_search=ef_search, nflip=nflip, device=device, verify=verify,
+            xq=xq if code is None and codes is None else None,
+            query_paths=query_paths, engine=engine,
+        )  # fmt: skip
     return search_items(
         index, items, xq, k, queries=queries, nprobe=nprobe, ef_search=ef_search, nflip=nflip
     )
@@ -144,12 +152,13 @@ def _codes_file_queries(
 
 def _open_for_search(
     bundle: Any, engine: str, device: str, k: int, verify: bool | None
-) -> tuple[Any, Any]:
-    """The bundle's index on the engine and device :func:`index.tensor.pick_engine` picks."""
+) -> tuple[dict[str, Any], Any, Any]:
+    """One version of the bundle (:func:`index.bundle.load_bundle`): its ``index.json``,
+    its index on the engine and device :func:`index.tensor.pick_engine` picks, its items."""
     engine, device = pick_engine(engine, device, k)
     if engine == "tensor":
-        index, items = load_index(bundle, device="cpu", verify=verify)
-        return tensor_from_binary(index, device=device), items
+        meta, index, items = load_bundle(bundle, device="cpu", verify=verify)
+        return meta, tensor_from_binary(index, device=device), items
     if device == "auto" and k > GPU_MAX_K:
         device = "cpu"  # GpuIndexBinaryFlat cannot return more than GPU_MAX_K neighbours
-    return load_index(bundle, device=device, verify=verify)
+    return load_bundle(bundle, device=device, verify=verify)
