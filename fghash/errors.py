@@ -54,7 +54,8 @@ def os_error_from_message(message: str, filename: str | None = None) -> OSError 
 def os_error_sentence(e: OSError) -> str:
     """One sentence naming the path and the cause of ``e``, and what to do where clear.
 
-    A temporary path of :mod:`fghash.util.atomic` is reported as the file it stood for.
+    A temporary path of :mod:`fghash.util.atomic` is reported as the file it stood for
+    (nested temporaries too).
     """
     from fghash.util.atomic import final_name
 
@@ -67,6 +68,13 @@ def os_error_sentence(e: OSError) -> str:
             filename = filename if filename is not None else parsed.filename
     cause = os.strerror(code) if code else (e.strerror or str(e) or type(e).__name__)
     cause = " ".join(cause.split()).rstrip(".")
-    where = f"{final_name(os.fsdecode(filename))}: " if filename is not None else ""
+    where = ""
+    if filename is not None:
+        name, shown = os.fsdecode(filename), None
+        for _ in range(4):  # a temporary of a temporary (a file renamed in later) too
+            shown, name = name, str(final_name(name))
+            if name == shown:
+                break
+        where = f"{name}: "
     hint = _HINTS.get(code) if code is not None else None
     return f"{where}{cause[:1].lower() + cause[1:]}" + (f"; {hint}." if hint else ".")

@@ -16,6 +16,7 @@ rows out of the statistics of that attribute.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -44,6 +45,7 @@ from fghash.codes.file import (
     row_chunks,
     write_header,
 )
+from fghash.codes.room import dataset_bytes, open_h5, strings_bytes
 from fghash.errors import FghashError
 from fghash.util.atomic import atomic_path
 
@@ -259,14 +261,17 @@ class CodesWriter:
         config: Mapping[str, Any] | None = None,
         overwrite: bool = False,
     ) -> None:
-        import h5py
-
         self.path = Path(path)
         self.bits = check_bits(bits)
         check_target(self.path, overwrite)
         self._atomic = atomic_path(self.path)
         self.tmp = self._atomic.__enter__()
-        self._f = h5py.File(self.tmp, "w")
+        try:
+            header = 2 * len(json.dumps(dict(config or {}), default=str))
+            self._f, self._room = open_h5(self.tmp, "w", header)
+        except BaseException as e:
+            self._atomic.__exit__(type(e), e, e.__traceback__)
+            raise
         write_header(self._f, self.bits, method, config)
 
     def add_split(
@@ -284,9 +289,11 @@ class CodesWriter:
         import h5py
 
         g = self._f.create_group(name)
+        room = [n * 16 + 4096 if paths else 0]
 
         def make(ds: str, shape: tuple[int, ...], dtype: Any) -> Any:
             chunks = row_chunks(shape, np.dtype(dtype).itemsize)
+            room[0] += dataset_bytes(shape, np.dtype(dtype).itemsize, chunks)
             return g.create_dataset(ds, shape=shape, dtype=dtype, chunks=chunks)
 
         make("codes", (n, nbytes_for(self.bits)), np.uint8)
@@ -301,6 +308,7 @@ class CodesWriter:
             make("features", (n, int(features[0])), np.float32).attrs["kind"] = features[1]
         if attributes is not None:
             make("attributes", (n, int(attributes)), np.uint8)
+        self._room.take(room[0])  # before HDF5 allocates any of it (at flush or close)
 
     def write(self, name: str, start: int, **data: Any) -> None:
         """Rows ``start:start+len`` of split ``name``: ``codes=``, ``ids=``, ``labels=``..."""
@@ -312,12 +320,14 @@ class CodesWriter:
                 check_unused_bits(str(self.path), f"/{name}", np.asarray(value), self.bits)
             if ds == "paths":
                 value = [str(p) for p in value]
+                self._room.take(strings_bytes(value))
             g[ds][start : start + len(value)] = value
 
     def set_attribute_names(self, names: Sequence[str]) -> None:
         """Write the names of the ``attributes`` columns."""
         import h5py
 
+        self._room.take(strings_bytes(names))
         self._f.create_dataset(
             "attribute_names", data=list(names), dtype=h5py.string_dtype("utf-8")
         )
@@ -328,6 +338,7 @@ class CodesWriter:
             if hasattr(g, "keys") and not ids_unique(g["ids"][()]):
                 raise fail(str(self.path), f"/{name}/ids", "ids must be unique within the split")
         self._f.close()
+        self._room.release()
         self._atomic.__exit__(None, None, None)
         return self.path
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from fghash.codes.bits import check_bits, nbytes_for
 from fghash.codes.checks import CodesFileError, check_codes, check_split, fail
+from fghash.codes.room import dataset_bytes, h5_file, strings_bytes
 from fghash.errors import FghashError
 from fghash.util.atomic import atomic_path
 
@@ -221,7 +222,7 @@ def write_codes(path: str | os.PathLike[str], cf: CodesFile, *, overwrite: bool 
     path = Path(path)
     cf.validate()
     check_target(path, overwrite)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5_file(tmp, "w", _codes_file_bytes(cf)) as (f, _):
         write_header(f, cf.bits, cf.method, cf.config, cf.created)
         if cf.attribute_names is not None:
             f.create_dataset(
@@ -244,6 +245,24 @@ def write_codes(path: str | os.PathLike[str], cf: CodesFile, *, overwrite: bool 
             if s.attributes is not None:
                 _create(g, "attributes", s.attributes, np.uint8)
     return path
+
+
+def _codes_file_bytes(cf: CodesFile) -> int:
+    """Upper bound of the bytes :func:`write_codes` writes for ``cf`` (see
+    :mod:`fghash.codes.room`)."""
+    total = 2 * len(json.dumps(dict(cf.config or {}), default=str))
+    total += strings_bytes(cf.attribute_names or [])
+    for s in cf.splits.values():
+        labels = 8 if s.labels is not None and np.ndim(s.labels) == 1 else 1
+        for a, size in ((s.codes, 1), (s.ids, 8), (s.labels, labels), (s.features, 4)):
+            if a is not None:
+                total += dataset_bytes(np.shape(a), size, row_chunks(np.shape(a), size))
+        if s.attributes is not None:
+            shape = np.shape(s.attributes)
+            total += dataset_bytes(shape, 1, row_chunks(shape, 1))
+        if s.paths is not None:
+            total += strings_bytes(s.paths)
+    return total
 
 
 def open_hdf5(path: Path) -> Any:

@@ -94,8 +94,10 @@ class PartStore:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.folder / filename)
-        except BaseException:
+        except BaseException as e:
             tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.filename is None:  # a failed close names no file
+                e.filename = str(self.folder / filename)
             raise
         _fsync_dir(self.folder)
 

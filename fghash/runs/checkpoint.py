@@ -30,10 +30,34 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(state, fh)
+        out = _Recording(fh)
+        try:
+            torch.save(state, out)
+        except RuntimeError:
+            if out.error is not None:  # a full disk: torch reports only "unexpected pos"
+                raise out.error from None
+            raise
         fh.flush()
         os.fsync(fh.fileno())
     return path
+
+
+class _Recording:
+    """A file's ``write`` that remembers the :class:`OSError` it raised, which torch's
+    writer turns into a ``RuntimeError`` without the cause."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh, self.error = fh, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
