@@ -26,7 +26,7 @@ def describe(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str,
     ids, anything the full validation of a codes file finds).
     """
     p = Path(path)
-    if not p.exists():
+    if not p.exists() and not is_bundle(p):  # is_bundle puts back a bundle moved aside
         raise FghashError(f"{p}: no such codes file or index bundle.")
     if is_bundle(p):
         meta, checked, problems = check_bundle(p, verify=verify)

@@ -39,7 +39,7 @@ from fghash.errors import FghashError
 from fghash.util.atomic import temp_prefix
 from fghash.util.locks import writer_lock
 from index.checks import codes_origin
-from index.snapshot import new_revision, recover, swap_in
+from index.snapshot import new_revision, recover, swap_in, tidy
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -73,6 +73,8 @@ def is_bundle(path: str | os.PathLike[str]) -> bool:
     p = Path(path)
     if p.is_file() and p.name == INDEX_FILE:
         p = p.parent
+    if not os.path.lexists(p):
+        tidy(p)  # a bundle a killed writer had moved aside comes back
     return p.is_dir() and (p / META_FILE).is_file()
 
 
@@ -81,6 +83,8 @@ def bundle_path(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     if p.is_file() and p.name == INDEX_FILE:
         return p.parent
+    if not os.path.lexists(p):
+        tidy(p)  # a bundle a killed writer had moved aside comes back
     if not p.exists():
         raise FghashError(f"{p}: no such index bundle; build one with 'fghash build-index'.")
     if not p.is_dir() or not (p / META_FILE).is_file():

@@ -277,10 +277,42 @@ def recover(bundle: str | os.PathLike[str]) -> bool:
     if not os.path.lexists(bundle):
         done = _restore_old(bundle) or done
     remove_stale(bundle.parent, bundle.name)
-    if change is not None and change.codes:
-        codes = Path(change.codes)
-        remove_stale(codes.parent, codes.name)
+    codes = change.codes if change is not None and change.codes else _codes_of(bundle)
+    if codes is not None:
+        _tidy_codes(Path(codes))
     return done
+
+
+def _codes_of(bundle: Path) -> str | None:
+    """The codes file ``bundle``'s ``index.json`` names, if it can be read."""
+    try:
+        meta = json.loads((bundle / _META).read_text(encoding="utf-8"))
+        path = (meta.get("codes") or {}).get("path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return path if isinstance(path, str) else None
+
+
+def _tidy_codes(codes: Path) -> None:
+    """Remove what dead writers left beside a codes file (temporaries, the lock file),
+    unless a live writer holds it."""
+    if not _leftovers(codes):
+        return
+    try:
+        with writer_lock(codes, wait=0):
+            remove_stale(codes.parent, codes.name)
+    except (FghashError, OSError) as e:
+        log.debug("left %s to its writer: %s", codes, e)
+
+
+def _leftovers(path: Path) -> bool:
+    """Whether a hidden entry of fghash's for ``path`` lies beside it (a journal, a lock
+    file, a temporary): one listing of the folder."""
+    prefix = f".{path.name}."
+    try:
+        return any(e.name.startswith(prefix) for e in os.scandir(path.parent))
+    except OSError:
+        return False
 
 
 def _restore_old(bundle: Path) -> bool:
@@ -296,11 +328,16 @@ def _restore_old(bundle: Path) -> bool:
 
 
 def tidy(bundle: str | os.PathLike[str]) -> None:
-    """What a reader does before reading: when a dead writer left a journal or a moved
-    bundle, recover it if no live writer holds the lock (and the reader may write the
-    folder); otherwise nothing. Costs one ``stat`` when there is nothing to do."""
+    """What a reader does before reading: when a dead writer left anything beside the
+    bundle or its codes file (a journal, a moved bundle, temporaries, a lock file),
+    :func:`recover` it, if no live writer holds the lock and the reader may write the
+    folder; otherwise nothing. Costs one listing of the bundle's folder when there is
+    nothing to do."""
     bundle = Path(os.path.abspath(bundle))
-    if not journal_path(bundle).exists() and (os.path.lexists(bundle) or not _switching(bundle)):
+    if not _leftovers(bundle):
+        codes = _codes_of(bundle)
+        if codes is not None:
+            _tidy_codes(Path(codes))
         return
     try:
         with writer_lock(bundle, wait=0):
