@@ -208,3 +208,99 @@ def test_index_json_of_wrong_type_or_shape_is_one_sentence(
     meta_path.write_text(json.dumps(meta))
     for args in (("search", out, "--code", "0000", "--device", "cpu"), ("info", out)):
         assert_one_sentence(run(*args), "index.json", key)
+
+
+# --- declared sizes (10**12 rows that HDF5 never allocated) ---------------------------
+
+
+def _fghash_process(*args: object, timeout: float = 60) -> tuple[int, str, float]:
+    """``fghash ARGS`` in a new process: exit status, stderr, seconds."""
+    start = time.monotonic()
+    p = subprocess.run(
+        [sys.executable, "-m", "fghash", *map(str, args)],
+        capture_output=True,
+        timeout=timeout,
+    )
+    return p.returncode, p.stderr.decode("utf-8", "replace"), time.monotonic() - start
+
+
+def _assert_one_sentence_process(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, err
+    for n in needles:
+        assert n in lines[0], (n, err)
+
+
+def _declares_rows(path: Path, n: int = 10**12, *, features: bool = False) -> Path:
+    """A codes file whose database split declares ``n`` rows and stores none of them."""
+    import h5py
+
+    from fghash.codes.file import write_header
+
+    with h5py.File(path, "w") as f:
+        write_header(f, BITS, "itq", {})
+        g = f.create_group("database")
+        g.create_dataset("codes", shape=(n, 2), dtype=np.uint8, chunks=(65536, 2))
+        g.create_dataset("ids", shape=(n,), dtype=np.int64, chunks=(65536,))
+        g.create_dataset("labels", shape=(n,), dtype=np.int64, chunks=(65536,))
+        if features:
+            g.create_dataset("features", shape=(n, 8), dtype=np.float32, chunks=(4096, 8))
+        q = f.create_group("query")
+        q.create_dataset("codes", data=np.zeros((3, 2), np.uint8))
+        q.create_dataset("ids", data=np.arange(3) + 10**13)
+        q.create_dataset("labels", data=np.zeros(3, np.int64))
+    assert path.stat().st_size < 1 << 20
+    return path
+
+
+def test_declared_trillion_rows_are_refused_by_every_reader(tmp_path: Path) -> None:
+    huge = _declares_rows(tmp_path / "huge.h5", features=True)
+    codes, out = _bundle(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for args in (
+        ("info", huge),
+        ("info", huge, "--verify"),
+        ("build-index", huge, "--out", tmp_path / "hb", "--device", "cpu"),
+        ("bench", huge, "--out", tmp_path / "hbench", "--device", "cpu"),
+        ("add", out, huge, "--device", "cpu", "--allow-mixed"),
+        ("search", out, "--codes", huge, "--split", "database", "--device", "cpu"),
+        ("explain", huge, "--out", tmp_path / "hexplain"),
+        ("baseline", "itq", "--features", huge, "--bits", "16", "--out", tmp_path / "bl.h5"),
+    ):
+        code, err, seconds = _fghash_process(*args)
+        assert seconds < 20, (args, seconds)
+        _assert_one_sentence_process(code, err, "huge.h5", "1,000,000,000,000 rows")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    r = run("search", out, "--codes", codes, "-k", "2", "--device", "cpu")  # bundle unharmed
+    assert r.exit_code == 0, r.output
+
+
+def test_a_split_larger_than_memory_is_refused_before_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fghash.codes.checks as checks
+
+    codes, out = _bundle(tmp_path)
+    monkeypatch.setattr(checks, "available_memory", lambda: 10)
+    r = run("search", out, "--codes", codes, "-k", "2", "--device", "cpu")
+    assert_one_sentence(r, "codes.h5", "memory", "available")
+    monkeypatch.setattr(checks, "available_memory", lambda: None)  # unknown: no refusal
+    assert run("search", out, "--codes", codes, "-k", "2", "--device", "cpu").exit_code == 0
+
+
+def test_declared_sizes_of_real_files_pass(tmp_path: Path) -> None:
+    """Written files (chunked, contiguous, compressed by another tool) are not refused."""
+    import h5py
+
+    from fghash.codes import read_codes
+
+    path = _codes_file(tmp_path / "c.h5", n=300_000)
+    with h5py.File(path, "r+") as f:  # rewrite the ids compressed, as another tool might
+        ids = f["database/ids"][()]
+        del f["database/ids"]
+        f["database"].create_dataset("ids", data=ids, compression="gzip", chunks=(1 << 16,))
+    assert len(read_codes(path).splits["database"].ids) == 300_000
+    code, err, _ = _fghash_process("info", path, "--verify")
+    assert code == 0, err

@@ -31,6 +31,7 @@ from fghash.codes.checks import (
     CodesFileError,
     check_codes,
     check_split,
+    check_stored,
     check_unused_bits,
     fail,
     ids_unique,
@@ -97,6 +98,8 @@ class SplitReader:
         for ds in ("codes", "ids"):
             if ds not in g:
                 raise fail(where, f"{name}/{ds}", "missing")
+        for ds in g.keys():
+            check_stored(where, f"{name}/{ds}", g[ds])
         n = check_codes(where, name, g["codes"], self.bits, padding=False)
         check_split(
             where,

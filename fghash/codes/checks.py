@@ -30,10 +30,21 @@ __all__ = [
     "check_unused_bits",
     "check_split",
     "check_finite",
+    "check_stored",
+    "check_memory",
+    "check_loadable",
+    "available_memory",
     "UNKNOWN_ATTRIBUTE",
 ]
 
 UNKNOWN_ATTRIBUTE = 255  # value of an ``attributes`` entry that is not known for the item
+
+# A dataset may declare at most this many times the bytes the file stores for it: HDF5
+# allocates lazily, so a file of a few KiB can declare 10**12 rows never written, which
+# a reader would otherwise take for real (hours of reading, or a MemoryError). Deflate
+# compresses at most about 1000:1; datasets under _SMALL bytes are not worth checking.
+_MAX_RATIO = 4096
+_SMALL = 1 << 20
 
 
 class CodesFileError(FghashError):
@@ -53,6 +64,71 @@ def check_finite(where: str, dataset: str, a: np.ndarray) -> None:
     if not ok.all():
         bad = int(ok.size - np.count_nonzero(ok))
         raise fail(where, dataset, f"contains NaN or infinite values ({bad} of {ok.size})")
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""  # unreachable
+
+
+def check_stored(where: str, dataset: str, ds: Any) -> None:
+    """Refuse an HDF5 dataset ``ds`` that declares far more bytes than the file stores
+    for it (rows declared but never written); arrays in memory pass."""
+    dsid = getattr(ds, "id", None)
+    if dsid is None or not hasattr(dsid, "get_storage_size"):
+        return
+    declared = int(np.prod(ds.shape, dtype=np.float64)) * int(dsid.get_type().get_size())
+    if declared <= _SMALL:
+        return
+    stored = int(dsid.get_storage_size())
+    if stored * _MAX_RATIO < declared:
+        rows = int(ds.shape[0]) if ds.shape else 0
+        raise fail(
+            where,
+            dataset,
+            f"declares {rows:,} rows ({_size(declared)}) but the file stores only "
+            f"{_size(stored)} of them; it is damaged or was never written to the end",
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (MemAvailable plus free swap, from
+    ``/proc/meminfo``), or None where that cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            info = {k: v for k, _, v in (line.partition(":") for line in fh)}
+        return (int(info["MemAvailable"].split()[0]) + int(info["SwapFree"].split()[0])) << 10
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
+def check_memory(where: str, what: str, need: int) -> None:
+    """Refuse to load ``what`` when it takes more memory (``need`` bytes) than is left."""
+    avail = available_memory()
+    if avail is not None and need > avail:
+        raise CodesFileError(
+            f"{where}: loading {what} takes about {_size(need)} of memory, more than the "
+            f"{_size(avail)} available; use a machine with more memory or a smaller file."
+        )
+
+
+def check_loadable(where: str, group: str, g: Any, skip: Any = ()) -> None:
+    """Refuse the HDF5 split group ``g`` (named ``group``) before loading it whole when a
+    dataset declares rows the file does not store, or loading the datasets not in
+    ``skip`` takes more memory than is left."""
+    need = 0
+    for ds in g.keys():
+        d = g[ds]
+        if not hasattr(d, "shape"):
+            continue
+        check_stored(where, f"{group}/{ds}", d)
+        if ds not in skip:
+            per_row = 100 if d.dtype.kind == "O" else d.dtype.itemsize  # a str and its text
+            need += int(np.prod(d.shape, dtype=np.float64)) * per_row
+    check_memory(where, group, need)
 
 
 def ids_unique(ids: np.ndarray, block: int = 1 << 20) -> bool:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fghash.codes.checks import check_finite, check_split, fail
+from fghash.codes.checks import check_finite, check_loadable, check_split, fail
 from fghash.codes.file import decode_text
 from fghash.errors import FghashError
 from fghash.util.atomic import atomic_path
@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 FEATURES_FORMAT = "fghash.features"
 FEATURES_VERSION = 1
+_LOADED = ("features", "labels", "ids", "paths")  # what read_features loads of a split
 _HOW_TO_MAKE = "make one with `fghash encode RUN --features backbone`"
 _RESERVED_ATTRS = {"format", "version", "kind", "created"}
 
@@ -137,6 +138,7 @@ def read_features(
                 raise FghashError(
                     f"{where}/features is missing, so there are no float features to hash; {_HOW_TO_MAKE}."
                 )
+            check_loadable(str(path), f"/{name}", g, [k for k in g if k not in _LOADED])
             d = g["features"]
             paths = [decode_text(p) for p in g["paths"][()]] if "paths" in g else None
             s = FeatureSplit(

@@ -29,7 +29,13 @@ from typing import Any
 import numpy as np
 
 from fghash.codes.bits import check_bits, nbytes_for
-from fghash.codes.checks import CodesFileError, check_codes, check_split, fail
+from fghash.codes.checks import (
+    CodesFileError,
+    check_codes,
+    check_loadable,
+    check_split,
+    fail,
+)
 from fghash.codes.room import dataset_bytes, h5_file, strings_bytes
 from fghash.errors import FghashError
 from fghash.util.atomic import atomic_path
@@ -379,6 +385,10 @@ def read_codes(
                 raise fail(where, f"/{name}/codes", "missing")
             if "ids" not in g:
                 raise fail(where, f"/{name}/ids", "missing")
+            skip = [
+                d for d, load in (("features", features), ("attributes", attributes)) if not load
+            ]
+            check_loadable(where, f"/{name}", g, skip)
             paths = None
             if "paths" in g:
                 paths = [decode_text(p) for p in g["paths"][()]]
