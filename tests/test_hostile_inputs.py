@@ -304,3 +304,51 @@ def test_declared_sizes_of_real_files_pass(tmp_path: Path) -> None:
     assert len(read_codes(path).splits["database"].ids) == 300_000
     code, err, _ = _fghash_process("info", path, "--verify")
     assert code == 0, err
+
+
+# --- index, train and demo options: huge numbers are usage errors -----------------------
+
+
+@pytest.mark.parametrize("option", ["--nlist", "--hnsw-m", "--hash-b", "--nhash"])
+def test_huge_build_index_options_are_usage_errors(tmp_path: Path, option: str) -> None:
+    codes = _codes_file(tmp_path / "codes.h5")
+    r = run("build-index", codes, "--out", tmp_path / "idx", option, 10**30, "--device", "cpu")
+    assert_one_sentence(r, option, "range")
+    assert not (tmp_path / "idx").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--batch-size", 10**30), ("--label", 10**30), ("--first-id", -(10**30)), ("--batch-size", 0)],
+)
+def test_huge_add_options_are_usage_errors(tmp_path: Path, option: str, value: int) -> None:
+    codes, out = _bundle(tmp_path)
+    r = run("add", out, "--run", tmp_path, "--images", tmp_path, option, value, "--device", "cpu")
+    assert_one_sentence(r, option, "range")
+
+
+TRAIN_OPTIONS = [
+    "--num-attention", "--image-size", "--resize", "--batch-size", "--max-iter", "--epochs",
+    "--num-samples", "--hold-codes", "--eval-every", "--num-workers", "--nan-check-every",
+    "--keep-checkpoints", "--seed",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("option", TRAIN_OPTIONS)
+def test_huge_train_options_are_usage_errors(tmp_path: Path, option: str) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "synthetic", "--data-root", tmp_path, "--out", out]
+    assert_one_sentence(run(*args, option, 10**30), option, "range")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option", ["--bits", "--max-iter", "--epochs", "--num-samples", "--seed"])
+def test_huge_demo_options_are_usage_errors(tmp_path: Path, option: str) -> None:
+    out = tmp_path / "demo"
+    assert_one_sentence(run("demo", "--out", out, option, 10**30), option, "range")
+    assert not out.exists()
+
+
+def test_a_negative_seed_is_a_usage_error(tmp_path: Path) -> None:
+    r = run("demo", "--out", tmp_path / "demo", "--seed", -1)
+    assert_one_sentence(r, "--seed", "range")

@@ -22,7 +22,7 @@ __all__ = ["demo_cmd"]
     default=Path("fghash-demo"),
     show_default=True,
 )
-@click.option("--bits", type=int, default=None, help="Code length [12].")
+@click.option("--bits", type=click.IntRange(max=4096), default=None, help="Code length [12].")
 @device_option("cuda")
 @click.option(
     "--weights",
@@ -37,11 +37,25 @@ __all__ = ["demo_cmd"]
     help="a2net: the paper's network, one layer4 pass per attention map (slower) "
     "[a2net_efficient].",
 )
-@click.option("--max-iter", type=int, default=None, help="Outer ADSH iterations.")
-@click.option("--epochs", type=int, default=None, help="Epochs per outer iteration.")
-@click.option("--num-samples", type=int, default=None, help="Images sampled per outer iteration.")
+@click.option(
+    "--max-iter", type=click.IntRange(max=10**6), default=None, help="Outer ADSH iterations."
+)
+@click.option(
+    "--epochs", type=click.IntRange(max=10**6), default=None, help="Epochs per outer iteration."
+)
+@click.option(
+    "--num-samples",
+    type=click.IntRange(max=10**9),
+    default=None,
+    help="Images sampled per outer iteration.",
+)
 @click.option("--lr", type=float, default=None, help="Learning rate.")
-@click.option("--seed", type=int, default=None, help="Seed of the data and the training.")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=None,
+    help="Seed of the data and the training.",
+)
 @threads_option()
 @force_option("Train again (and regenerate changed data) in --out.")
 def demo_cmd(

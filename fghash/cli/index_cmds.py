@@ -8,6 +8,7 @@ import click
 
 from fghash.cli._app import UserError, main
 from fghash.cli._options import (
+    at_most,
     device_option,
     echo_json,
     force_option,
@@ -57,11 +58,19 @@ def info_cmd(path: Path, fmt: str, verify: bool) -> None:
     help="flat (exact), ivf, hnsw, hash or multihash.",
 )
 @click.option(
-    "--nlist", type=int, help="ivf: number of lists (default: sqrt(N), >= 39 items each)."
+    "--nlist",
+    type=at_most(2**24),
+    help="ivf: number of lists (default: sqrt(N), >= 39 items each).",
 )
-@click.option("--hnsw-m", type=int, default=32, show_default=True, help="hnsw: links per node.")
-@click.option("--hash-b", type=int, help="hash/multihash: bits per hash table (default: log2 N).")
-@click.option("--nhash", type=int, help="multihash: number of hash tables (default: bits // b).")
+@click.option(
+    "--hnsw-m", type=at_most(1024), default=32, show_default=True, help="hnsw: links per node."
+)
+@click.option(
+    "--hash-b", type=at_most(64), help="hash/multihash: bits per hash table (default: log2 N)."
+)
+@click.option(
+    "--nhash", type=at_most(4096), help="multihash: number of hash tables (default: bits // b)."
+)
 @device_option()
 @click.option(
     "--split", default="database", show_default=True, help="Split of the codes file to index."
@@ -139,9 +148,17 @@ def build_index_cmd(
     type=click.Path(path_type=Path),
     help="Image file or folder to encode with --run and add (repeatable).",
 )
-@click.option("--label", type=int, help="Class of every added image (when the index has labels).")
-@click.option("--first-id", type=int, help="Id of the first added image [largest id + 1].")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option(
+    "--label",
+    type=click.IntRange(-(2**62), 2**62),
+    help="Class of every added image (when the index has labels).",
+)
+@click.option(
+    "--first-id",
+    type=click.IntRange(-(2**62), 2**62),
+    help="Id of the first added image [largest id + 1].",
+)
+@click.option("--batch-size", type=click.IntRange(1, 65536), default=64, show_default=True)
 @device_option("cuda")
 @click.option(
     "--codes-file/--no-codes-file",

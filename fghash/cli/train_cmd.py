@@ -90,10 +90,20 @@ def _config_names(name: str) -> Callable[[], list[str]]:
     "file, or none for random initialisation. [default: IMAGENET1K_V1, downloaded once by "
     "torchvision]",
 )
-@click.option("--num-attention", type=int, default=None, help="Attention maps [default: bits].")
-@click.option("--image-size", type=int, default=None, help="Crop size [default: 224].")
 @click.option(
-    "--resize", type=int, default=None, help="Shorter side before cropping [image size x 8/7]."
+    "--num-attention",
+    type=click.IntRange(max=4096),
+    default=None,
+    help="Attention maps [default: bits].",
+)
+@click.option(
+    "--image-size", type=click.IntRange(max=4096), default=None, help="Crop size [default: 224]."
+)
+@click.option(
+    "--resize",
+    type=click.IntRange(max=8192),
+    default=None,
+    help="Shorter side before cropping [image size x 8/7].",
 )
 @click.option(
     "--train-crop",
@@ -101,17 +111,22 @@ def _config_names(name: str) -> Callable[[], list[str]]:
     default=None,
     help="Training crop: RandomResizedCrop, or resize then RandomCrop [random-resized].",
 )
-@click.option("--batch-size", type=int, default=None, help="[default: 16]")
+@click.option("--batch-size", type=click.IntRange(max=65536), default=None, help="[default: 16]")
 @click.option(
     "--max-iter",
-    type=int,
+    type=click.IntRange(max=10**6),
     default=None,
     help="Outer ADSH iterations [paper: 60; 70 for food101, nabirds, vegfru].",
 )
-@click.option("--epochs", type=int, default=None, help="Epochs per outer iteration [paper: 20].")
+@click.option(
+    "--epochs",
+    type=click.IntRange(max=10**6),
+    default=None,
+    help="Epochs per outer iteration [paper: 20].",
+)
 @click.option(
     "--num-samples",
-    type=int,
+    type=click.IntRange(max=10**9),
     default=None,
     help="Images sampled per outer iteration [2000; 4000 for nabirds and vegfru].",
 )
@@ -157,7 +172,7 @@ def _config_names(name: str) -> Callable[[], list[str]]:
 )
 @click.option(
     "--hold-codes",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=10**6),
     default=None,
     help="First outer iterations that keep B as initialised (no discrete update) [0].",
 )
@@ -174,17 +189,31 @@ def _config_names(name: str) -> Callable[[], list[str]]:
     default=None,
     help="Share of the train split held out for val mAP [0].",
 )
-@click.option("--eval-every", type=int, default=None, help="Outer iterations between val mAPs.")
 @click.option(
-    "--num-workers", type=int, default=None, help="DataLoader workers [0 on CPU, auto on CUDA]."
+    "--eval-every",
+    type=click.IntRange(max=10**6),
+    default=None,
+    help="Outer iterations between val mAPs.",
 )
 @click.option(
-    "--nan-check-every", type=int, default=None, help="SGD steps between NaN checks [50]."
+    "--num-workers",
+    type=click.IntRange(max=1024),
+    default=None,
+    help="DataLoader workers [0 on CPU, auto on CUDA].",
 )
 @click.option(
-    "--keep-checkpoints", type=int, default=None, help="Per-iteration checkpoints kept [2]."
+    "--nan-check-every",
+    type=click.IntRange(max=10**9),
+    default=None,
+    help="SGD steps between NaN checks [50].",
 )
-@click.option("--seed", type=int, default=None, help="Random seed [0].")
+@click.option(
+    "--keep-checkpoints",
+    type=click.IntRange(max=10**6),
+    default=None,
+    help="Per-iteration checkpoints kept [2].",
+)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Random seed [0].")
 @device_option("cuda")
 @threads_option()
 @click.option("--resume", is_flag=True, help="Continue the run(s) in --out exactly.")
