@@ -352,3 +352,24 @@ def test_huge_demo_options_are_usage_errors(tmp_path: Path, option: str) -> None
 def test_a_negative_seed_is_a_usage_error(tmp_path: Path) -> None:
     r = run("demo", "--out", tmp_path / "demo", "--seed", -1)
     assert_one_sentence(r, "--seed", "range")
+
+
+# --- synthetic data folders honour the umask ----------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_synthetic_data_folder_honours_the_umask(tmp_path: Path, umask: int) -> None:
+    root = tmp_path / "data"
+    code = (
+        "import os, sys; os.umask(int(sys.argv[2], 8)); "
+        "from fghash.data.synthetic import generate_synthetic as g; "
+        "g(sys.argv[1], num_classes=2, train_per_class=2, test_per_class=1, image_size=16)"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(root), oct(umask)], capture_output=True, timeout=120
+    )
+    assert p.returncode == 0, p.stderr
+    assert root.stat().st_mode & 0o777 == 0o777 & ~umask
+    for sub in [q for q in root.rglob("*") if q.is_dir()]:
+        assert sub.stat().st_mode & 0o777 == 0o777 & ~umask, sub
+    assert not [q for q in tmp_path.iterdir() if q.name.startswith(".")]
