@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fghash.codes import CodesFile, read_attrs, read_codes
-from fghash.errors import FghashError
+from fghash.errors import FghashError, escape_bytes
 from fghash.eval.metrics import TIES, summarize
 from fghash.eval.ranking import DEFAULT_CHUNK_BYTES, RankingStats, rank_float_metrics, rank_hamming
 
@@ -103,7 +103,7 @@ def dataset_name(cf: CodesFile) -> str:
             for key in (*_DATASET_KEYS, "name"):
                 if isinstance(sub.get(key), str):
                     return sub[key]
-    return Path(cf.path).stem if cf.path else "unknown"
+    return escape_bytes(Path(cf.path).stem) if cf.path else "unknown"  # a title, any locale
 
 
 def ranking_device(device: str) -> str:

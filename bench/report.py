@@ -40,7 +40,7 @@ from bench.progress import Phases
 from bench.report_markdown import render_markdown
 from bench.throughput import DEFAULT_SWEEPS, run_throughput
 from fghash.codes import file_checksum
-from fghash.errors import FghashError
+from fghash.errors import FghashError, escape_bytes
 from fghash.eval.metrics import METRICS, TIES
 from fghash.util.atomic import atomic_write_text
 from fghash.util.faults import checkpoint
@@ -115,10 +115,10 @@ def _check_settings(
 
 def _tags(paths: Sequence[Path]) -> list[str]:
     """Short unique names for plot files: the stem, else parent-stem, else numbered."""
-    stems = [p.stem for p in paths]
+    stems = [escape_bytes(p.stem) for p in paths]  # a name that is not UTF-8: \\xNN
     if len(set(stems)) == len(stems):
         return stems
-    longer = [f"{p.parent.name}-{p.stem}" for p in paths]
+    longer = [escape_bytes(f"{p.parent.name}-{p.stem}") for p in paths]
     if len(set(longer)) == len(longer):
         return longer
     return [f"{i}-{s}" for i, s in enumerate(stems)]
@@ -266,7 +266,7 @@ def _write_report(report: dict[str, Any], res: BenchResult, phases: Phases) -> N
     checkpoint("bench:after-plots")
     report["plots"] = [p.name for p in res.plots]
     report["phases_s"] = dict(phases.done)
-    atomic_write_text(res.report_md, render_markdown(report))
+    atomic_write_text(res.report_md, escape_bytes(render_markdown(report)))  # any file name
     checkpoint("bench:after-report-md")
     atomic_write_text(res.report_json, json.dumps(report, indent=1, default=_jsonable) + "\n")
     checkpoint("bench:after-report")

@@ -8,7 +8,7 @@ import errno
 import os
 import re
 
-__all__ = ["FghashError", "os_error_sentence", "os_error_from_message"]
+__all__ = ["FghashError", "escape_bytes", "os_error_sentence", "os_error_from_message"]
 
 
 class FghashError(ValueError):
@@ -31,6 +31,12 @@ _HINTS = {
 # errno = 28 (HDF5), [Errno 28] (Python); FAISS writes only "(No space left on device)"
 _ERRNO_RE = re.compile(r"errno\s*=\s*(\d+)|\[Errno (\d+)\]", re.IGNORECASE)
 _NAME_RE = re.compile(r"name\s*=\s*'([^']*)'")
+
+
+def escape_bytes(text: str) -> str:
+    """``text`` with each byte of a file name that is not UTF-8 (``os.fsdecode``'s
+    surrogate escapes) written as ``\\xNN``: printable and writable as UTF-8 anywhere."""
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else c for c in text)
 
 
 def os_error_from_message(message: str, filename: str | None = None) -> OSError | None:

@@ -6,6 +6,8 @@ stderr and exit status 2 (:class:`UserError`), never a traceback.
 
 from __future__ import annotations
 
+import codecs
+import io
 import logging
 import sys
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import click
 
 from fghash import __version__
-from fghash.errors import FghashError, os_error_sentence
+from fghash.errors import FghashError, escape_bytes, os_error_sentence
 from fghash.util import threads as runtime
 
 # Before any command imports torch or FAISS: their OpenMP runtimes read the wait policy
@@ -23,6 +25,27 @@ runtime.prepare_environment()
 __all__ = ["CONTEXT_SETTINGS", "UserError", "main"]
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _escape_bytes_errors(e: UnicodeError) -> tuple[str, int]:
+    """Encoding error handler: a byte of a file name that is not UTF-8 (a surrogate
+    escape) is written as ``\\xNN``, anything else unencodable as ``backslashreplace``."""
+    if isinstance(e, UnicodeEncodeError):
+        chunk = e.object[e.start : e.end]
+        if all("\udc80" <= c <= "\udcff" for c in chunk):
+            return escape_bytes(chunk), e.end
+    return codecs.backslashreplace_errors(e)
+
+
+codecs.register_error("fghash-escape-bytes", _escape_bytes_errors)
+
+
+def _escape_bytes_on_output() -> None:
+    """Paths echoed as they are (``saved to PATH``) never fail to print, in any locale:
+    stdout and stderr escape what they cannot encode instead of raising."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="fghash-escape-bytes")
 
 
 class UserError(click.ClickException):
@@ -37,9 +60,9 @@ class _Group(click.Group):
             runtime.check_thread_environment()
             return super().invoke(ctx)
         except FghashError as e:
-            raise UserError(str(e)) from None
+            raise UserError(escape_bytes(str(e))) from None
         except OSError as e:  # read-only folder, full disk, name too long: one sentence
-            raise UserError(os_error_sentence(e)) from None
+            raise UserError(escape_bytes(os_error_sentence(e))) from None
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
@@ -93,4 +116,5 @@ def main(verbose: bool, quiet: bool) -> None:
 
     Library messages go to stderr (INFO; -v for debug, -q for warnings only).
     """
+    _escape_bytes_on_output()
     _setup_logging(verbose, quiet)

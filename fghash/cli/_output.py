@@ -18,13 +18,21 @@ __all__ = [
 
 # C0/C1 control characters, DEL and the Unicode line/paragraph separators: any of them
 # in a stored path or label could move the cursor or start a new (forged) table row.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Surrogate escapes: the bytes of a file name that is not UTF-8 (os.fsdecode's).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\udc80-\udcff]")
+
+
+def _escape(c: str) -> str:
+    if "\udc80" <= c <= "\udcff":
+        return f"\\x{ord(c) - 0xDC00:02x}"  # the byte itself, printable in any locale
+    return repr(c)[1:-1]
 
 
 def printable(text: str) -> str:
     """``text`` with each control character written as a Python escape (``\\n``,
-    ``\\x1b``), so that what files store prints as one line and never forges a row."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    ``\\x1b``) and each byte of a name that is not UTF-8 as ``\\xNN``, so that what
+    files store prints as one line, in any locale, and never forges a row."""
+    return _CONTROL.sub(lambda m: _escape(m.group()), text)
 
 
 def table(rows: list[tuple[str, ...]], indent: str = "") -> str:

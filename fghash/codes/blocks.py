@@ -40,6 +40,7 @@ from fghash.codes.file import (
     Split,
     check_target,
     decode_text,
+    encode_texts,
     open_hdf5,
     read_attrs,
     read_header,
@@ -322,7 +323,7 @@ class CodesWriter:
             if ds == "codes":
                 check_unused_bits(str(self.path), f"/{name}", np.asarray(value), self.bits)
             if ds == "paths":
-                value = [str(p) for p in value]
+                value = encode_texts(value)
                 self._room.take(strings_bytes(value))
             g[ds][start : start + len(value)] = value
 

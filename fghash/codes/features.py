@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from fghash.codes.checks import check_finite, check_loadable, check_split, fail
-from fghash.codes.file import decode_text
+from fghash.codes.file import decode_text, encode_texts
 from fghash.errors import FghashError
 from fghash.util.atomic import atomic_path
 
@@ -236,5 +236,6 @@ def write_features(
                 ldt = np.int64 if s.labels.ndim == 1 else np.uint8
                 g.create_dataset("labels", data=np.asarray(s.labels, ldt))
             if s.paths is not None:
-                g.create_dataset("paths", data=s.paths, dtype=h5py.string_dtype("utf-8"))
+                paths = encode_texts(s.paths)
+                g.create_dataset("paths", data=paths, dtype=h5py.string_dtype("utf-8"))
     return path

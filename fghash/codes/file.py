@@ -66,8 +66,15 @@ _CHUNK_BYTES = 1 << 20
 
 
 def decode_text(v: Any) -> str:
-    """An HDF5 string (``bytes`` or ``str``) as ``str``."""
-    return v.decode() if isinstance(v, bytes) else str(v)
+    """An HDF5 string (``bytes`` or ``str``) as ``str``; bytes that are not UTF-8 (a file
+    name that is not) come back as Python's surrogate escapes, as ``os.fsdecode`` gives."""
+    return v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v)
+
+
+def encode_texts(texts: Iterable[Any]) -> list[bytes]:
+    """Strings as the UTF-8 bytes HDF5 stores; a file name that is not UTF-8 (surrogate
+    escapes in ``str``) keeps its own bytes, so :func:`decode_text` gives it back."""
+    return [str(t).encode("utf-8", "surrogateescape") for t in texts]
 
 
 @dataclass
@@ -244,7 +251,8 @@ def write_codes(path: str | os.PathLike[str], cf: CodesFile, *, overwrite: bool 
                 ldt = np.int64 if s.labels.ndim == 1 else np.uint8
                 _create(g, "labels", s.labels, ldt)
             if s.paths is not None:
-                g.create_dataset("paths", data=s.paths, dtype=h5py.string_dtype("utf-8"))
+                paths = encode_texts(s.paths)
+                g.create_dataset("paths", data=paths, dtype=h5py.string_dtype("utf-8"))
             if s.features is not None:
                 d = _create(g, "features", s.features, np.float32)
                 d.attrs["kind"] = s.features_kind or "unknown"
