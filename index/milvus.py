@@ -49,6 +49,7 @@ from index.folder import (
     write_meta,
 )
 from index.items import split_labels_form
+from index.milvus_connect import connect, is_lite_uri, normalise_uri, reason
 
 __all__ = [
     "MILVUS_INDEX_TYPES",
@@ -72,48 +73,6 @@ _SEARCH_QUERIES = 1000
 MAX_K = 16_384
 _PATH_MAX = 65_535
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-
-
-def is_lite_uri(uri: str) -> bool:
-    """True when ``uri`` names a local Milvus Lite database file rather than a server."""
-    return "://" not in uri
-
-
-def _normalise_uri(uri: str) -> str:
-    if is_lite_uri(uri):
-        p = Path(uri).expanduser()
-        if p.suffix != ".db":
-            raise FghashError(
-                f"--uri {uri!r} is neither a server address (http://host:19530) nor a Milvus "
-                f"Lite database file ending in .db."
-            )
-        if not p.parent.is_dir():
-            raise FghashError(f"--uri {uri}: the folder {p.parent} does not exist.")
-        return str(p.resolve())
-    return uri
-
-
-def _client(uri: str) -> Any:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # milvus-lite 2.5 imports pkg_resources on connect
-        try:
-            from pymilvus import MilvusClient
-        except ImportError:
-            raise FghashError(
-                "the Milvus backend needs pymilvus (and milvus-lite for a local .db file): "
-                "pip install 'fghash[milvus]'."
-            ) from None
-        try:
-            return MilvusClient(uri)
-        except Exception as e:  # pymilvus raises its own MilvusException and grpc errors
-            raise FghashError(f"cannot connect to Milvus at {uri}: {_reason(e)}") from None
-
-
-def _reason(e: Exception) -> str:
-    msg = getattr(e, "message", None) or str(e)
-    return " ".join(str(msg).split())[:300]
 
 
 def default_collection(out: str | os.PathLike[str]) -> str:
@@ -188,12 +147,13 @@ class MilvusIndex:
                     anns_field="code",
                     limit=int(k),
                     filter=f"pos < {self.ntotal}",  # rows the bundle records, not a writer's
+                    consistency_level="Strong",  # rows other processes inserted, too
                     search_params=sp,
                     output_fields=self.fields,
                 )
             except Exception as e:
                 raise FghashError(
-                    f"Milvus search in {self.collection!r} failed: {_reason(e)}"
+                    f"Milvus search in {self.collection!r} failed: {reason(e)}"
                 ) from None
             for j, hits in enumerate(res):
                 for r, hit in enumerate(hits):
@@ -222,7 +182,7 @@ class MilvusIndex:
                 self.client.delete(self.collection, filter=f"pos >= {start}")
             finally:
                 if not isinstance(e, FghashError):
-                    e = FghashError(f"inserting into {self.collection!r} failed: {_reason(e)}")
+                    e = FghashError(f"inserting into {self.collection!r} failed: {reason(e)}")
                 raise e from None
         self.ntotal += len(codes)
 
@@ -386,7 +346,7 @@ def _checked_uri(uri: str, index_type: str) -> str:
         raise FghashError(
             f"unknown Milvus index type {index_type!r}; choose {' or '.join(MILVUS_INDEX_TYPES)}."
         )
-    uri = _normalise_uri(uri)
+    uri = normalise_uri(uri)
     if index_type == "BIN_IVF_FLAT" and is_lite_uri(uri):
         raise FghashError(
             "Milvus Lite (a local .db file) serves BIN_FLAT only; use --milvus-index BIN_FLAT "
@@ -467,7 +427,7 @@ def build_milvus_bundle(
         r.validate()
         if r.n == 0:
             raise FghashError("the database is empty; an index needs at least one item.")
-        client = _client(uri)
+        client = connect(uri)
         _drop_existing(client, name, uri, overwrite)
         schema, fields = _schema(client, r.bits, split_labels_form(r), r.has("paths"))
         params: dict[str, Any] = {
@@ -491,7 +451,7 @@ def build_milvus_bundle(
                 pass
             if isinstance(e, Exception) and not isinstance(e, FghashError):
                 raise FghashError(
-                    f"building the Milvus collection {name!r} failed: {_reason(e)}"
+                    f"building the Milvus collection {name!r} failed: {reason(e)}"
                 ) from None
             raise
     logger.info("loaded %d items into Milvus collection %s at %s", index.ntotal, name, uri)
@@ -501,7 +461,7 @@ def build_milvus_bundle(
 def open_milvus(meta: dict[str, Any]) -> tuple[MilvusIndex, MilvusItems]:
     """Connect to the collection an ``index.json`` of kind ``milvus`` names."""
     params = dict(meta["params"])
-    client = _client(params["uri"])
+    client = connect(params["uri"])
     name = params["collection"]
     if not client.has_collection(name):
         raise FghashError(

@@ -223,3 +223,62 @@ def test_cli_search_during_adds_exits_0(tmp_path: Path) -> None:
             out, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
             assert p.returncode == 0, err
             assert len(out.splitlines()) == 3
+
+
+MILVUS_REPEATS = int(os.environ.get("FGHASH_STRESS_REPEATS", "1"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_concurrent_adds_milvus_lite(n: int, tmp_path: Path) -> None:
+    """Milvus Lite: ``fghash add`` processes at once (one round each in CI; 20 with
+    FGHASH_STRESS_REPEATS=20). Milvus Lite serves one process at a time, so a command
+    that finds the database busy waits, saying so once."""
+    pytest.importorskip("milvus_lite")
+    from index import load_index
+
+    for r in range(MILVUS_REPEATS):
+        d = tmp_path / str(r)
+        d.mkdir()
+        base = _split(200, 0, seed=r)
+        _write(d / "c.h5", base)
+        build = [sys.executable, "-m", "fghash", "build-index", d / "c.h5", "-o", d / "b"]
+        r_build = subprocess.run(
+            [*build, "--backend", "milvus", "--uri", d / "m.db"], cwd=ROOT, capture_output=True
+        )  # a process of its own: Milvus Lite serves one process at a time
+        assert r_build.returncode == 0, r_build.stderr
+        news = [_split(10, 1000 * (i + 1), seed=100 * r + i) for i in range(n)]
+        for i, s in enumerate(news):
+            _write(d / f"new{i}.h5", s)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "fghash", "add", d / "b", d / f"new{i}.h5", "--wait", "300"],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for i in range(n)
+        ]
+        try:
+            errs = [p.communicate(timeout=600)[1] for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+        assert [p.returncode for p in procs] == [0] * n, errs
+        assert not any("Traceback" in e for e in errs)
+        union = {int(i): c for s in [base, *news] for i, c in zip(s.ids, s.codes, strict=True)}
+        from fghash.codes import read_codes
+
+        cf = read_codes(d / "c.h5")["database"]
+        assert sorted(cf.ids.tolist()) == sorted(union)
+        index, items = load_index(d / "b")
+        assert index.ntotal == len(union)
+        q = base.codes[:4]
+        D, I = index.search(q, 10)
+        got_ids = [[items.record(int(p))["id"] for p in row] for row in I]
+        answer = [
+            [[i, int(dd)] for i, dd in zip(ir, dr, strict=True)]
+            for ir, dr in zip(got_ids, D, strict=True)
+        ]
+        assert _matches(answer, union, q, 10)
