@@ -48,6 +48,7 @@ class _Held:
     def __init__(self) -> None:
         self.thread_lock = threading.RLock()
         self.depth = 0
+        self.fd = -1
 
 
 _held: dict[Path, _Held] = {}
@@ -55,9 +56,16 @@ _held_guard = threading.Lock()
 
 
 def _forget_held() -> None:
-    """A forked child holds none of its parent's locks (their descriptors are shared,
-    the holds are not)."""
+    """A forked child holds none of its parent's locks. It closes its copies of their
+    descriptors: a flock lasts while any copy is open, so a worker that outlives a
+    killed parent (a DataLoader worker) would otherwise keep the lock."""
     global _held_guard
+    for held in _held.values():
+        if held.fd >= 0:
+            try:
+                os.close(held.fd)
+            except OSError:
+                pass
     _held.clear()
     _held_guard = threading.Lock()
 
@@ -138,12 +146,12 @@ def writer_lock(
                 held.depth -= 1
             return
         fd = _acquire(path, target, what, deadline)
-        held.depth = 1
+        held.depth, held.fd = 1, fd
         try:
             _record_pid(fd)
             yield path
         finally:
-            held.depth = 0
+            held.depth, held.fd = 0, -1
             try:
                 path.unlink()  # while still locked: see the module docstring
             except OSError:
