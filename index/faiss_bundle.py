@@ -57,12 +57,36 @@ logger = logging.getLogger(__name__)
 _READ_ROWS = 1 << 20
 
 
+def _fs_name(path: Path) -> str | None:
+    """``path`` as FAISS's C++ takes it, or None for a name that is not UTF-8 (which SWIG
+    refuses; such files are read and written through a Python file object)."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return name
+
+
+def _read_faiss(path: Path) -> Any:
+    import faiss
+
+    if _fs_name(path) is not None:
+        return faiss.read_index_binary(_fs_name(path))
+    with open(path, "rb") as f:
+        return faiss.read_index_binary(faiss.PyCallbackIOReader(f.read))
+
+
 def _write_faiss(index: BinaryIndex, path: Path) -> None:
     """``faiss.write_index_binary``, with FAISS's write failures raised as :class:`OSError`."""
     import faiss
 
     try:
-        faiss.write_index_binary(index.cpu_index(), str(path))
+        if _fs_name(path) is not None:
+            faiss.write_index_binary(index.cpu_index(), _fs_name(path))
+        else:
+            with open(path, "wb") as f:
+                faiss.write_index_binary(index.cpu_index(), faiss.PyCallbackIOWriter(f.write))
     except RuntimeError as e:  # FAISS reports a full disk as "... write error in ...: 28 (...)"
         err = os_error_from_message(str(e), str(path))
         if err is None:
@@ -136,14 +160,13 @@ def open_faiss_bundle(
     ``meta`` (``verify`` as in :func:`index.checks.check_index_file`), then against
     ``meta``'s dimension, count and kind; ``items.h5`` must list as many items.
     """
-    import faiss
 
     index_path = folder / INDEX_FILE
     if not index_path.is_file():
         raise FghashError(f"{index_path}: no such file; the bundle is incomplete.")
     check_index_file(index_path, meta.get("index_file"), verify=verify)
     try:
-        fi = faiss.read_index_binary(str(index_path))
+        fi = _read_faiss(index_path)
     except RuntimeError:
         raise FghashError(f"{index_path} is not a FAISS binary index (or it is damaged).") from None
     if int(fi.d) != int(meta["dim"]) or int(fi.ntotal) != int(meta["ntotal"]):

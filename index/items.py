@@ -12,6 +12,7 @@ Paths (variable-length strings) are read on demand, only for the rows asked for.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ _WHOLE_READ_SHARE = 0.02
 
 
 def _decode(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+    return v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v)
 
 
 class LazyStrings(Sequence[str]):
@@ -237,7 +238,8 @@ class _RawColumn:
         view = memoryview(data.reshape(len(data), -1).view(np.uint8)).cast("B")
         done = os.pwritev(self.fd, [view], self.offset + start * self.row_bytes)
         if done != len(view):
-            raise OSError(f"short write to {self.ds.file.filename}")
+            # a short write to a regular file: the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.ds.file.filename)
 
     def close(self) -> None:
         if self.fd is not None:
@@ -259,8 +261,14 @@ class ItemsWriter:
     ) -> None:
         import h5py
 
+        from fghash.codes.room import dataset_bytes, open_h5
+
         path = Path(path)
-        self._f = h5py.File(path, "w")
+        room = dataset_bytes((n,), 8) + (n * 16 + 4096 if paths else 0)
+        if labels is not None:
+            room += dataset_bytes((n,), 8) if labels == "single" else n * int(labels[1]) + 4096
+        # room on disk set aside first: a full disk fails here, not in HDF5's close
+        self._f, self._room = open_h5(path, "w", room)
         self._cols: list[_RawColumn] = []
         try:
             self._f.attrs["format"] = ITEMS_FORMAT
@@ -299,12 +307,18 @@ class ItemsWriter:
             if self._labels is not None:
                 self._labels.write(start, labels)  # type: ignore[arg-type]
             if self._paths is not None:
-                self._paths[start:stop] = list(paths)  # type: ignore[arg-type]
+                from fghash.codes.file import encode_texts
+                from fghash.codes.room import strings_bytes
+
+                texts = encode_texts(paths)  # type: ignore[arg-type]
+                self._room.take(strings_bytes(texts))
+                self._paths[start:stop] = texts
 
     def close(self) -> None:
         for col in self._cols:
             col.close()
         self._f.close()
+        self._room.release()
 
     def __enter__(self) -> ItemsWriter:
         return self

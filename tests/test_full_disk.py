@@ -40,10 +40,6 @@ FAST = [("add", 4 << 10), ("add", 256 << 10), ("baseline", 4 << 10), ("baseline"
 # index/items.py's ItemsWriter (items.h5 of a bundle) does not set room aside yet: a full
 # disk can fail HDF5's close there ("Exception ignored" tracebacks) or a short write names
 # the temporary bundle; it needs fghash.codes.room.open_h5 / Room.take as CodesWriter has.
-ITEMS_PENDING = {
-    c: "index/items.py ItemsWriter: room on disk not yet set aside (fghash.codes.room)"
-    for c in ("add-no-codes-file", "build-index")
-}
 COMMANDS = ["add", "add-no-codes-file", "baseline", "encode", "build-index", "bench", "train"]
 
 
@@ -201,8 +197,6 @@ def _params() -> list[object]:
         for left in (4 << 10, 64 << 10, 256 << 10):
             fast = left == 64 << 10 or (command, left) in FAST
             marks: tuple[object, ...] = () if fast else (pytest.mark.slow,)
-            if command in ITEMS_PENDING:
-                marks += (pytest.mark.xfail(reason=ITEMS_PENDING[command], strict=False),)
             out.append(pytest.param(command, left, marks=marks, id=f"{command}-{left >> 10}k"))
     return out
 

@@ -423,11 +423,6 @@ def test_codes_file_and_outputs_named_in_latin1(tmp_path: Path) -> None:
     _no_temporaries(tmp_path)
 
 
-@pytest.mark.xfail(
-    reason="index/faiss_bundle.py passes str(path) to faiss.write_index_binary, which SWIG "
-    "refuses for a name that is not UTF-8 (lead: write through a Python file object)",
-    strict=False,
-)
 def test_bundle_named_in_latin1(tmp_path: Path) -> None:
     codes = _codes_file(tmp_path / "codes.h5")
     out = tmp_path / f"idx-{LATIN1}"
@@ -438,11 +433,6 @@ def test_bundle_named_in_latin1(tmp_path: Path) -> None:
     _no_temporaries(tmp_path)
 
 
-@pytest.mark.xfail(
-    reason="index/items.py writes paths as str (UnicodeEncodeError) and reads them with "
-    "a strict decode (lead: fghash.codes.file.encode_texts / decode_text)",
-    strict=False,
-)
 def test_bundle_items_with_paths_that_are_not_utf8(tmp_path: Path) -> None:
     codes = _codes_file(tmp_path / "c.h5", db_paths=[f"{LATIN1}/{i}.jpg" for i in range(40)])
     code, _, err = _strict_process(
