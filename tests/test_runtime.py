@@ -130,11 +130,11 @@ def test_train_threads_reach_torch_before_training(
 ) -> None:
     seen: list[int] = []
 
-    def fake_train_many(*args: Any, **kwargs: Any) -> list[Any]:
+    def fake_train_runs(*args: Any, **kwargs: Any) -> list[Any]:
         seen.append(torch.get_num_threads())
         return []
 
-    monkeypatch.setattr("fghash.training.loop.train_many", fake_train_many)
+    monkeypatch.setattr("fghash.ops.learning.train_runs", fake_train_runs)
     target = 2 if keep_threads == 1 else 1
     r = CliRunner().invoke(
         main,
