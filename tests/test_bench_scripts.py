@@ -23,6 +23,7 @@ SCRIPTS = (
     "bench_map_speed",
     "bench_models",
     "bench_padding",
+    "bench_safety",
     "bench_scale",
     "bench_train",
     "make_codes",
@@ -49,3 +50,18 @@ def test_script_help(name: str, monkeypatch, capsys) -> None:
     out = capsys.readouterr().out
     assert out.split()[:4] == ["usage:", "python", "-m", module]
     assert "--help" in out
+
+
+def test_bench_safety_tiny(tmp_path: Path) -> None:
+    """The figures docs/benchmarks.md quotes come from this script; a tiny run checks it
+    measures what it says (every part no longer than the command it is part of)."""
+    from bench.scripts.bench_safety import measure
+
+    res = measure(3000, tmp_path, n_add=10, repeat=2)
+    for what, parts in (
+        ("search", ("tidy_ms", "snapshot_ms")),
+        ("add", ("locks_ms", "journal_ms")),
+    ):
+        row = res[what]
+        assert all(0 <= row[p] < row["whole_ms"] for p in parts), row
+        assert 0 <= row["share_pct"] < 100
