@@ -186,14 +186,17 @@ def add_to_bundle(
         if len(new) == 0:
             return index.ntotal, None
         source = dict(meta.get("codes") or {})
-        codes_path = _source_codes(source, bundle, index.ntotal) if update_codes else None
         added = list(source.get("added", []))
         added.append({"n": len(new), **(new_source or {})})
         source["added"] = added
-        if codes_path is None:
+        recorded = source.get("path") if update_codes else None
+        if not recorded or not Path(recorded).parent.is_dir():
+            codes_path = _source_codes(source, bundle, index.ntotal) if update_codes else None
             _switch(bundle, index, items, new, source, meta, None)
         else:
-            with writer_lock(codes_path, wait=wait, what=f"the codes file {codes_path}"):
+            # the codes file is checked once its lock is held: encode --force may replace it
+            with writer_lock(recorded, wait=wait, what=f"the codes file {recorded}"):
+                codes_path = _source_codes(source, bundle, index.ntotal)
                 _switch(bundle, index, items, new, source, meta, codes_path)
     logger.info("added %d items to %s (now %d)", len(new), bundle, index.ntotal)
     return index.ntotal, codes_path
