@@ -5,7 +5,8 @@ concurrent writers without paying Python's and FAISS's import for every process.
 command runs the library call the CLI command runs and answers one JSON line:
 ``{"rc": 0, ...}`` or ``{"rc": 2, "error": "..."}`` (what the CLI would print).
 
-Commands: ``{"op": "add", "bundle": B, "codes": C, "wait": S}``;
+Commands: ``{"op": "add", "bundle": B, "codes": C, "wait": S}``; ``{"op": "build", ...}``
+(the same fields: ``build-index C --out B --force``);
 ``{"op": "search", "bundle": B, "codes": Q, "k": K, "times": N}`` (N searches in a row,
 each answer's ids and distances); ``{"op": "quit"}``.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 from fghash.errors import FghashError
 from fghash.ops.indexes import add_items
-from index import search_bundle
+from index import build_bundle, search_bundle
 
 
 def _search(cmd: dict[str, Any]) -> dict[str, Any]:
@@ -35,9 +36,12 @@ def main() -> None:
         if cmd["op"] == "quit":
             break
         try:
-            if cmd["op"] == "add":
+            if cmd["op"] == "build":
+                build_bundle(cmd["codes"], cmd["bundle"], overwrite=True, wait=float(cmd["wait"]))
+                out: dict[str, Any] = {"rc": 0}
+            elif cmd["op"] == "add":
                 added = add_items(cmd["bundle"], cmd["codes"], wait=float(cmd["wait"]))
-                out: dict[str, Any] = {"rc": 0, "total": added.total}
+                out = {"rc": 0, "total": added.total}
             else:
                 out = _search(cmd)
         except FghashError as e:

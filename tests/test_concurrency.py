@@ -185,6 +185,33 @@ def test_search_during_adds_sees_one_version(tmp_path: Path) -> None:
     assert seen and max(seen) == 20
 
 
+def test_search_during_build_force_sees_one_version(tmp_path: Path) -> None:
+    """`build-index --force` replacing a bundle by another one while searches run: each
+    answer is the old bundle's or the new one's, whole."""
+    queries = _split(4, 90_000, seed=3)
+    versions = [_split(250, 0, seed=20), _split(250, 0, seed=21)]
+    for v, s in enumerate(versions):
+        _write(tmp_path / f"c{v}.h5", s, queries)
+    _build(tmp_path / "c0.h5", tmp_path / "b", "flat")
+    states = [{int(i): c for i, c in zip(s.ids, s.codes, strict=True)} for s in versions]
+    seen = set()
+    with Workers(2) as w:
+        for g in range(10):
+            w.send(1, op="search", bundle=tmp_path / "b", codes=tmp_path / "c0.h5", k=8, times=5)
+            w.send(
+                0, op="build", bundle=tmp_path / "b", codes=tmp_path / f"c{(g + 1) % 2}.h5", wait=60
+            )
+            assert w.recv(0)["rc"] == 0
+            got = w.recv(1)
+            assert got["rc"] == 0, got
+            for answer in got["answers"]:
+                which = [v for v in (0, 1) if _matches(answer, states[v], queries.codes, 8)]
+                assert which, f"round {g}: an answer of neither bundle: {answer}"
+                seen.update(which)
+    assert seen == {0, 1}
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 def test_cli_search_during_adds_exits_0(tmp_path: Path) -> None:
     """The CLI, too: `fghash search` processes started while adds run never fail."""
     base = _split(300, 0, seed=1)
