@@ -59,6 +59,7 @@ LAYERS: dict[str, int] = {
     "fghash.training": 3,
     "fghash.baselines": 3,
     "fghash": 3,
+    "fghash.client": 3,  # the HTTP client of fghash serve: standard library only
     "index": 4,
     "fghash.viz": 5,
     "fghash.explain": 5,
