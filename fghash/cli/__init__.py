@@ -13,6 +13,7 @@ from fghash.cli import (  # noqa: F401  (importing registers the commands on mai
     index_cmds,
     report_cmds,
     search_cmd,
+    serve_cmd,
     train_cmd,
 )
 from fghash.cli._app import UserError, main
