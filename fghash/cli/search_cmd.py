@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -89,6 +90,12 @@ __all__ = ["search_cmd"]
     "only to check results); auto: FAISS, or on --device gpu the tensor engine where "
     "FAISS cannot serve the search.",
 )
+@click.option(
+    "--server",
+    metavar="URL",
+    help="Ask the `fghash serve` at URL instead (PATH is then the index's name there); "
+    "--codes is read here and its codes sent, images are encoded by the server.",
+)
 @format_option("table", "jsonl")
 def search_cmd(
     index_path: Path,
@@ -109,6 +116,7 @@ def search_cmd(
     force: bool,
     device: str,
     engine: str,
+    server: str | None,
     fmt: str,
 ) -> None:
     """Search the index bundle at PATH with queries from --codes, one --code, or images.
@@ -118,7 +126,17 @@ def search_cmd(
     first). Prints a table per query, or with --format jsonl one JSON object per query:
     {"query": {"id", "label", "path"}, "results": [{"rank", "id", "distance", "label",
     "path"}, ...]}. Multi-hot labels are lists of label indices.
+
+    With --server URL the same queries go to a running `fghash serve` and PATH names one of
+    its indexes; the output is what a local search of the same bundle prints.
     """
+    if server is not None:
+        results = _search_server(
+            server, str(index_path), k, images + more_images, codes, split, limit, code_hex,
+            {"nprobe": nprobe, "ef_search": ef_search, "nflip": nflip},
+        )  # fmt: skip
+        _print(results, fmt)
+        return
     from fghash.ops.indexes import search
 
     found = search(
@@ -140,12 +158,101 @@ def search_cmd(
         engine=engine,
         verify=True if verify else None,
     )
-    if fmt == "jsonl":
-        for r in found.results:
-            echo_json(r)
-    else:
-        click.echo(search_text(found.results))
+    _print(found.results, fmt)
     if found.grid is not None:
         if found.missing:
             click.echo(f"note: {found.missing} image(s) could not be read (grey squares)", err=True)
         click.echo(f"wrote {found.grid}", err=True)
+
+
+def _print(results: list[dict[str, Any]], fmt: str) -> None:
+    """One JSON line per query, or the tables."""
+    if fmt == "jsonl":
+        for r in results:
+            echo_json(r)
+    else:
+        click.echo(search_text(results))
+
+
+# Options that act on a local bundle or a local network; the server has its own.
+_LOCAL_ONLY = ("run", "grid", "data_root", "force", "verify", "device", "engine")
+_BATCH = 500  # codes per request: well under the server's --max-queries default (1000)
+
+
+def _search_server(
+    url: str,
+    name: str,
+    k: int,
+    images: tuple[Path, ...],
+    codes: Path | None,
+    split: str,
+    limit: int | None,
+    code_hex: str | None,
+    params: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """``fghash search --server``: the queries sent to the server, each query described
+    as a local search describes it (codes-file rows by their id, label and path; images by
+    the path given), so both print the same lines."""
+    from fghash.client import Client
+    from fghash.errors import FghashError
+
+    ctx = click.get_current_context()
+    given = [
+        f"--{p.replace('_', '-')}"
+        for p in _LOCAL_ONLY
+        if ctx.get_parameter_source(p) != click.core.ParameterSource.DEFAULT
+    ]
+    if given:
+        raise FghashError(
+            f"{', '.join(given)} act on a local bundle; with --server the server searches "
+            f"with its own settings, so leave {'them' if len(given) > 1 else 'it'} out."
+        )
+    if sum(bool(q) for q in (images, codes is not None, code_hex is not None)) != 1:
+        raise FghashError(
+            "give the queries either as a codes file (--codes CODES.h5), as one hex code "
+            "(--code HEX) or as images (--image): one of them, not both and not none."
+        )
+    client = Client(url)
+    if images:
+        results = client.search_images(name, list(images), k, **params)
+        for r, p in zip(results, images, strict=True):
+            r["query"].pop("code", None)  # the server adds the image's code for its page
+            r["query"]["path"] = str(p)
+        return results
+    if code_hex is not None:
+        return client.search(name, codes=[code_hex], k=k, **params)
+    return _search_codes_file(client, name, k, codes, split, limit, params)
+
+
+def _search_codes_file(
+    client: Any,
+    name: str,
+    k: int,
+    codes: Path,
+    split: str,
+    limit: int | None,
+    params: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The first ``limit`` rows of a local codes file's split, searched on the server in
+    batches, each query described by its row (id, label, path) as a local search does."""
+    from fghash.codes import read_codes
+    from fghash.errors import FghashError
+    from index.items import ItemMeta
+
+    if limit is not None and limit < 1:
+        raise FghashError(f"limit must be a positive integer, got {limit!r}.")
+    s = read_codes(codes, splits=[split], features=False, attributes=False)[split]
+    n = len(s) if limit is None else min(limit, len(s))
+    rows = ItemMeta(
+        ids=s.ids[:n],
+        labels=None if s.labels is None else s.labels[:n],
+        paths=None if s.paths is None else s.paths[:n],
+    )
+    results: list[dict[str, Any]] = []
+    for start in range(0, n, _BATCH):
+        stop = min(start + _BATCH, n)
+        found = client.search(name, codes=s.codes[start:stop], k=k, **params)
+        for i, r in zip(range(start, stop), found, strict=True):
+            r["query"] = rows.record(i)
+            results.append(r)
+    return results
