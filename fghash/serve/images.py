@@ -78,9 +78,7 @@ class Encoders:
         self._lock = threading.Lock()
 
     def encode(self, uploads: Sequence[tuple[str, bytes]], run: Path, bits: int) -> np.ndarray:
-        """Packed codes of the uploaded images (checked with :func:`check_upload` first)."""
-        for name, data in uploads:
-            check_upload(name, data)
+        """Packed codes of the uploaded images (each checked by :func:`check_upload`)."""
         with self._lock:  # one model, one forward at a time
             enc = self._encoders.get(run)
             if enc is None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from fghash.serve.images import Encoders, confined_path
+from fghash.serve.images import Encoders, check_upload, confined_path
 from fghash.serve.metrics import Metrics
 from fghash.serve.queries import QueryError, check_count, parse_b64, parse_hex
 from fghash.serve.registry import Loaded, Registry, ServedBundle
@@ -111,6 +111,9 @@ class Service:
         loaded = served.current()
         check_count(len(uploads), self.settings.max_queries)
         k = _checked_k(k, loaded)
+        with self.metrics.stage("decode"):
+            for n, data in uploads:
+                check_upload(n, data)
         from fghash.encoding.image_query import query_run
 
         run = query_run(None, loaded.meta, served.folder)
@@ -187,7 +190,6 @@ class Service:
     ) -> dict[str, Any]:
         """``POST /indexes/{name}/items`` with uploaded images, encoded by the run."""
         from fghash.encoding.image_query import query_run
-        from fghash.serve.images import check_upload
         from fghash.serve.writes import add_images
 
         served = self.registry.get(name)
