@@ -24,6 +24,7 @@ SCRIPTS = (
     "bench_models",
     "bench_padding",
     "bench_safety",
+    "bench_serve",
     "bench_scale",
     "bench_train",
     "make_codes",
