@@ -17,6 +17,7 @@ COMMANDS = sorted(main.commands)
 DEVICE_NAMES = {
     "build-index": "gpu",
     "search": "gpu",
+    "serve": "gpu",
     "bench": "gpu",
     "add": "cuda",
     "train": "cuda",
@@ -28,7 +29,7 @@ DEVICE_NAMES = {
 
 def test_the_commands_are_the_expected_ones() -> None:
     want = {"add", "baseline", "bench", "build-index", "demo", "encode", "explain", "info"}
-    assert want | {"search", "train"} == set(COMMANDS)
+    assert want | {"search", "serve", "train"} == set(COMMANDS)
 
 
 @pytest.mark.parametrize("name", COMMANDS)

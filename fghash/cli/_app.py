@@ -109,6 +109,7 @@ def main(verbose: bool, quiet: bool) -> None:
       fghash build-index  codes.h5 -> FAISS binary index bundle (or Milvus)
       fghash add          new codes or images -> appended to an index and its codes.h5
       fghash search       index + queries -> ranked neighbours
+      fghash serve        index bundles -> HTTP search service and web page
       fghash bench        codes.h5 -> report.json, report.md, plots
       fghash explain      codes.h5 -> per-bit image grids, bit-attribute AUC, examples
       fghash info         what a codes file or index holds
