@@ -433,3 +433,42 @@ def test_serve_module_imports_neither_torch_nor_fastapi_for_search() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# -- images, with a tiny trained run (slow: it trains) ---------------------------------------
+@pytest.mark.slow
+def test_image_search_equals_fghash_search_image(tmp_path: Path) -> None:
+    from fghash.data import generate_synthetic
+    from fghash.runs.config import resolve_config
+    from fghash.training.loop import train
+
+    root = generate_synthetic(
+        tmp_path / "birds", num_classes=3, train_per_class=4, test_per_class=2, image_size=32
+    )
+    cfg = resolve_config(
+        "synthetic", "a2net", data_root=str(root), backbone="resnet18", weights="none",
+        image_size=32, bits=12, num_attention=2, num_samples=9, batch_size=3, max_iter=1,
+        epochs=1, device="cpu", gamma=1.0, lr=1e-3,
+    )  # fmt: skip
+    train(cfg, tmp_path / "run", progress=False)
+    _fghash("encode", tmp_path / "run", "--out", tmp_path / "codes.h5", "--database", "encode",
+            "--device", "cpu")  # fmt: skip
+    _fghash("build-index", tmp_path / "codes.h5", "--out", tmp_path / "idx", "--device", "cpu")
+    images = sorted((root / "images").rglob("test_*.png"))[:3]
+    r = _fghash("search", tmp_path / "idx", "--image", *images, "-k", "4", "--format", "jsonl",
+                "--device", "cpu")  # fmt: skip
+    want = [json.loads(line) for line in r.stdout.splitlines()]
+    reg = Registry()
+    reg.add("idx", tmp_path / "idx")
+    client = _client(reg, token=TOKEN)
+    assert client.get("/indexes").json()[0]["image_queries"] is True
+    files = [("images", (p.name, p.read_bytes())) for p in images]
+    got = client.post("/indexes/idx/search/image", params={"k": 4}, files=files).json()
+    assert [g["results"] for g in got["results"]] == [w["results"] for w in want]
+    assert [g["query"]["path"] for g in got["results"]] == [p.name for p in images]
+    first = want[0]["results"][0]
+    assert client.get(f"/indexes/idx/items/{first['id']}/image").status_code == 200
+    r = client.post("/indexes/idx/items", files=files[:1], data={"first_id": "5000", "label": "1"}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json()["added"] == 1
+    _fghash("info", tmp_path / "idx", "--verify")

@@ -68,6 +68,7 @@ LAYERS: dict[str, int] = {
     "bench.gpu_check": 7,  # the GPU check script and its sections run bench/scripts' code
     "bench.gpu_checks": 7,
     "fghash.ops": 7,
+    "fghash.serve": 7,  # fghash serve: the HTTP service over fghash.ops and index
     "fghash.demo": 7,
     "fghash.cli": 8,
     "fghash.__main__": 8,
