@@ -119,7 +119,12 @@ class Service:
         run = query_run(None, loaded.meta, served.folder)
         with self.metrics.stage("encode"):
             xq = self.encoders.encode(uploads, run, loaded.bits)
-        queries = [{"id": None, "label": None, "path": n} for n, _ in uploads]
+        from fghash.codes import code_to_hex  # each image's code: the page's bit strips
+
+        queries = [
+            {"id": None, "label": None, "path": n, "code": code_to_hex(c)}
+            for (n, _), c in zip(uploads, xq, strict=True)
+        ]
         return self._answer(name, loaded, xq, k, queries, {})
 
     def _answer(

@@ -79,6 +79,10 @@
     });
   }
 
+  function baseName(path) {
+    return String(path).split(/[\\/]/).pop();
+  }
+
   function itemImage(id) {
     return base(state.index.name) + "/items/" + id + "/image";
   }
@@ -126,14 +130,15 @@
     const meta = document.createElement("span");
     meta.className = "meta";
     const id = document.createElement("span");
-    id.textContent = "#" + hit.rank + " · id " + hit.id;
+    id.textContent = "#" + hit.rank + "  id " + hit.id;
     const dist = document.createElement("span");
     dist.className = "dist";
-    dist.textContent = "d " + hit.distance;
+    dist.textContent = "distance " + hit.distance;
     meta.append(id, dist);
     const label = document.createElement("span");
     label.className = "path";
-    label.textContent = labelText(hit.label) + (hit.path ? " · " + hit.path : "");
+    label.textContent = labelText(hit.label) + (hit.path ? " · " + baseName(hit.path) : "");
+    if (hit.path) btn.title = hit.path;
     const bits = document.createElement("span");
     bits.className = "bits";
     bits.setAttribute("aria-hidden", "true");
