@@ -26,7 +26,7 @@ from tests._serve_proc import serving
 
 pytestmark = pytest.mark.slow
 
-K = 6
+K = 10
 WAIT_S = 60
 
 
