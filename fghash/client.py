@@ -108,14 +108,13 @@ class Client:
         return self._json("POST", f"/indexes/{_seg(name)}/search", body)["results"]
 
     def search_images(
-        self, name: str, paths: Sequence[PathLike], k: int = 10, **params: Any
+        self, name: str, paths: Sequence[PathLike], k: int = 10
     ) -> list[dict[str, Any]]:
         """Search index ``name`` with image files, encoded on the server by the bundle's
         run. One dict per image, as :meth:`search`; each query's ``path`` is the file's
         name and its ``code`` the image's code in hex."""
-        query = {"k": k, **{key: v for key, v in params.items() if v is not None}}
         data, ctype = _multipart([("images", p) for p in paths], {})
-        path = f"/indexes/{_seg(name)}/search/image?{urllib.parse.urlencode(query)}"
+        path = f"/indexes/{_seg(name)}/search/image?{urllib.parse.urlencode({'k': k})}"
         return self._json("POST", path, data, content_type=ctype)["results"]
 
     # -- writing (the server needs --allow-writes, and this client its token) ------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.parser
 import http.server
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -109,7 +110,7 @@ def test_images_go_as_multipart_with_their_names(plain, tmp_path: Path) -> None:
     a, b = tmp_path / "a b.png", tmp_path / 'we"ird.jpg'
     a.write_bytes(b"\x89PNG\r\n\x1a\n--not-a-boundary\r\n")
     b.write_bytes(bytes(range(256)))
-    assert Client(url).search_images("my index", [a, b], k=3, nprobe=2) == []
+    assert Client(url).search_images("my index", [a, b], k=3) == []
     ctype, body = srv.seen
     msg = email.parser.BytesParser().parsebytes(
         b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body
@@ -288,3 +289,87 @@ def test_search_server_errors_are_one_sentence(served) -> None:
             r.stderr,
         )
         assert r.stdout == ""
+
+
+def test_add_needs_the_token_and_then_lands(served, tmp_path: Path) -> None:
+    """Writes through the client: refused without the token, then found by a search."""
+    _, codes, _ = served
+    from fghash.cli import main
+
+    mine = tmp_path / "codes.h5"
+    mine.write_bytes(Path(codes).read_bytes())  # add grows the codes file too
+    bundle = tmp_path / "grow"
+    r = CliRunner().invoke(
+        main, ["build-index", str(mine), "--out", str(bundle), "--device", "cpu"]
+    )
+    assert r.exit_code == 0, r.output
+    token = tmp_path / "token"
+    token.write_text("a-token-of-some-length\n")
+    args = [bundle, "--allow-writes", "--token-file", token]
+    with serving(args, tmp_path / "serve.log") as url:
+        new = np.array([[0xAB, 0xCD, 0x0F], [0x01, 0x02, 0x03]], dtype=np.uint8)
+        for c in (Client(url), Client(url, token="wrong-token-here")):
+            with pytest.raises(FghashError) as e:
+                c.add("grow", codes=new, ids=[90001, 90002], labels=[1, 2])
+            assert "token" in str(e.value) and "\n" not in str(e.value)
+        assert Client(url).indexes()[0]["ntotal"] == N  # nothing written
+        c = Client(url, token=" a-token-of-some-length ")
+        done = c.add(
+            "grow", codes=new, ids=[90001, 90002], labels=[1, 2], paths=["n/1.png", "n/2.png"]
+        )
+        assert (done["added"], done["ntotal"]) == (2, N + 2)
+        hit = c.search("grow", codes=["abcd0f"], k=1)[0]["results"][0]
+        assert (hit["id"], hit["distance"], hit["label"], hit["path"]) == (90001, 0, 1, "n/1.png")
+        assert c.item("grow", 90002)["code"] == "010203"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """A tiny trained run's bundle (it records the run) and three query photos."""
+    pytest.importorskip("faiss")
+    pytest.importorskip("fastapi")
+    from PIL import Image
+
+    from fghash.cli import main
+    from fghash.data import generate_synthetic
+    from fghash.runs.config import resolve_config
+    from fghash.training.loop import train
+
+    base = tmp_path_factory.mktemp("client-images")
+    root = generate_synthetic(
+        base / "birds", num_classes=3, train_per_class=4, test_per_class=2, image_size=32
+    )
+    cfg = resolve_config(
+        "synthetic", "a2net", data_root=str(root), backbone="resnet18", weights="none",
+        image_size=32, bits=12, num_attention=2, num_samples=9, batch_size=3, max_iter=1,
+        epochs=1, device="cpu", gamma=1.0, lr=1e-3,
+    )  # fmt: skip
+    train(cfg, base / "run", progress=False)
+    codes, bundle = base / "codes.h5", base / "idx"
+    for args in (
+        ["encode", base / "run", "--out", codes, "--database", "encode", "--device", "cpu"],
+        ["build-index", codes, "--out", bundle, "--device", "cpu"],
+    ):
+        r = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+    photos = sorted(root.rglob("test_*.png"))[:2]
+    jpg = base / "my photo.jpg"
+    Image.open(photos[0]).convert("RGB").resize((50, 41)).save(jpg)
+    return bundle, [*photos, jpg]
+
+
+@pytest.mark.slow
+def test_search_server_by_images_prints_what_a_local_search_prints(trained, tmp_path) -> None:
+    bundle, photos = trained
+    with serving([bundle], tmp_path / "serve.log") as url:
+        got = Client(url).search_images("idx", photos, k=4)
+        assert [g["query"]["path"] for g in got] == [p.name for p in photos]
+        assert all(re.fullmatch(r"[0-9a-f]{4}", g["query"]["code"]) for g in got)  # 12 bits
+        for fmt in ("jsonl", "table"):
+            images = [str(photos[0]), "--image", str(photos[1]), "--image", str(photos[2])]
+            local = _cli("search", bundle, *images, "-k", 4, "--format", fmt, "--device", "cpu")
+            remote = _cli("search", "--server", url, "idx", *images, "-k", 4, "--format", fmt)
+            assert local.returncode == 0 and remote.returncode == 0, (local.stderr, remote.stderr)
+            assert remote.stdout == local.stdout and remote.stdout.count("query") == 3
+        r = _cli("search", "--server", url, "idx", str(photos[0]), "--nflip", 1)
+        assert r.returncode == 2 and "--nflip" in r.stderr

@@ -214,7 +214,12 @@ def _search_server(
         )
     client = Client(url)
     if images:
-        results = client.search_images(name, list(images), k, **params)
+        if any(v is not None for v in params.values()):
+            raise FghashError(
+                "--nprobe, --ef-search and --nflip go with --codes or --code on a server; "
+                "its image search uses the index's own settings."
+            )
+        results = client.search_images(name, list(images), k)
         for r, p in zip(results, images, strict=True):
             r["query"].pop("code", None)  # the server adds the image's code for its page
             r["query"]["path"] = str(p)
