@@ -40,6 +40,7 @@ from index.items import (
     split_labels_form,
     write_items,
 )
+from index.rerank import floats_of_codes
 
 __all__ = [
     "save_index",
@@ -254,7 +255,7 @@ def build_from_codes(
             ids=r.read("ids"),
             labels=r.read("labels") if r.has("labels") else None,
             paths=r.read("paths") if r.has("paths") else None,
-            source=codes_source(r),
+            source={**codes_source(r), "floats": floats_of_codes(codes_path, split)},
         )
     return index, items
 
@@ -296,6 +297,7 @@ def build_faiss_bundle(
         record = pool.submit(file_record, tmp / INDEX_FILE)
         copied.result()
         source = codes_source(r, checksum.result())
+        source["floats"] = floats_of_codes(codes_path, split)  # what --rerank may use
         write_meta(tmp, index_meta(index, source, record.result()))
     logger.debug("saved %s index (%d items) to %s", index.kind, index.ntotal, out)
     return index, out

@@ -16,6 +16,8 @@ from index.checks import provenance_warning
 from index.folder import read_bundle_meta
 from index.gpu import GPU_MAX_K
 from index.items import ItemMeta, search_items
+from index.radius import check_max_results, check_radius
+from index.rerank import DEFAULT_OVERSAMPLE, check_rerank_query, search_reranked
 from index.tensor import pick_engine, tensor_from_binary
 
 __all__ = ["search_bundle"]
@@ -41,6 +43,12 @@ def search_bundle(
     xq: np.ndarray | None = None,
     query_paths: Sequence[str] | None = None,
     engine: str = "auto",
+    rerank: str | None = None,
+    oversample: int = DEFAULT_OVERSAMPLE,
+    rerank_metric: str = "ip",
+    fq: np.ndarray | None = None,
+    radius: int | None = None,
+    max_results: int | None = None,
 ) -> list[dict[str, Any]]:
     """Search the index bundle at ``bundle`` with queries from a codes file, one hex code
     or packed codes ``xq``.
@@ -56,23 +64,40 @@ def search_bundle(
     ``engine`` (``auto``, ``faiss``, ``tensor``) is chosen as
     :func:`index.tensor.pick_engine` says; only the tensor engine imports torch, and it
     searches flat bundles only.
+
+    ``rerank`` (``relaxed`` or ``features``): take the ``k·oversample`` Hamming nearest
+    and return the ``k`` best by float score (``rerank_metric`` ``ip`` or ``l2``), each
+    result with its ``score``; the query vectors are ``fq`` (with ``xq``) or the codes
+    file's (see :mod:`index.rerank`).
+
+    ``radius``: search by Hamming radius instead (:mod:`index.radius`): every item at
+    distance ``<= radius``, sorted by distance with ties by position, at most
+    ``max_results`` per query (default 1000), each query's dict marked ``"truncated"``;
+    ``k`` is then not used (pass None). FAISS answers it on the CPU; ``--device gpu``
+    (``auto`` engine) or ``engine="tensor"`` uses the tensor engine on a flat bundle.
     """
     if sum(q is not None for q in (codes, code, xq)) != 1:
         raise FghashError(
             "give the queries either as a codes file (--codes CODES.h5), as one hex code "
             "(--code HEX) or as images (--image): one of them, not both and not none."
         )
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if radius is not None:
+        radius, max_results = _radius_args(radius, max_results, rerank)
+    elif isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise FghashError(f"k must be a positive integer, got {k!r}.")
+    elif max_results is not None:
+        raise FghashError("--max-results goes with --radius (a radius search).")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise FghashError(f"limit must be a positive integer, got {limit!r}.")
     meta = read_bundle_meta(bundle)
-    if k > int(meta["ntotal"]):
+    if radius is None and k > int(meta["ntotal"]):  # type: ignore[operator]
         raise FghashError(
             f"k={k} is larger than the database of {bundle} ({meta['ntotal']} items); "
             f"use -k {meta['ntotal']} or less."
         )
     _check_nflip(nflip, meta, bundle)
+    if rerank is not None:
+        check_rerank_query(rerank, oversample, rerank_metric, code)
     bits = int(meta["bits"])
     queries: Queries = None
     if xq is not None:
@@ -81,18 +106,31 @@ def search_bundle(
         xq = hex_to_code(code, bits)
     else:
         xq, queries = _codes_file_queries(codes, split, limit, meta, bundle)  # type: ignore[arg-type]
-    loaded, index, items = _open_for_search(bundle, engine, device, k, verify)
+    if radius is not None:
+        loaded, index, items = _open_for_radius(bundle, engine, device, meta, verify)
+    else:
+        m = k if rerank is None else min(k * oversample, int(meta["ntotal"]))  # type: ignore[operator]
+        loaded, index, items = _open_for_search(bundle, engine, device, m, verify)
     if any(loaded.get(key) != meta.get(key) for key in ("kind", "bits", "params")):
         # replaced by another index between the first look and the read: start again
         return search_bundle(
             bundle, k, codes=codes, split=split, limit=limit, code=code, nprobe=nprobe,
             ef_search=ef_search, nflip=nflip, device=device, verify=verify,
             xq=xq if code is None and codes is None else None,
-            query_paths=query_paths, engine=engine,
+            query_paths=query_paths, engine=engine, rerank=rerank, oversample=oversample,
+            rerank_metric=rerank_metric, fq=fq, radius=radius, max_results=max_results,
         )  # fmt: skip
+    if rerank is not None:
+        return search_reranked(
+            bundle, loaded, index, items, xq, k, rerank=rerank, oversample=oversample,
+            metric=rerank_metric, fq=fq, codes=codes, split=split, queries=queries,
+            verify=verify, nprobe=nprobe, ef_search=ef_search, nflip=nflip,
+        )  # fmt: skip
+    kw: dict[str, Any] = {} if radius is None else {"radius": radius, "max_results": max_results}
     return search_items(
-        index, items, xq, k, queries=queries, nprobe=nprobe, ef_search=ef_search, nflip=nflip
-    )
+        index, items, xq, k or 0, queries=queries, nprobe=nprobe, ef_search=ef_search,
+        nflip=nflip, **kw,
+    )  # fmt: skip
 
 
 def _check_nflip(nflip: Any, meta: dict[str, Any], bundle: Any) -> None:
@@ -162,3 +200,28 @@ def _open_for_search(
     if device == "auto" and k > GPU_MAX_K:
         device = "cpu"  # GpuIndexBinaryFlat cannot return more than GPU_MAX_K neighbours
     return load_bundle(bundle, device=device, verify=verify)
+
+
+def _radius_args(radius: Any, max_results: Any, rerank: Any) -> tuple[int, int]:
+    """``radius`` and ``max_results`` checked (:mod:`index.radius`); no re-ranking."""
+    if rerank is not None:
+        raise FghashError("give --radius or --rerank, not both: re-ranking needs a fixed k.")
+    return check_radius(radius), check_max_results(max_results)
+
+
+def _open_for_radius(
+    bundle: Any, engine: str, device: str, meta: dict[str, Any], verify: bool | None
+) -> tuple[dict[str, Any], Any, Any]:
+    """One version of the bundle for a radius search: the tensor engine when asked for
+    (or, with ``engine="auto"``, for a flat bundle on ``--device gpu``: FAISS's GPU index
+    has no range search), else the FAISS index on the CPU."""
+    if engine not in ("auto", "faiss", "tensor"):
+        pick_engine(engine, device, 1)  # its sentence
+    if engine == "auto":
+        gpu = device in ("gpu", "cuda") and meta.get("kind") == "flat"
+        engine = "tensor" if gpu else "faiss"
+    if engine == "tensor":
+        return _open_for_search(bundle, "tensor", device, 1, verify)
+    if device in ("gpu", "cuda"):
+        logger.info("radius search: FAISS answers it on the CPU")
+    return load_bundle(bundle, device="cpu", verify=verify)
