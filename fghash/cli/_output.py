@@ -122,13 +122,15 @@ def search_text(results: list[dict[str, Any]]) -> str:
                 head += f", {printable(str(q['path']))}"
         elif q["path"] is not None:  # an image given with --image
             head += f": {printable(str(q['path']))}"
-        rows = [("rank", "id", "distance", "label", "path")]
+        scored = any("score" in hit for hit in r["results"])  # re-ranked (--rerank)
+        rows = [("rank", "id", "distance", *(("score",) if scored else ()), "label", "path")]
         for hit in r["results"]:
             rows.append(
                 (
                     str(hit["rank"]),
                     str(hit["id"]),
                     str(hit["distance"]),
+                    *((f"{hit['score']:.6g}",) if scored else ()),
                     printable(format_label(hit["label"])),
                     printable(str(hit["path"] or "-")),
                 )
@@ -137,6 +139,11 @@ def search_text(results: list[dict[str, Any]]) -> str:
             blocks.append(head + "\n  (nothing found)")
         else:
             blocks.append(head + "\n" + table(rows, indent="  "))
+        if r.get("truncated"):  # a radius search cut at --max-results
+            blocks[-1] += (
+                f"\n  (truncated at {len(r['results'])} results: more lie within the radius; "
+                "--max-results raises the limit)"
+            )
     return "\n\n".join(blocks)
 
 

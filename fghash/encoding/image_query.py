@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fghash.errors import FghashError
 
 __all__ = ["query_run", "encode_query_images"]
@@ -37,14 +35,22 @@ def query_run(run: str | os.PathLike[str] | None, bundle_meta: dict[str, Any], b
 
 
 def encode_query_images(
-    images: Sequence[str | os.PathLike[str]], run: Path, bits: int, device: str = "auto"
-) -> np.ndarray:
+    images: Sequence[str | os.PathLike[str]],
+    run: Path,
+    bits: int,
+    device: str = "auto",
+    floats: str | None = None,
+) -> Any:
     """Packed codes ``uint8 [len(images), ceil(bits/8)]`` of the images, by ``run``'s network.
+
+    With ``floats`` (``"relaxed"`` or ``"features"``, for ``fghash search --rerank``)
+    returns ``(codes, vectors)``: also the relaxed codes or the backbone features.
 
     Refuses a run whose code length differs from the index's ``bits``, and, before the
     network is loaded, an image declaring more than
     :data:`fghash.data.base.MAX_IMAGE_PIXELS` pixels.
     """
+    from fghash.codes import signs_to_codes
     from fghash.data.base import check_image_size
     from fghash.encoding.encode import load
 
@@ -57,4 +63,10 @@ def encode_query_images(
             f"the run {run} makes {enc.bits}-bit codes but the index holds {bits}-bit codes; "
             "pass the --run that made the index."
         )
-    return enc.encode([str(p) for p in images])
+    paths = [str(p) for p in images]
+    if floats is None:
+        return enc.encode(paths)
+    if floats == "relaxed":
+        relaxed = enc.encode_relaxed(paths)
+        return signs_to_codes(relaxed), relaxed
+    return enc.encode(paths), enc.features(paths)

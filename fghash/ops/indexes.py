@@ -69,7 +69,10 @@ def search(
     if grid is not None and not Path(grid).parent.is_dir():
         raise FghashError(f"--grid {grid}: the folder {Path(grid).parent} does not exist.")
     torch_device = {"gpu": "cuda"}.get(device, device)
-    xq = encode_query_images(images, run_dir, int(meta["bits"]), torch_device)
+    rerank = search_kw.get("rerank")
+    xq = encode_query_images(images, run_dir, int(meta["bits"]), torch_device, floats=rerank)
+    if rerank is not None:
+        xq, search_kw["fq"] = xq  # the codes and, for --rerank, the images' float vectors
     paths = [str(p) for p in images]
     results = search_bundle(index_path, k, device=device, xq=xq, query_paths=paths, **search_kw)
     if grid is None:
