@@ -58,6 +58,8 @@ MISSING_DISTANCE = int(np.iinfo(np.int32).max)
 # Queries per FAISS call: big enough to keep all threads busy, small enough for a
 # progress bar that moves.
 _QUERY_BLOCK = 8192
+# Queries per FAISS range_search call (its results for a block are held at once).
+_RANGE_QUERY_BLOCK = 256
 _ADD_BLOCK = 1 << 18
 # Default search-time parameters (FAISS's own defaults are 1 / 16 / 0, too timid).
 _DEFAULT_NPROBE = 16
@@ -178,6 +180,75 @@ class BinaryIndex:
         """
         q = self._check_queries(xq)
         k = self._check_k(k)
+        self._check_overrides(nprobe, ef_search, nflip)
+        q = pad_codes(q, self.bits, self.dim)
+        nq = q.shape[0]
+        D = np.empty((nq, k), dtype=np.int32)
+        I = np.empty((nq, k), dtype=np.int64)
+        with _SearchParams(self, nprobe, ef_search, nflip):
+            from tqdm.auto import tqdm
+
+            starts = range(0, nq, _QUERY_BLOCK)
+            for s in tqdm(
+                starts, desc="search", unit="block", disable=None if nq > _QUERY_BLOCK else True
+            ):
+                Db, Ib = self.faiss_index.search(q[s : s + _QUERY_BLOCK], k)
+                D[s : s + _QUERY_BLOCK] = Db
+                I[s : s + _QUERY_BLOCK] = Ib
+        return D, I
+
+    def range_search(
+        self,
+        xq: np.ndarray,
+        radius: int,
+        *,
+        max_results: int | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        nflip: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every item within Hamming distance ``radius`` (``d <= radius``) of each query.
+
+        Returns ``(lims, D, I, truncated)`` as :mod:`index.radius` describes: hits sorted
+        by distance, ties by position, at most ``max_results`` per query (default
+        :data:`index.radius.DEFAULT_MAX_RESULTS`). ``flat`` answers through its exact
+        k-NN (on a CPU copy when the index lives on the GPU); ``ivf``, ``hash`` and
+        ``multihash`` through FAISS's ``range_search`` within the lists (``nprobe``) or
+        buckets (``nflip``) they visit; ``hnsw`` cannot search by radius.
+        """
+        from index.radius import check_max_results, check_radius, from_knn, from_ranges
+
+        if self.kind == "hnsw":
+            raise FghashError(
+                "an hnsw index cannot search by radius (FAISS's IndexBinaryHNSW has no range "
+                "search); search it with -k, or build a flat, ivf, hash or multihash bundle."
+            )
+        radius, max_results = check_radius(radius), check_max_results(max_results)
+        q = self._check_queries(xq)
+        self._check_overrides(nprobe, ef_search, nflip)
+        q = pad_codes(q, self.bits, self.dim)
+        if self.kind == "flat":
+            fi = self.cpu_index()
+            return from_knn(lambda x, k: fi.search(x, k), q, radius, max_results, self.ntotal)
+        lims, D, I = [np.zeros(1, dtype=np.int64)], [], []
+        with _SearchParams(self, nprobe, ef_search, nflip):
+            for s in range(0, q.shape[0], _RANGE_QUERY_BLOCK):
+                lb, Db, Ib = self.faiss_index.range_search(
+                    q[s : s + _RANGE_QUERY_BLOCK], min(radius, self.dim) + 1
+                )
+                lims.append(lb[1:] + lims[-1][-1])
+                D.append(Db)
+                I.append(Ib)
+        return from_ranges(
+            np.concatenate(lims),
+            np.concatenate(D) if D else np.empty(0, dtype=np.int32),
+            np.concatenate(I) if I else np.empty(0, dtype=np.int64),
+            radius,
+            max_results,
+        )
+
+    def _check_overrides(self, nprobe: Any, ef_search: Any, nflip: Any) -> None:
+        """Search-time options only on the kinds they apply to, and in range."""
         overrides = {"nprobe": nprobe, "ef_search": ef_search, "nflip": nflip}
         for name, value in overrides.items():
             if value is None:
@@ -194,21 +265,6 @@ class BinaryIndex:
                 f"--nprobe {nprobe} is more than the {nlist} lists of this ivf index; use "
                 f"--nprobe {nlist} or less ({nlist} visits every list: exact search)."
             )
-        q = pad_codes(q, self.bits, self.dim)
-        nq = q.shape[0]
-        D = np.empty((nq, k), dtype=np.int32)
-        I = np.empty((nq, k), dtype=np.int64)
-        with _SearchParams(self, nprobe, ef_search, nflip):
-            from tqdm.auto import tqdm
-
-            starts = range(0, nq, _QUERY_BLOCK)
-            for s in tqdm(
-                starts, desc="search", unit="block", disable=None if nq > _QUERY_BLOCK else True
-            ):
-                Db, Ib = self.faiss_index.search(q[s : s + _QUERY_BLOCK], k)
-                D[s : s + _QUERY_BLOCK] = Db
-                I[s : s + _QUERY_BLOCK] = Ib
-        return D, I
 
     def add(self, xb: np.ndarray) -> None:
         """Append packed codes (uint8 ``[n, ceil(bits/8)]``) after the current items.

@@ -428,6 +428,8 @@ def search_items(
     k: int,
     *,
     queries: ItemMeta | Sequence[dict[str, Any]] | None = None,
+    radius: int | None = None,
+    max_results: int | None = None,
     **search_kw: Any,
 ) -> list[dict[str, Any]]:
     """Search ``index`` and describe the results by item: one dict per query.
@@ -436,13 +438,26 @@ def search_items(
     "distance", "label", "path"}, ...]}, ...]``; ``queries`` describes the query rows
     (an :class:`ItemMeta`, or None when the queries are bare codes: all fields None).
     ``search_kw`` (nprobe, ef_search, nflip) go to :meth:`BinaryIndex.search`.
+
+    With ``radius`` the search is by Hamming radius (:mod:`index.radius`: every item at
+    distance ``<= radius``, at most ``max_results`` per query; ``k`` is not used) and each
+    query's dict gets ``"truncated"``: True when more items lay within the radius.
     """
     if len(items) != index.ntotal:
         raise FghashError(
             f"item metadata lists {len(items)} items but the index holds {index.ntotal}."
         )
-    D, I = index.search(xq, k, **search_kw)
-    rows = result_rows(D, I, items)
+    if radius is not None:
+        from index.radius import range_rows
+
+        ranges = index.range_search(xq, radius, max_results=max_results, **search_kw)
+        found = range_rows(ranges, items)
+        rows = [res for res, _ in found]
+    else:
+        if max_results is not None:
+            raise FghashError("max_results goes with a radius search (--radius).")
+        D, I = index.search(xq, k, **search_kw)
+        rows = result_rows(D, I, items)
     out = []
     for qi, res in enumerate(rows):
         if queries is None:
@@ -452,4 +467,6 @@ def search_items(
         else:
             q = dict(queries[qi])
         out.append({"query": q, "results": res})
+        if radius is not None:
+            out[-1]["truncated"] = found[qi][1]
     return out

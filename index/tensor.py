@@ -249,6 +249,33 @@ class TensorIndex:
             I[s : s + qb] = It.cpu().numpy()
         return D, I
 
+    def range_search(
+        self,
+        xq: np.ndarray,
+        radius: int,
+        *,
+        max_results: int | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        nflip: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every item within Hamming distance ``radius`` (``d <= radius``) of each query,
+        as :meth:`index.binary.BinaryIndex.range_search` returns it for a flat index.
+
+        The engine's exact k-NN with ``k = max_results + 1`` (blocks sized by the memory
+        accounting above, so memory is bounded by ``max_results``, never by how many
+        items lie within ``radius``), hits beyond ``radius`` dropped
+        (:func:`index.radius.from_knn`): same items, same order as a flat index.
+        """
+        from index.radius import check_max_results, check_radius, from_knn
+
+        for name, value in (("nprobe", nprobe), ("ef-search", ef_search), ("nflip", nflip)):
+            if value is not None:
+                raise FghashError(f"{name} does not apply to the exact tensor engine.")
+        radius, max_results = check_radius(radius), check_max_results(max_results)
+        q = check_codes(np.asarray(xq), self.bits, "query codes")
+        return from_knn(self.search, q, radius, max_results, self.ntotal)
+
     def _distances(self, qop: torch.Tensor, start: int, nb: int) -> torch.Tensor:
         return qop @ self._xb[start : start + nb].T
 
