@@ -108,6 +108,61 @@ class MilvusIndex:
     def search(
         self, xq: np.ndarray, k: int, *, nprobe: int | None = None, **unused: Any
     ) -> tuple[np.ndarray, np.ndarray]:
+        q = self._checked(xq, unused)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise FghashError(f"k must be a positive integer, got {k!r}.")
+        if k > min(self.ntotal, MAX_K):
+            raise FghashError(
+                f"k={k} is larger than Milvus returns (at most {min(self.ntotal, MAX_K)} here)."
+            )
+        nq = q.shape[0]
+        D = np.full((nq, k), np.iinfo(np.int32).max, dtype=np.int32)
+        I = np.full((nq, k), -1, dtype=np.int64)
+        for i, hits in enumerate(self._hits(q, int(k), self._search_params(nprobe))):
+            for r, (pos, dist) in enumerate(hits):
+                D[i, r], I[i, r] = dist, pos
+        # Milvus may order equal distances arbitrarily; keep rows sorted by distance.
+        order = np.argsort(D, axis=1, kind="stable")
+        return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+
+    def range_search(
+        self,
+        xq: np.ndarray,
+        radius: int,
+        *,
+        max_results: int | None = None,
+        nprobe: int | None = None,
+        **unused: Any,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every item within Hamming distance ``radius`` (``d <= radius``), as
+        :meth:`index.binary.BinaryIndex.range_search` returns it: Milvus's binary range
+        search (HAMMING keeps ``range_filter <= d < radius``, so it is asked for
+        ``radius + 1`` from 0) with ``limit = max_results + 1``, sorted by (distance,
+        position) and cut at ``max_results``. Exact on ``BIN_FLAT``; when a query is
+        truncated, which of the items at its last distance come back is Milvus's choice,
+        as for its k-NN."""
+        from index.radius import check_max_results, check_radius, from_ranges
+
+        radius, max_results = check_radius(radius), check_max_results(max_results)
+        if max_results >= MAX_K:
+            raise FghashError(
+                f"max_results={max_results} is more than a Milvus search returns; use "
+                f"--max-results {MAX_K - 1} or less."
+            )
+        q = self._checked(xq, unused)
+        sp = self._search_params(nprobe)
+        sp["params"].update(radius=min(radius, self.dim) + 1, range_filter=0)
+        limit = min(max_results + 1, self.ntotal)
+        hits = self._hits(q, limit, sp)
+        lims = np.zeros(len(hits) + 1, dtype=np.int64)
+        np.cumsum([len(h) for h in hits], out=lims[1:])
+        flat = [hit for h in hits for hit in h]
+        I = np.array([p for p, _ in flat], dtype=np.int64)
+        D = np.array([d for _, d in flat], dtype=np.int64)
+        return from_ranges(lims, D, I, radius, max_results)
+
+    def _checked(self, xq: np.ndarray, unused: dict[str, Any]) -> np.ndarray:
+        """The query codes, checked; search options Milvus has no use for refused."""
         from index.padding import check_codes
 
         for name, value in unused.items():
@@ -122,30 +177,29 @@ class MilvusIndex:
                 f"query codes have {q.shape[1] * 8} bits per item but the index holds "
                 f"{self.bits}-bit codes; use queries encoded with the same code length."
             )
-        q = check_codes(q, self.bits, "query codes")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise FghashError(f"k must be a positive integer, got {k!r}.")
-        if k > min(self.ntotal, MAX_K):
-            raise FghashError(
-                f"k={k} is larger than Milvus returns (at most {min(self.ntotal, MAX_K)} here)."
-            )
+        return check_codes(q, self.bits, "query codes")
+
+    def _search_params(self, nprobe: int | None) -> dict[str, Any]:
         sp: dict[str, Any] = {"metric_type": "HAMMING", "params": {}}
         if self.params.get("index_type") == "BIN_IVF_FLAT":
             sp["params"]["nprobe"] = int(nprobe or self.params.get("nprobe", 16))
         elif nprobe is not None:
             raise FghashError("nprobe applies to BIN_IVF_FLAT collections only.")
-        nq = q.shape[0]
-        D = np.full((nq, k), np.iinfo(np.int32).max, dtype=np.int32)
-        I = np.full((nq, k), -1, dtype=np.int64)
+        return sp
+
+    def _hits(self, q: np.ndarray, limit: int, sp: dict[str, Any]) -> list[list[tuple[int, int]]]:
+        """Per query, Milvus's ``(position, distance)`` hits; the items fetched with them
+        are kept for :class:`MilvusItems`."""
+        out: list[list[tuple[int, int]]] = []
         self._fetched = {}
-        for s in range(0, nq, _SEARCH_QUERIES):
+        for s in range(0, q.shape[0], _SEARCH_QUERIES):
             batch = [bytes(row) for row in q[s : s + _SEARCH_QUERIES]]
             try:
                 res = self.client.search(
                     self.collection,
                     data=batch,
                     anns_field="code",
-                    limit=int(k),
+                    limit=limit,
                     filter=f"pos < {self.ntotal}",  # rows the bundle records, not a writer's
                     consistency_level="Strong",  # rows other processes inserted, too
                     search_params=sp,
@@ -155,15 +209,14 @@ class MilvusIndex:
                 raise FghashError(
                     f"Milvus search in {self.collection!r} failed: {reason(e)}"
                 ) from None
-            for j, hits in enumerate(res):
-                for r, hit in enumerate(hits):
+            for hits in res:
+                row = []
+                for hit in hits:
                     pos = int(hit["id"])
-                    D[s + j, r] = int(round(float(hit["distance"])))
-                    I[s + j, r] = pos
+                    row.append((pos, int(round(float(hit["distance"])))))
                     self._fetched[pos] = dict(hit.get("entity", {}))
-        # Milvus may order equal distances arbitrarily; keep rows sorted by distance.
-        order = np.argsort(D, axis=1, kind="stable")
-        return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+                out.append(row)
+        return out
 
     def add(
         self,
