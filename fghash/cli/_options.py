@@ -28,6 +28,8 @@ __all__ = [
     "MAX_NFLIP",
     "MAX_NPROBE",
     "MAX_PER_BIT",
+    "MAX_RADIUS",
+    "MAX_RESULTS",
     "CommaList",
     "LazyChoice",
     "at_most",
@@ -39,6 +41,8 @@ __all__ = [
     "format_option",
     "k_option",
     "out_option",
+    "radius_kwargs",
+    "radius_options",
     "threads_option",
     "wait_option",
 ]
@@ -53,6 +57,8 @@ MAX_NPROBE = 2**24  # ivf lists visited (never more than the lists of the index)
 MAX_EF_SEARCH = 2**20  # hnsw search beam
 MAX_NFLIP = 64  # hash bit flips; the bundle's own b bounds it further
 MAX_PER_BIT = 100  # images per side of an explain grid
+MAX_RADIUS = 1024  # Hamming radius (the longest code a codes file holds)
+MAX_RESULTS = 2**24  # radius-search results per query (index.radius.MAX_RESULTS)
 
 
 def at_most(limit: int) -> click.IntRange:
@@ -116,6 +122,44 @@ def k_option(help: str, **kw: Any) -> Any:
     kw.setdefault("default", 10)
     kw.setdefault("show_default", kw["default"] is not None)
     return click.option("-k", "--k", "k", help=help, **kw)
+
+
+def radius_options() -> Any:
+    """``--radius R`` and ``--max-results N``: search by Hamming radius instead of ``-k``
+    (:mod:`index.radius`); :func:`radius_kwargs` turns them into the library's arguments."""
+
+    def decorate(f: Any) -> Any:
+        f = click.option(
+            "--max-results",
+            type=at_most(MAX_RESULTS),
+            help="With --radius: results per query at most [default: 1000]; a query cut "
+            'there says so (table: a line; jsonl: "truncated": true).',
+        )(f)
+        return click.option(
+            "--radius",
+            type=at_most(MAX_RADIUS),
+            metavar="R",
+            help="Every item within Hamming distance R (<= R) instead of the k nearest, "
+            "sorted by distance, ties by position (flat, ivf, hash, multihash, Milvus; "
+            "not hnsw).",
+        )(f)
+
+    return decorate
+
+
+def radius_kwargs(radius: int | None, max_results: int | None) -> dict[str, Any]:
+    """``{"radius", "max_results"}`` for the library (empty without ``--radius``); ``-k``
+    given beside ``--radius``, or ``--max-results`` without it, is one sentence."""
+    if radius is None:
+        if max_results is not None:
+            raise FghashError("--max-results goes with --radius (a radius search).")
+        return {}
+    if click.get_current_context().get_parameter_source("k") is ParameterSource.COMMANDLINE:
+        raise FghashError(
+            "give -k or --radius, not both: a radius search returns every item within R "
+            "(at most --max-results per query)."
+        )
+    return {"radius": radius, "max_results": max_results}
 
 
 def force_option(help: str) -> Any:
