@@ -95,7 +95,9 @@ class Client:
 
         Queries are ``codes`` (hex strings as ``fghash search --code`` takes them, or a
         packed uint8 array ``[nq, ceil(bits/8)]``) or ``ids`` of database items (their own
-        codes). ``params``: ``nprobe``, ``ef_search``, ``nflip``; None values are left out.
+        codes). ``params``: ``nprobe``, ``ef_search``, ``nflip``, and ``radius`` with
+        ``max_results`` for a Hamming-radius search (``k`` then unused; each query's dict
+        says ``"truncated"``); None values are left out.
         """
         if (codes is None) == (ids is None):
             raise FghashError("give the queries as codes or as ids: one of them, not both.")
@@ -108,13 +110,21 @@ class Client:
         return self._json("POST", f"/indexes/{_seg(name)}/search", body)["results"]
 
     def search_images(
-        self, name: str, paths: Sequence[PathLike], k: int = 10
+        self,
+        name: str,
+        paths: Sequence[PathLike],
+        k: int = 10,
+        radius: int | None = None,
+        max_results: int | None = None,
     ) -> list[dict[str, Any]]:
         """Search index ``name`` with image files, encoded on the server by the bundle's
-        run. One dict per image, as :meth:`search`; each query's ``path`` is the file's
-        name and its ``code`` the image's code in hex."""
+        run. One dict per image, as :meth:`search` (``radius``, ``max_results`` as
+        there); each query's ``path`` is the file's name and its ``code`` the image's
+        code in hex."""
         data, ctype = _multipart([("images", p) for p in paths], {})
-        path = f"/indexes/{_seg(name)}/search/image?{urllib.parse.urlencode({'k': k})}"
+        given = {"k": k, "radius": radius, "max_results": max_results}
+        query = urllib.parse.urlencode({key: v for key, v in given.items() if v is not None})
+        path = f"/indexes/{_seg(name)}/search/image?{query}"
         return self._json("POST", path, data, content_type=ctype)["results"]
 
     # -- writing (the server needs --allow-writes, and this client its token) ------------
