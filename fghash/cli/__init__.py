@@ -15,6 +15,7 @@ from fghash.cli import (  # noqa: F401  (importing registers the commands on mai
     search_cmd,
     serve_cmd,
     train_cmd,
+    tune_cmd,
 )
 from fghash.cli._app import UserError, main
 
