@@ -106,6 +106,7 @@ def main(verbose: bool, quiet: bool) -> None:
       fghash train        images -> run dir (checkpoint, learned database codes)
       fghash encode       run dir + images -> codes.h5
       fghash baseline     features -> codes.h5 by a shallow method (ITQ, LSH, ...)
+      fghash tune         codes.h5 -> the index kind and parameters, by measurement
       fghash build-index  codes.h5 -> FAISS binary index bundle (or Milvus)
       fghash add          new codes or images -> appended to an index and its codes.h5
       fghash search       index + queries -> ranked neighbours
