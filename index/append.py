@@ -16,23 +16,20 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fghash.codes import Split, append_codes, file_checksum, ids_unique, read_attrs, read_codes
+from fghash.codes import Split, append_codes, ids_unique, read_attrs, read_codes
 from fghash.errors import FghashError
-from fghash.util.atomic import temp_prefix
-from fghash.util.faults import checkpoint
 from fghash.util.locks import writer_lock
 from index.bundle import load_bundle, load_index, store_added
 from index.checks import codes_origin
-from index.folder import new_folder, read_bundle_meta
+from index.folder import read_bundle_meta
 from index.items import ItemMeta, labels_form
-from index.snapshot import Change, commit, journal_path, recover
+from index.rewrite import rewrite
+from index.snapshot import recover
 
 __all__ = [
     "add_to_bundle",
@@ -189,88 +186,17 @@ def add_to_bundle(
         added = list(source.get("added", []))
         added.append({"n": len(new), **(new_source or {})})
         source["added"] = added
-        recorded = source.get("path") if update_codes else None
-        if not recorded or not Path(recorded).parent.is_dir():
-            codes_path = _source_codes(source, bundle, index.ntotal) if update_codes else None
-            _switch(bundle, index, items, new, source, meta, None)
-        else:
-            # the codes file is checked once its lock is held: encode --force may replace it
-            with writer_lock(recorded, wait=wait, what=f"the codes file {recorded}"):
-                codes_path = _source_codes(source, bundle, index.ntotal)
-                _switch(bundle, index, items, new, source, meta, codes_path)
+        codes_path = rewrite(
+            bundle,
+            source,
+            index.ntotal,
+            update_codes=update_codes,
+            wait=wait,
+            step="add",
+            write_codes=lambda path, out: append_codes(
+                path, source.get("split", "database"), new, out=out
+            ),
+            write_bundle=lambda tmp: store_added(tmp, index, items, new, source, meta),
+        )
     logger.info("added %d items to %s (now %d)", len(new), bundle, index.ntotal)
     return index.ntotal, codes_path
-
-
-def _switch(
-    bundle: Path,
-    index: Any,
-    items: Any,
-    new: Split,
-    source: dict[str, Any],
-    meta: dict[str, Any],
-    codes_path: Path | None,
-) -> None:
-    """Write the grown codes file and bundle beside the old ones, then commit both."""
-    codes_new: Path | None = None
-    try:
-        if codes_path is not None:
-            codes_new = _beside(codes_path)
-            append_codes(codes_path, source.get("split", "database"), new, out=codes_new)
-            checkpoint("add:codes-written")
-            source["checksum"] = file_checksum(codes_new)
-        with new_folder(bundle) as tmp:
-            store_added(tmp, index, items, new, source, meta)
-        checkpoint("add:bundle-written")
-        change = Change(
-            bundle=str(bundle.absolute()),
-            bundle_new=str(tmp.absolute()),
-            revision=read_bundle_meta(tmp)["revision"],
-            codes=None if codes_path is None else str(codes_path.absolute()),
-            codes_new=None if codes_new is None else str(codes_new.absolute()),
-        )
-    except BaseException:
-        if codes_new is not None:
-            codes_new.unlink(missing_ok=True)
-        raise
-    try:
-        commit(change)
-    except BaseException:
-        if not journal_path(bundle).exists():  # the journal was never written: nothing moved
-            shutil.rmtree(tmp, ignore_errors=True)
-            if codes_new is not None:
-                codes_new.unlink(missing_ok=True)
-        else:
-            recover(bundle)  # both new versions are whole: finish what was begun
-        raise
-
-
-def _beside(path: Path) -> Path:
-    """A free temporary name beside ``path`` that a later command removes if we die."""
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.unlink(tmp)
-    return Path(tmp)
-
-
-def _source_codes(source: dict[str, Any], bundle: Path, ntotal: int) -> Path:
-    path = source.get("path")
-    if not path or not Path(path).is_file():
-        raise FghashError(
-            f"the codes file {bundle} was built from ({path or 'not recorded'}) is not there; "
-            f"pass --no-codes-file to add to the index only."
-        )
-    p = Path(path)
-    if source.get("checksum") and file_checksum(p) != source["checksum"]:
-        raise FghashError(
-            f"{p} changed since {bundle} was built from it (checksum differs); rebuild the "
-            f"index, or pass --no-codes-file to add to the index only."
-        )
-    split = source.get("split", "database")
-    n = read_attrs(p)["splits"].get(split, {}).get("n")
-    if n != ntotal:
-        raise FghashError(
-            f"{p} holds {n} items in split {split!r} but {bundle} holds {ntotal}; they are out "
-            f"of step (an earlier --no-codes-file?), so pass --no-codes-file again or rebuild."
-        )
-    return p

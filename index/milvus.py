@@ -97,6 +97,8 @@ class MilvusIndex:
     ) -> None:
         self.client, self.collection = client, collection
         self.bits, self.ntotal, self.params = int(bits), int(ntotal), dict(params)
+        # positions run 0..next_pos-1, with gaps where items were removed (fghash remove)
+        self.next_pos = int(self.params.get("next_pos", ntotal))
         self.dim = 8 * nbytes_for(self.bits)
         self.fields: list[str] = list(params.get("fields", ["id"]))
         self._fetched: dict[int, dict[str, Any]] = {}
@@ -200,7 +202,7 @@ class MilvusIndex:
                     data=batch,
                     anns_field="code",
                     limit=limit,
-                    filter=f"pos < {self.ntotal}",  # rows the bundle records, not a writer's
+                    filter=f"pos < {self.next_pos}",  # rows the bundle records, not a writer's
                     consistency_level="Strong",  # rows other processes inserted, too
                     search_params=sp,
                     output_fields=self.fields,
@@ -226,7 +228,7 @@ class MilvusIndex:
         paths: Sequence[str] | None = None,
     ) -> None:
         """Insert items at positions ``ntotal ..``; on failure remove what was inserted."""
-        start = self.ntotal
+        start = self.next_pos
         try:
             _insert(self.client, self.collection, start, codes, ids, labels, paths, self.fields)
             self.client.flush(self.collection)
@@ -238,6 +240,8 @@ class MilvusIndex:
                     e = FghashError(f"inserting into {self.collection!r} failed: {reason(e)}")
                 raise e from None
         self.ntotal += len(codes)
+        self.next_pos += len(codes)
+        self.params["next_pos"] = self.next_pos
 
 
 class MilvusItems:
@@ -532,10 +536,10 @@ def append_milvus_items(
     """Insert ``new`` into the collection and write the bundle's next ``index.json`` into
     the new folder ``tmp`` (keeping ``created``, one ``generation`` more).
 
-    Rows at positions from the recorded ``ntotal`` on are a dead writer's unrecorded
+    Rows at positions from the recorded ``next_pos`` on are a dead writer's unrecorded
     insert (readers never see them: :meth:`MilvusIndex.search` filters on ``pos``), so
     they go first. If the new ``index.json`` cannot be written the rows go again."""
-    old_n = index.ntotal
+    old_n = index.next_pos
     index.client.delete(index.collection, filter=f"pos >= {old_n}")
     index.add(new.codes, new.ids, new.labels, new.paths)
     try:

@@ -193,7 +193,10 @@ class Change:
     """One change of a bundle and, optionally, its codes file.
 
     ``bundle_new`` is a whole new bundle folder (its ``index.json`` has ``revision``);
-    ``codes_new`` the whole new codes file that replaces ``codes``.
+    ``codes_new`` the whole new codes file that replaces ``codes``. ``redo`` names a
+    change outside the files that must happen before the switch and may happen twice
+    (``{"call": "module:function", "args": {...}}``, e.g. a Milvus delete by position):
+    :func:`commit` makes it once the journal is written, :func:`recover` again.
     """
 
     bundle: str
@@ -201,6 +204,7 @@ class Change:
     revision: str
     codes: str | None = None
     codes_new: str | None = None
+    redo: dict[str, Any] | None = None
 
 
 def journal_path(bundle: str | os.PathLike[str]) -> Path:
@@ -220,7 +224,19 @@ def commit(change: Change) -> None:
     checkpoint("commit:done")
 
 
+def _redo(change: Change) -> None:
+    if not change.redo:
+        return
+    import importlib
+
+    module, name = change.redo["call"].split(":")
+    getattr(importlib.import_module(module), name)(**change.redo.get("args", {}))
+    checkpoint("commit:redone")
+
+
 def _finish(change: Change) -> None:
+    if _revision(Path(change.bundle_new)) == change.revision:
+        _redo(change)  # before the switch: the new version's state outside the files
     if change.codes_new and os.path.exists(change.codes_new):
         os.replace(change.codes_new, change.codes)  # type: ignore[arg-type]
         checkpoint("commit:codes-renamed")

@@ -109,6 +109,7 @@ def main(verbose: bool, quiet: bool) -> None:
       fghash tune         codes.h5 -> the index kind and parameters, by measurement
       fghash build-index  codes.h5 -> FAISS binary index bundle (or Milvus)
       fghash add          new codes or images -> appended to an index and its codes.h5
+      fghash remove       item ids -> taken out of an index and its codes.h5
       fghash search       index + queries -> ranked neighbours
       fghash serve        index bundles -> HTTP search service and web page
       fghash bench        codes.h5 -> report.json, report.md, plots

@@ -18,7 +18,7 @@ from fghash.cli._options import (
 )
 from fghash.cli._output import built_text, info_text
 
-__all__ = ["add_cmd", "build_index_cmd", "info_cmd"]
+__all__ = ["add_cmd", "build_index_cmd", "info_cmd", "remove_cmd"]
 
 
 @main.command("info")
@@ -211,3 +211,40 @@ def add_cmd(
     click.echo(f"added {done.added} items to {index_path}: {done.total} in all")
     if done.codes_file is not None:
         click.echo(f"appended them to {done.codes_file}")
+
+
+@main.command("remove")
+@click.argument("index_path", metavar="PATH", type=click.Path(path_type=Path))
+@click.option("--ids", "ids_text", help="Ids of the items to remove, comma-separated.")
+@click.option(
+    "--ids-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A text file of ids to remove, one per line.",
+)
+@click.option(
+    "--codes-file/--no-codes-file",
+    default=True,
+    show_default=True,
+    help="Also remove them from the codes file the index was built from (kept in step).",
+)
+@wait_option("PATH")
+def remove_cmd(
+    index_path: Path, ids_text: str | None, ids_file: Path | None, codes_file: bool, wait: float
+) -> None:
+    """Remove items by id from the index bundle at PATH (flat, ivf and milvus indexes).
+
+    Every id must be in the index. The items after a removed one move up; the codes file
+    loses the same rows (unless --no-codes-file) and index.json records its new checksum.
+    Nothing is half written: a remove killed part-way leaves the index as it was before
+    or after.
+    """
+    from fghash.ops.indexes import remove_items
+    from fghash.util.lists import parse_list
+
+    if ids_text is None and ids_file is None:
+        raise UserError("give the ids to remove with --ids 1,2,3 or --ids-file FILE.")
+    ids = parse_list(ids_text, what="item ids", example="12,40,41") if ids_text else []
+    done = remove_items(index_path, ids, ids_file=ids_file, update_codes=codes_file, wait=wait)
+    click.echo(f"removed {done.removed} items from {index_path}: {done.total} left")
+    if done.codes_file is not None:
+        click.echo(f"removed them from {done.codes_file} too")

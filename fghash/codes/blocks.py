@@ -57,6 +57,7 @@ __all__ = [
     "open_split",
     "CodesWriter",
     "append_codes",
+    "remove_rows",
     "UNKNOWN_ATTRIBUTE",
 ]
 
@@ -413,6 +414,61 @@ def append_codes(
                     attributes=new.attributes,
                 )
         return w.commit()
+
+
+def remove_rows(
+    path: str | os.PathLike[str],
+    split: str,
+    keep: np.ndarray,
+    *,
+    block: int = 1 << 20,
+    out: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Drop the rows of split ``split`` where the boolean ``keep`` is False.
+
+    Rewritten block by block, like :func:`append_codes`, into a temporary file renamed
+    over ``path`` (or onto ``out``); other splits are copied unchanged and the kept rows
+    keep their order.
+    """
+    path = Path(path)
+    keep = np.asarray(keep, dtype=bool)
+    head = read_attrs(path)
+    with (
+        open_hdf5(path) as src,
+        CodesWriter(
+            path if out is None else out,
+            head["bits"],
+            method=head["method"],
+            config=head["config"],
+            overwrite=True,
+        ) as w,
+    ):
+        if "attribute_names" in src:
+            w.set_attribute_names([decode_text(a) for a in src["attribute_names"][()]])
+        for name, g in src.items():
+            if not hasattr(g, "keys"):
+                continue
+            n_old = int(g["codes"].shape[0])
+            if name != split:
+                w.add_split(name, n_old, **_layout(g))
+                _copy_rows(g, w, name, n_old, block)
+                continue
+            if keep.shape != (n_old,):
+                raise CodesFileError(f"{path}: /{name} has {n_old} rows, not {keep.shape[0]}.")
+            w.add_split(name, int(keep.sum()), **_layout(g))
+            at = 0
+            for s0 in range(0, n_old, block):
+                kept = np.flatnonzero(keep[s0 : s0 + block])
+                if kept.size == 0:
+                    continue
+                rows = {ds: _rows(g[ds], s0, min(n_old, s0 + block)) for ds in g.keys()}
+                w.write(name, at, **{ds: _take(v, kept) for ds, v in rows.items()})
+                at += kept.size
+        return w.commit()
+
+
+def _take(rows: Any, kept: np.ndarray) -> Any:
+    return [rows[i] for i in kept] if isinstance(rows, list) else np.asarray(rows)[kept]
 
 
 def _unknown_attributes(r: SplitReader, new: Split) -> Split:

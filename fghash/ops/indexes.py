@@ -13,7 +13,7 @@ from typing import Any
 
 from fghash.errors import FghashError
 
-__all__ = ["Added", "Searched", "add_items", "search"]
+__all__ = ["Added", "Removed", "Searched", "add_items", "remove_items", "search"]
 
 PathLike = str | os.PathLike[str]
 
@@ -191,3 +191,34 @@ def _add_locked(
         index_path, bits, new, update_codes=update_codes, new_source=origin
     )
     return Added(len(new), total, updated)
+
+
+@dataclass
+class Removed:
+    """What :func:`remove_items` did."""
+
+    removed: int  # items taken out
+    total: int  # items left in the bundle
+    codes_file: Path | None  # the codes file they left too, if any
+
+
+def remove_items(
+    index_path: PathLike,
+    ids: Sequence[int] = (),
+    *,
+    ids_file: PathLike | None = None,
+    update_codes: bool = True,
+    wait: float | None = 0,
+) -> Removed:
+    """Remove the items with ``ids`` (and those listed in ``ids_file``, one per line)
+    from a flat, IVF or Milvus bundle and, with ``update_codes``, from its codes file
+    (:func:`index.remove.remove_from_bundle`: every id must be there; the change holds
+    the bundle's writer lock and is switched in as ``add``'s is)."""
+    from index.folder import bundle_path
+    from index.remove import read_ids_file, remove_from_bundle
+
+    wanted = [*ids, *(read_ids_file(ids_file) if ids_file is not None else [])]
+    removed, left, codes = remove_from_bundle(
+        bundle_path(index_path), wanted, update_codes=update_codes, wait=wait
+    )
+    return Removed(removed, left, codes)
