@@ -146,6 +146,12 @@ class Client:
             body["paths"] = [str(p) for p in paths]
         return self._json("POST", f"/indexes/{_seg(name)}/items", body)
 
+    def remove(self, name: str, ids: Iterable[int]) -> dict[str, Any]:
+        """Remove the items with ``ids`` from index ``name`` (flat, IVF, Milvus); returns
+        ``{"removed", "ntotal", "generation"}``."""
+        body = {"ids": _int_list(ids, "ids")}
+        return self._json("POST", f"/indexes/{_seg(name)}/items/remove", body)
+
     def add_images(
         self,
         name: str,

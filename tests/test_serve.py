@@ -306,7 +306,11 @@ def test_writes_off_no_token_bad_token_bad_body_write_nothing(writable) -> None:
     _one_sentence(on.post("/indexes/b/items", json=body, headers=AUTH), 422)
     body = _new_items(2, 500, 1) | {"codes": ["00"] * 2}
     _one_sentence(on.post("/indexes/b/items", json=body, headers=AUTH), 400)
-    _one_sentence(on.delete("/indexes/b/items/3", headers=AUTH), 501)
+    _one_sentence(on.delete("/indexes/b/items/3"), 401)
+    _one_sentence(off.delete("/indexes/b/items/3", headers=AUTH), 403)
+    _one_sentence(on.delete("/indexes/b/items/99999", headers=AUTH), 404)
+    _one_sentence(on.post("/indexes/b/items/remove", json={"ids": [3, 99999]}, headers=AUTH), 400)
+    _one_sentence(on.post("/indexes/b/items/remove", json={"ids": []}, headers=AUTH), 400)
     assert _state(world) == before
     assert sorted(p.name for p in world.iterdir() if p.name.startswith(".")) == []
 
@@ -319,6 +323,22 @@ def test_write_then_search_sees_it_and_equals_fghash_add(writable) -> None:
     assert r.json() == {"added": 5, "ntotal": 125, "generation": 2}
     assert on.get("/indexes/b/items/1003").json()["path"] == "img/1003.jpg"
     assert read_codes(world / "c.h5")["database"].ids.tolist() == [*range(120), *range(1000, 1005)]
+    _fghash("info", world / "b", "--verify")
+
+
+def test_remove_then_search_and_codes_file_agree(writable) -> None:
+    world, reg = writable
+    on = _client(reg, token=TOKEN)
+    r = on.delete("/indexes/b/items/7", headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"removed": 1, "ntotal": 119, "generation": 2}
+    r = on.post("/indexes/b/items/remove", json={"ids": [8, 9]}, headers=AUTH)
+    assert r.json() == {"removed": 2, "ntotal": 117, "generation": 3}
+    _one_sentence(on.get("/indexes/b/items/8"), 404)
+    left = [i for i in range(120) if i not in (7, 8, 9)]
+    assert read_codes(world / "c.h5")["database"].ids.tolist() == left
+    hits = on.post("/indexes/b/search", json={"ids": [10], "k": 117}).json()["results"][0]
+    assert sorted(h["id"] for h in hits["results"]) == left
     _fghash("info", world / "b", "--verify")
 
 
@@ -468,7 +488,9 @@ def test_image_search_equals_fghash_search_image(tmp_path: Path) -> None:
     assert [g["query"]["path"] for g in got["results"]] == [p.name for p in images]
     first = want[0]["results"][0]
     assert client.get(f"/indexes/idx/items/{first['id']}/image").status_code == 200
-    r = client.post("/indexes/idx/items", files=files[:1], data={"first_id": "5000", "label": "1"}, headers=AUTH)
+    r = client.post(
+        "/indexes/idx/items", files=files[:1], data={"first_id": "5000", "label": "1"}, headers=AUTH
+    )
     assert r.status_code == 200, r.text
     assert r.json()["added"] == 1
     _fghash("info", tmp_path / "idx", "--verify")

@@ -29,7 +29,7 @@ from fghash.serve.middleware import BodyLimit, Observe
 from fghash.serve.queries import QueryError
 from fghash.serve.service import Service, Settings
 
-__all__ = ["AddBody", "SearchBody", "create_app"]
+__all__ = ["AddBody", "RemoveBody", "SearchBody", "create_app"]
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
@@ -55,6 +55,15 @@ class SearchBody(BaseModel):
     nprobe: int | None = None
     ef_search: int | None = None
     nflip: int | None = None
+    radius: int | None = None  # search by Hamming radius (k then unused)
+    max_results: int | None = None  # with radius: results per query at most (default 1000)
+
+
+class RemoveBody(BaseModel):
+    """Items to remove, by id (flat, IVF and Milvus indexes)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    ids: list[int]
 
 
 class AddBody(BaseModel):
@@ -142,9 +151,11 @@ def _read_routes(app: FastAPI, svc: Service) -> None:
         name: str,
         images: Annotated[list[UploadFile], File()],
         k: Annotated[int, Query()] = 10,
+        radius: Annotated[int | None, Query()] = None,
+        max_results: Annotated[int | None, Query()] = None,
     ) -> dict[str, Any]:
         uploads = await _uploads(images)
-        return await run_in_threadpool(svc.search_images, name, uploads, k)
+        return await run_in_threadpool(svc.search_images, name, uploads, k, radius, max_results)
 
     @app.get("/indexes/{name}/items/{item_id}")
     def item(name: str, item_id: int) -> dict[str, Any]:
@@ -186,10 +197,15 @@ def _write_routes(app: FastAPI, svc: Service) -> None:
         return await run_in_threadpool(svc.add_codes, name, body.model_dump())
 
     @app.delete("/indexes/{name}/items/{item_id}")
-    def remove(request: Request, name: str, item_id: int) -> JSONResponse:
+    async def remove(request: Request, name: str, item_id: int) -> dict[str, Any]:
         writes.check_token(svc.settings.token, request.headers.get("authorization"))
-        svc.registry.get(name)
-        return _error(501, "removal is not supported yet; rebuild the index without the item.")
+        return await run_in_threadpool(svc.remove, name, [item_id], one=True)
+
+    @app.post("/indexes/{name}/items/remove")
+    async def remove_many(request: Request, name: str) -> dict[str, Any]:
+        writes.check_token(svc.settings.token, request.headers.get("authorization"))
+        body = RemoveBody.model_validate_json(await request.body())
+        return await run_in_threadpool(svc.remove, name, body.ids)
 
 
 def _form_int(value: Any, field: str) -> int | None:

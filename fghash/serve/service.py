@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from fghash.errors import FghashError
 from fghash.serve.images import Encoders, check_upload, confined_path
 from fghash.serve.metrics import Metrics
 from fghash.serve.queries import QueryError, check_count, parse_b64, parse_hex
@@ -83,8 +84,9 @@ class Service:
             raise QueryError("give the queries as exactly one of codes, codes_b64 or ids.")
         values = body[given[0]]
         check_count(len(values), self.settings.max_queries)
-        k = _checked_k(body.get("k", 10), loaded)
         params = {p: body.get(p) for p in ("nprobe", "ef_search", "nflip")}
+        params.update(_radius(body.get("radius"), body.get("max_results")))
+        k = 0 if params.get("radius") is not None else _checked_k(body.get("k", 10), loaded)
         _check_nflip(params["nflip"], loaded.meta)
         queries: Any = None
         with self.metrics.stage("decode"):
@@ -104,13 +106,20 @@ class Service:
         return self._answer(name, loaded, xq, k, queries, params)
 
     def search_images(
-        self, name: str, uploads: Sequence[tuple[str, bytes]], k: int
+        self,
+        name: str,
+        uploads: Sequence[tuple[str, bytes]],
+        k: int,
+        radius: int | None = None,
+        max_results: int | None = None,
     ) -> dict[str, Any]:
-        """``POST /indexes/{name}/search/image``: uploads encoded by the bundle's run."""
+        """``POST /indexes/{name}/search/image``: uploads encoded by the bundle's run
+        (with ``radius``: every item within that Hamming distance, ``k`` not used)."""
         served = self.registry.get(name)
         loaded = served.current()
         check_count(len(uploads), self.settings.max_queries)
-        k = _checked_k(k, loaded)
+        params = _radius(radius, max_results)
+        k = 0 if params else _checked_k(k, loaded)
         with self.metrics.stage("decode"):
             for n, data in uploads:
                 check_upload(n, data)
@@ -125,7 +134,7 @@ class Service:
             {"id": None, "label": None, "path": n, "code": code_to_hex(c)}
             for (n, _), c in zip(uploads, xq, strict=True)
         ]
-        return self._answer(name, loaded, xq, k, queries, {})
+        return self._answer(name, loaded, xq, k, queries, params)
 
     def _answer(
         self,
@@ -206,6 +215,24 @@ class Service:
             added = add_images(served.folder, run, uploads, label, first_id, self.settings.device)
         return self._added(served, added)
 
+    def remove(self, name: str, ids: Sequence[int], *, one: bool = False) -> dict[str, Any]:
+        """``DELETE /indexes/{name}/items/{id}`` (``one``) and ``POST …/items/remove``."""
+        from fghash.serve.registry import NotFound
+        from fghash.serve.writes import remove_ids
+
+        served = self.registry.get(name)
+        check_count(len(ids), self.settings.max_queries)
+        if not ids:
+            raise QueryError("the request names no ids to remove.")
+        try:
+            removed = remove_ids(served.folder, ids)
+        except FghashError as e:
+            if one and "is not in the index" in str(e):
+                raise NotFound(f"index {name!r} holds no item with id {ids[0]}.") from None
+            raise
+        new = served.refresh()
+        return {"removed": removed.removed, "ntotal": new.ntotal, "generation": new.generation}
+
     def _added(self, served: ServedBundle, added: Any) -> dict[str, Any]:
         new = served.refresh()
         return {"added": int(added.added), "ntotal": new.ntotal, "generation": new.generation}
@@ -219,6 +246,21 @@ def _checked_k(k: Any, loaded: Loaded) -> int:
             f"k={k} is larger than the index ({loaded.ntotal} items); use k <= {loaded.ntotal}."
         )
     return k
+
+
+def _radius(radius: Any, max_results: Any) -> dict[str, Any]:
+    """``{"radius", "max_results"}`` of a radius search, checked (empty without a radius):
+    ``k`` is then not used, as for ``fghash search --radius``."""
+    from index.radius import check_max_results, check_radius
+
+    if radius is None:
+        if max_results is not None:
+            raise QueryError("max_results goes with radius (a radius search).")
+        return {}
+    try:
+        return {"radius": check_radius(radius), "max_results": check_max_results(max_results)}
+    except FghashError as e:
+        raise QueryError(str(e)) from None
 
 
 def _check_nflip(nflip: Any, meta: dict[str, Any]) -> None:

@@ -21,7 +21,15 @@ import numpy as np
 
 from fghash.errors import FghashError
 
-__all__ = ["Unauthorized", "WritesOff", "add_codes", "add_images", "check_token", "read_token"]
+__all__ = [
+    "Unauthorized",
+    "WritesOff",
+    "add_codes",
+    "add_images",
+    "check_token",
+    "read_token",
+    "remove_ids",
+]
 
 WRITE_WAIT_S = 30.0  # how long a write waits for another writer of the same bundle
 
@@ -108,3 +116,10 @@ def add_images(
             bundle, run=run, images=files, label=label, first_id=first_id, device=device,
             wait=WRITE_WAIT_S,
         )  # fmt: skip
+
+
+def remove_ids(bundle: Path, ids: Sequence[int]) -> Any:
+    """Remove items by id through ``fghash remove``'s library call (the same guarantees)."""
+    from fghash.ops.indexes import remove_items
+
+    return remove_items(bundle, list(ids), wait=WRITE_WAIT_S)
