@@ -38,6 +38,7 @@ from bench.machine import machine_info, software_info
 from bench.outdir import check_out_dir, cleanup_on_failure, start_report
 from bench.progress import Phases
 from bench.report_markdown import render_markdown
+from bench.rerank import measure_rerank
 from bench.throughput import DEFAULT_SWEEPS, run_throughput
 from fghash.codes import file_checksum
 from fghash.errors import FghashError, escape_bytes
@@ -347,6 +348,13 @@ def _bench_file(
         phase=named,
         **timing,
     )
+    if ev.features:  # Hamming search then float re-ranking, beside binary and exact float
+        tp["rows"] += measure_rerank(
+            db.codes, q.codes, cf.bits, db.features, q.features, ks,
+            floats_kind=ev.features["kind"], qlabels=q.labels if labelled else None,
+            dblabels=db.labels if labelled else None, phase=named,
+            **{k: v for k, v in timing.items() if k != "hnsw_budget_s"},
+        )  # fmt: skip
     return ev.to_json(), tp
 
 
@@ -406,6 +414,8 @@ def _plan(
             one = pairs * dim * 2 / 40e9
             per_metric = min(cap, (runs + 1) * one) + min(cap, latency_queries * n * dim * 4 / 10e9)
             plan.append((pre + "float search", 2 * (0.2 + per_metric)))
+            rerank = min(cap, (runs + 1) * (search + nq * 1000 * dim * 8 / 10e9))
+            plan.append((pre + "rerank", 0.2 + 6 * rerank))  # bench.rerank: 2 metrics x 3 X
     plans.append([("plots and report", 4.0)])
     return plans
 

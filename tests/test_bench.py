@@ -206,7 +206,9 @@ def test_bench_rows_are_consistent_with_brute_force(bench_run):
     c = json.loads((out / "report.json").read_text())["codes"][0]
     rows = c["throughput"]["rows"]
     kinds = {r["kind"] for r in rows}
-    assert kinds == {"flat", "ivf", "hnsw", "hash", "multihash", "float-ip", "float-l2"}
+    assert kinds == {"flat", "ivf", "hnsw", "hash", "multihash", "float-ip", "float-l2"} | {
+        "rerank-ip", "rerank-l2"  # Hamming then float re-ranking (bench.rerank), X = 2, 4, 10
+    }  # fmt: skip
     flat = next(r for r in rows if r["kind"] == "flat")
     # exact flat CPU search returns ties by position: its mAP@10 is the stable one, recall 1
     assert flat["accuracy"]["map@10"] == pytest.approx(ref_stable_map(q, db, 16, k=10), abs=1e-12)
@@ -352,7 +354,7 @@ def test_bench_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
     assert res.returncode == 0, res.stderr
     lines = [ln.split("INFO: ", 1)[-1] for ln in res.stderr.splitlines() if "fghash bench [" in ln]
     phases = ["load", "hamming ranking", "float ranking", "index flat", "index hnsw"]
-    phases += ["float search", "plots and report"]
+    phases += ["float search", "rerank", "plots and report"]
     n = len(phases)
     for i, name in enumerate(phases, 1):
         started = f"fghash bench [{i}/{n}] {name}: started, about "

@@ -23,6 +23,7 @@ SCRIPTS = (
     "bench_map_speed",
     "bench_models",
     "bench_padding",
+    "bench_rerank",
     "bench_safety",
     "bench_serve",
     "bench_scale",

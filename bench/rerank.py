@@ -1,0 +1,87 @@
+"""Rows for Hamming search then float re-ranking (:mod:`index.rerank`), beside the binary
+and exact float rows of :mod:`bench.throughput`.
+
+One row per (float metric, oversampling factor ``X``): exact binary search (FAISS
+``IndexBinaryFlat``, the padded raw index, as the binary ``flat`` row) for the ``k·X``
+Hamming nearest, then :func:`index.rerank.rerank` over the in-memory float vectors (as
+the exact float rows search them in memory), ``k`` returned. Timed like every row
+(:func:`bench.throughput._timed_search`: batch QPS, median of runs, single-query
+latencies); ``accuracy`` holds ``map@k``/``precision@k`` of the re-ranked list (mAP@all
+is not defined: only ``k`` items are returned).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import numpy as np
+
+from bench.throughput import _accuracy, _timed_search
+from index.rerank import rerank
+
+__all__ = ["DEFAULT_OVERSAMPLE", "measure_rerank"]
+
+#: Oversampling factors ``X`` ``fghash bench`` reports when the codes file has features.
+DEFAULT_OVERSAMPLE = (2, 4, 10)
+
+
+def measure_rerank(
+    xb: np.ndarray,
+    xq: np.ndarray,
+    bits: int,
+    fb: np.ndarray,
+    fq: np.ndarray,
+    ks: Sequence[int],
+    *,
+    oversample: Sequence[int] = DEFAULT_OVERSAMPLE,
+    metrics: Sequence[str] = ("ip", "l2"),
+    floats_kind: str = "unknown",
+    qlabels: np.ndarray | None = None,
+    dblabels: np.ndarray | None = None,
+    phase: Callable[[str], AbstractContextManager[Any]] | None = None,
+    **timing_kw: Any,
+) -> list[dict[str, Any]]:
+    """Re-ranked rows for packed codes ``xb``/``xq`` and float vectors ``fb``/``fq``."""
+    from index import build_index, pad_codes
+
+    phase = phase or (lambda name: nullcontext())
+    fb = np.ascontiguousarray(fb, dtype=np.float32)
+    fq = np.ascontiguousarray(fq, dtype=np.float32)
+    n_db = xb.shape[0]
+    k_search = min(max(ks), n_db)
+    rows: list[dict[str, Any]] = []
+    with phase("rerank"):
+        t0 = time.perf_counter()
+        index = build_index(xb, bits, "flat", device="cpu")
+        build_s = time.perf_counter() - t0
+        fi, q = index.faiss_index, pad_codes(xq, bits, index.dim)
+        for metric in metrics:
+            for x in oversample:
+                m = min(k_search * int(x), n_db)
+
+                def search(rows: np.ndarray, k: int, m: int = m, metric: str = metric) -> Any:
+                    # ``rows``: query numbers, so the single-query latency calls (slices
+                    # of them) know their float vectors too
+                    D, I = fi.search(q[rows], m)
+                    D, I, _ = rerank(D, I, fq[rows], fb.__getitem__, k, metric)
+                    return D, I
+
+                timing, ids = _timed_search(search, np.arange(len(q)), k_search, **timing_kw)
+                rows.append(
+                    {
+                        "backend": "rerank",
+                        "kind": f"rerank-{metric}",
+                        "device": "cpu",
+                        "params": {"metric": metric, "oversample": int(x), "floats": floats_kind},
+                        "sweep": {"oversample": int(x)},
+                        "build_s": build_s,
+                        "index_bytes": int(xb.nbytes + fb.nbytes),
+                        "bytes_per_item": (xb.nbytes + fb.nbytes) / n_db,
+                        **timing,
+                        "accuracy": _accuracy(ids, ks, n_db, qlabels=qlabels, dblabels=dblabels),
+                    }
+                )
+    return rows
