@@ -18,6 +18,8 @@ from fghash.cli._options import (
     force_option,
     format_option,
     k_option,
+    radius_kwargs,
+    radius_options,
 )
 from fghash.cli._output import search_text
 
@@ -44,6 +46,7 @@ __all__ = ["search_cmd"]
     help="One query code in hex, byte 0 first, two digits per byte (a leading 0x is allowed).",
 )
 @k_option("Neighbours per query.")
+@radius_options()
 @click.option("--nprobe", type=at_most(MAX_NPROBE), help="ivf: lists to visit.")
 @click.option("--ef-search", type=at_most(MAX_EF_SEARCH), help="hnsw: search beam width.")
 @click.option(
@@ -105,6 +108,8 @@ def search_cmd(
     limit: int | None,
     code_hex: str | None,
     k: int,
+    radius: int | None,
+    max_results: int | None,
     nprobe: int | None,
     ef_search: int | None,
     nflip: int | None,
@@ -130,10 +135,11 @@ def search_cmd(
     With --server URL the same queries go to a running `fghash serve` and PATH names one of
     its indexes; the output is what a local search of the same bundle prints.
     """
+    radius_kw = radius_kwargs(radius, max_results)  # {} without --radius
     if server is not None:
         results = _search_server(
             server, str(index_path), k, images + more_images, codes, split, limit, code_hex,
-            {"nprobe": nprobe, "ef_search": ef_search, "nflip": nflip},
+            {"nprobe": nprobe, "ef_search": ef_search, "nflip": nflip, **radius_kw},
         )  # fmt: skip
         _print(results, fmt)
         return
@@ -157,6 +163,7 @@ def search_cmd(
         nflip=nflip,
         engine=engine,
         verify=True if verify else None,
+        **radius_kw,
     )
     _print(found.results, fmt)
     if found.grid is not None:
@@ -214,12 +221,13 @@ def _search_server(
         )
     client = Client(url)
     if images:
-        if any(v is not None for v in params.values()):
+        if any(params.get(p) is not None for p in ("nprobe", "ef_search", "nflip")):
             raise FghashError(
                 "--nprobe, --ef-search and --nflip go with --codes or --code on a server; "
                 "its image search uses the index's own settings."
             )
-        results = client.search_images(name, list(images), k)
+        radius_kw = {p: params[p] for p in ("radius", "max_results") if p in params}
+        results = client.search_images(name, list(images), k, **radius_kw)
         for r, p in zip(results, images, strict=True):
             r["query"].pop("code", None)  # the server adds the image's code for its page
             r["query"]["path"] = str(p)
