@@ -22,6 +22,7 @@ from fghash.cli._options import (
     radius_options,
 )
 from fghash.cli._output import search_text
+from fghash.cli._rerank import rerank_options
 
 __all__ = ["search_cmd"]
 
@@ -93,6 +94,7 @@ __all__ = ["search_cmd"]
     "only to check results); auto: FAISS, or on --device gpu the tensor engine where "
     "FAISS cannot serve the search.",
 )
+@rerank_options()
 @click.option(
     "--server",
     metavar="URL",
@@ -121,6 +123,9 @@ def search_cmd(
     force: bool,
     device: str,
     engine: str,
+    rerank: str | None,
+    oversample: int,
+    rerank_metric: str,
     server: str | None,
     fmt: str,
 ) -> None:
@@ -164,6 +169,9 @@ def search_cmd(
         engine=engine,
         verify=True if verify else None,
         **radius_kw,
+        rerank=rerank,
+        oversample=oversample,
+        rerank_metric=rerank_metric,
     )
     _print(found.results, fmt)
     if found.grid is not None:
@@ -182,7 +190,7 @@ def _print(results: list[dict[str, Any]], fmt: str) -> None:
 
 
 # Options that act on a local bundle or a local network; the server has its own.
-_LOCAL_ONLY = ("run", "grid", "data_root", "force", "verify", "device", "engine")
+_LOCAL_ONLY = ("run", "grid", "data_root", "force", "verify", "device", "engine", "rerank")
 _BATCH = 500  # codes per request: well under the server's --max-queries default (1000)
 
 
