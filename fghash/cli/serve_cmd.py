@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 from pathlib import Path
@@ -94,14 +95,17 @@ def serve_cmd(
     from fghash.serve.registry import Registry
     from fghash.serve.service import Settings
     from fghash.serve.writes import read_token
-    from fghash.util.threads import set_threads
 
     if names and len(names) != len(bundles):
         raise FghashError(f"give one --name per bundle ({len(bundles)}), or none.")
     if allow_writes != (token_file is not None):
         raise FghashError("--allow-writes and --token-file go together.")
     token = read_token(token_file) if token_file is not None else None
-    set_threads(threads)
+    if threads is not None:  # FAISS's now; torch's when an image request first imports it
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
     reg = Registry()
     for i, path in enumerate(bundles):
         reg.add(names[i] if names else Path(path).resolve().name, path, device)

@@ -109,7 +109,7 @@ class Loaded:
                 chunk = [int(i) for i in want[s : s + 1000]]
                 rows = idx.client.query(
                     idx.collection,
-                    filter=f"id in {chunk} and pos < {idx.ntotal}",
+                    filter=f"id in {chunk} and pos < {idx.next_pos}",
                     output_fields=["id", "pos"],
                 )
                 got.update({int(r["id"]): int(r["pos"]) for r in rows})
