@@ -5,7 +5,7 @@ One row per (float metric, oversampling factor ``X``): exact binary search (FAIS
 ``IndexBinaryFlat``, the padded raw index, as the binary ``flat`` row) for the ``k·X``
 Hamming nearest, then :func:`index.rerank.rerank` over the in-memory float vectors (as
 the exact float rows search them in memory), ``k`` returned. Timed like every row
-(:func:`bench.throughput._timed_search`: batch QPS, median of runs, single-query
+(:func:`bench.throughput.timed_search`: batch QPS, median of runs, single-query
 latencies); ``accuracy`` holds ``map@k``/``precision@k`` of the re-ranked list (mAP@all
 is not defined: only ``k`` items are returned).
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.throughput import _accuracy, _timed_search
+from bench.throughput import accuracy, timed_search
 from index.rerank import rerank
 
 __all__ = ["DEFAULT_OVERSAMPLE", "measure_rerank"]
@@ -69,7 +69,7 @@ def measure_rerank(
                     D, I, _ = rerank(D, I, fq[rows], fb.__getitem__, k, metric)
                     return D, I
 
-                timing, ids = _timed_search(search, np.arange(len(q)), k_search, **timing_kw)
+                timing, ids = timed_search(search, np.arange(len(q)), k_search, **timing_kw)
                 rows.append(
                     {
                         "backend": "rerank",
@@ -81,7 +81,7 @@ def measure_rerank(
                         "index_bytes": int(xb.nbytes + fb.nbytes),
                         "bytes_per_item": (xb.nbytes + fb.nbytes) / n_db,
                         **timing,
-                        "accuracy": _accuracy(ids, ks, n_db, qlabels=qlabels, dblabels=dblabels),
+                        "accuracy": accuracy(ids, ks, n_db, qlabels=qlabels, dblabels=dblabels),
                     }
                 )
     return rows

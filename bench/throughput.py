@@ -42,6 +42,8 @@ __all__ = [
     "measure_binary",
     "measure_float",
     "run_throughput",
+    "timed_search",
+    "accuracy",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ def returned_relevance(qlabels: np.ndarray, dblabels: np.ndarray, ids: np.ndarra
     return rel & valid
 
 
-def _accuracy(
+def accuracy(
     ids: np.ndarray,
     ks: Sequence[int],
     n_db: int,
@@ -96,7 +98,7 @@ def _accuracy(
     return acc
 
 
-def _timed_search(
+def timed_search(
     search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
     xq: np.ndarray,
     k: int,
@@ -321,7 +323,7 @@ def _sweep_kind(
             continue
         bar.set_postfix_str(f"{kind} {pname or ''}={v if pname else ''}".strip())
         with _Params(bi.faiss_index, pname, v):
-            timing, ids = _timed_search(bi.faiss_index.search, qpad, k, **timing_kw)
+            timing, ids = timed_search(bi.faiss_index.search, qpad, k, **timing_kw)
         row = {
             "backend": "binary",
             "kind": kind,
@@ -333,7 +335,7 @@ def _sweep_kind(
             "bytes_per_item": nbytes / n_db,
             **({"sample": sample} if sample else {}),
             **timing,
-            "accuracy": _accuracy(
+            "accuracy": accuracy(
                 ids,
                 [kk for kk in ks if kk <= k] or [k],
                 n_db,
@@ -445,7 +447,7 @@ def _float_row(
 
     build_s = time.perf_counter() - t0
     k = min(k_search, _GPU_MAX_K) if device == "gpu" else k_search
-    timing, ids = _timed_search(search, fq, k, **timing_kw)
+    timing, ids = timed_search(search, fq, k, **timing_kw)
     return {
         "backend": "float",
         "kind": f"float-{metric}",
@@ -456,7 +458,7 @@ def _float_row(
         "index_bytes": nbytes,
         "bytes_per_item": nbytes / n_db,
         **timing,
-        "accuracy": _accuracy(
+        "accuracy": accuracy(
             ids, [kk for kk in ks if kk <= k] or [k], n_db, qlabels=qlabels, dblabels=dblabels
         ),
     }
