@@ -36,7 +36,7 @@ from typing import Any
 
 from fghash.codes import SplitReader, file_checksum, nbytes_for
 from fghash.errors import FghashError
-from fghash.util.atomic import temp_prefix
+from fghash.util.atomic import default_folder_mode, temp_prefix
 from fghash.util.locks import writer_lock
 from index.checks import codes_origin
 from index.snapshot import new_revision, recover, swap_in, tidy
@@ -188,19 +188,8 @@ def check_target(path: Path, overwrite: bool) -> None:
 
 
 def folder_mode() -> int:
-    """``0o777`` less the process umask: the mode ``os.mkdir`` gives (``mkdtemp`` gives
-    ``0o700``). Read from ``/proc/self/status`` where it can be, since setting the umask to
-    read it back briefly changes it for every thread of the process."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return 0o777 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return 0o777 & ~mask
+    """The mode bundle folders get: ``os.mkdir``'s, ``0o777`` less the umask."""
+    return default_folder_mode()
 
 
 @contextmanager

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests._codes import random_split, write_splits
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("concurrency_worker.py")
 BITS = 20
@@ -30,22 +32,11 @@ REPEATS = int(os.environ.get("FGHASH_STRESS_REPEATS", "20"))
 
 
 def _split(n: int, first_id: int, seed: int):
-    from fghash.codes import Split, pack_bits
-
-    rng = np.random.default_rng(seed)
-    return Split(
-        codes=pack_bits(rng.integers(0, 2, size=(n, BITS)).astype(bool)),
-        ids=np.arange(first_id, first_id + n, dtype=np.int64),
-        labels=rng.integers(0, 5, size=n),
-        paths=[f"img/{first_id + i}.jpg" for i in range(n)],
-    )
+    return random_split(n, first_id, seed, BITS)
 
 
 def _write(path: Path, database, query=None) -> None:
-    from fghash.codes import CodesFile, write_codes
-
-    splits = {"database": database} | ({"query": query} if query is not None else {})
-    write_codes(path, CodesFile(bits=BITS, splits=splits, method="itq"))
+    write_splits(path, BITS, database, query)
 
 
 class Workers:

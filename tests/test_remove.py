@@ -18,27 +18,18 @@ import numpy as np
 import pytest
 
 from fghash.errors import FghashError
+from tests._codes import random_split, write_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 BITS = 24
 
 
 def _split(n: int, first_id: int, seed: int):
-    from fghash.codes import Split, pack_bits
-
-    rng = np.random.default_rng(seed)
-    return Split(
-        codes=pack_bits(rng.integers(0, 2, size=(n, BITS)).astype(bool)),
-        ids=np.arange(first_id, first_id + n, dtype=np.int64),
-        labels=rng.integers(0, 5, size=n),
-        paths=[f"img/{first_id + i}.jpg" for i in range(n)],
-    )
+    return random_split(n, first_id, seed, BITS)
 
 
-def _write(path: Path, database) -> None:
-    from fghash.codes import CodesFile, write_codes
-
-    write_codes(path, CodesFile(bits=BITS, splits={"database": database}, method="itq"))
+def _write(path: Path, database, query=None) -> None:
+    write_splits(path, BITS, database, query)
 
 
 def _top(items: dict[int, np.ndarray], q: np.ndarray, k: int):

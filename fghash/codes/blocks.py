@@ -20,6 +20,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -382,22 +383,8 @@ def append_codes(
     with open_split(path, split) as r:
         new = _unknown_attributes(r, new)
         _check_appendable(r, new)
-    head = read_attrs(path)
-    with (
-        open_hdf5(path) as src,
-        CodesWriter(
-            path if out is None else out,
-            head["bits"],
-            method=head["method"],
-            config=head["config"],
-            overwrite=True,
-        ) as w,
-    ):
-        if "attribute_names" in src:
-            w.set_attribute_names([decode_text(a) for a in src["attribute_names"][()]])
-        for name, g in src.items():
-            if not hasattr(g, "keys"):
-                continue
+    with _rewriting(path, out) as (src, w):
+        for name, g in _split_groups(src):
             n_old = int(g["codes"].shape[0])
             extra = len(new) if name == split else 0
             w.add_split(name, n_old + extra, **_layout(g))
@@ -432,22 +419,8 @@ def remove_rows(
     """
     path = Path(path)
     keep = np.asarray(keep, dtype=bool)
-    head = read_attrs(path)
-    with (
-        open_hdf5(path) as src,
-        CodesWriter(
-            path if out is None else out,
-            head["bits"],
-            method=head["method"],
-            config=head["config"],
-            overwrite=True,
-        ) as w,
-    ):
-        if "attribute_names" in src:
-            w.set_attribute_names([decode_text(a) for a in src["attribute_names"][()]])
-        for name, g in src.items():
-            if not hasattr(g, "keys"):
-                continue
+    with _rewriting(path, out) as (src, w):
+        for name, g in _split_groups(src):
             n_old = int(g["codes"].shape[0])
             if name != split:
                 w.add_split(name, n_old, **_layout(g))
@@ -465,6 +438,30 @@ def remove_rows(
                 w.write(name, at, **{ds: _take(v, kept) for ds, v in rows.items()})
                 at += kept.size
         return w.commit()
+
+
+@contextmanager
+def _rewriting(path: Path, out: str | os.PathLike[str] | None) -> Iterator[tuple[Any, CodesWriter]]:
+    """The codes file at ``path`` open for reading, and a :class:`CodesWriter` of the same
+    header (bits, method, config, attribute names) for ``out`` (default: ``path``)."""
+    head = read_attrs(path)
+    with (
+        open_hdf5(path) as src,
+        CodesWriter(
+            path if out is None else out,
+            head["bits"],
+            method=head["method"],
+            config=head["config"],
+            overwrite=True,
+        ) as w,
+    ):
+        if "attribute_names" in src:
+            w.set_attribute_names([decode_text(a) for a in src["attribute_names"][()]])
+        yield src, w
+
+
+def _split_groups(src: Any) -> Iterator[tuple[str, Any]]:
+    return ((name, g) for name, g in src.items() if hasattr(g, "keys"))
 
 
 def _take(rows: Any, kept: np.ndarray) -> Any:

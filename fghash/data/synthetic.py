@@ -61,7 +61,7 @@ from tqdm import tqdm
 
 from fghash.data.base import ImageListDataset, Transform
 from fghash.errors import FghashError
-from fghash.util.atomic import remove_stale, temp_prefix
+from fghash.util.atomic import default_folder_mode, remove_stale, temp_prefix
 
 __all__ = [
     "PARTS",
@@ -502,7 +502,7 @@ def generate_synthetic(
     remove_stale(root.parent, root.name)  # what a killed generation left beside root
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(root.name), suffix=".tmp", dir=root.parent))
     try:
-        os.chmod(tmp, _folder_mode())  # mkdtemp's 0700 would become the data folder's mode
+        os.chmod(tmp, default_folder_mode())  # mkdtemp's 0700 would become the data folder's mode
         _write_files(tmp, params)
         if root.is_dir() and manifest is not None:
             # Ours (the manifest says so): move the old set aside, swap, then delete it.
@@ -525,22 +525,6 @@ def generate_synthetic(
         raise
     logger.info("wrote synthetic data set (%s) to %s", params, root)
     return root
-
-
-def _folder_mode() -> int:
-    """``0o777`` less the process umask, the mode ``os.mkdir`` gives: read from
-    ``/proc/self/status`` where it can be, since setting the umask to read it back changes
-    it for every thread for a moment (as ``index.folder.folder_mode`` does for bundles)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return 0o777 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return 0o777 & ~mask
 
 
 def load_synthetic(

@@ -25,7 +25,9 @@ __all__ = [
     "atomic_path",
     "atomic_write_text",
     "default_file_mode",
+    "default_folder_mode",
     "final_name",
+    "process_umask",
     "remove_stale",
     "stale_owner",
     "temp_prefix",
@@ -37,11 +39,30 @@ log = logging.getLogger(__name__)
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[a-z0-9_]{8}(?P<suffix>\.tmp|\.old|\.png)$")
 
 
+def process_umask() -> int:
+    """The process umask, read from ``/proc/self/status`` where it can be: setting the
+    umask to read it back changes it for every thread of the process for a moment."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def default_file_mode() -> int:
     """``0o666`` less the process umask: the mode ``open(path, "w")`` would give."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+    return 0o666 & ~process_umask()
+
+
+def default_folder_mode() -> int:
+    """``0o777`` less the process umask: the mode ``os.mkdir`` gives (``mkdtemp`` gives
+    ``0o700``, so folders made through it are set to this before they are renamed)."""
+    return 0o777 & ~process_umask()
 
 
 def temp_prefix(name: str) -> str:
