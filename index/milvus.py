@@ -66,9 +66,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MILVUS_INDEX_TYPES = ("BIN_FLAT", "BIN_IVF_FLAT")
-# Rows per insert call and queries per search call (Milvus caps a message at 64 MB).
+# Rows per insert call, and queries and hits per search call (Milvus caps a message at
+# 64 MB; a hit carries its id, label and path).
 _INSERT_ROWS = 20_000
 _SEARCH_QUERIES = 1000
+_SEARCH_HITS = 100_000
 # Milvus's largest topk.
 MAX_K = 16_384
 _PATH_MAX = 65_535
@@ -113,9 +115,14 @@ class MilvusIndex:
         q = self._checked(xq, unused)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise FghashError(f"k must be a positive integer, got {k!r}.")
-        if k > min(self.ntotal, MAX_K):
+        if k > self.ntotal:
             raise FghashError(
-                f"k={k} is larger than Milvus returns (at most {min(self.ntotal, MAX_K)} here)."
+                f"k={k} is larger than the database ({self.ntotal} items); use k <= {self.ntotal}."
+            )
+        if k > MAX_K:
+            raise FghashError(
+                f"k={k} is above the {MAX_K} results a Milvus search returns per query (Milvus "
+                f"cannot page past it); use -k {MAX_K} or less, or a FAISS bundle."
             )
         nq = q.shape[0]
         D = np.full((nq, k), np.iinfo(np.int32).max, dtype=np.int32)
@@ -142,7 +149,12 @@ class MilvusIndex:
         ``radius + 1`` from 0) with ``limit = max_results + 1``, sorted by (distance,
         position) and cut at ``max_results``. Exact on ``BIN_FLAT``; when a query is
         truncated, which of the items at its last distance come back is Milvus's choice,
-        as for its k-NN."""
+        as for its k-NN.
+
+        On ``BIN_IVF_FLAT`` the answer comes from its k-NN instead (``k = max_results +
+        1``, hits ``d <= radius`` kept): Milvus's range search there skips items within
+        the radius even at ``nprobe = nlist`` (seen on a Milvus 2.3.5 server), while its
+        k-NN is exact at ``nprobe = nlist`` and otherwise as approximate as any search."""
         from index.radius import check_max_results, check_radius, from_ranges
 
         radius, max_results = check_radius(radius), check_max_results(max_results)
@@ -153,8 +165,9 @@ class MilvusIndex:
             )
         q = self._checked(xq, unused)
         sp = self._search_params(nprobe)
-        sp["params"].update(radius=min(radius, self.dim) + 1, range_filter=0)
         limit = min(max_results + 1, self.ntotal)
+        if self.params.get("index_type") != "BIN_IVF_FLAT":
+            sp["params"].update(radius=min(radius, self.dim) + 1, range_filter=0)
         hits = self._hits(q, limit, sp)
         lims = np.zeros(len(hits) + 1, dtype=np.int64)
         np.cumsum([len(h) for h in hits], out=lims[1:])
@@ -194,8 +207,9 @@ class MilvusIndex:
         are kept for :class:`MilvusItems`."""
         out: list[list[tuple[int, int]]] = []
         self._fetched = {}
-        for s in range(0, q.shape[0], _SEARCH_QUERIES):
-            batch = [bytes(row) for row in q[s : s + _SEARCH_QUERIES]]
+        step = max(1, min(_SEARCH_QUERIES, _SEARCH_HITS // limit))
+        for s in range(0, q.shape[0], step):
+            batch = [bytes(row) for row in q[s : s + step]]
             try:
                 res = self.client.search(
                     self.collection,
@@ -258,7 +272,10 @@ class MilvusItems:
         missing = [p for p in set(pos) if p not in self.index._fetched]
         if missing:
             got = self.index.client.query(
-                self.index.collection, filter=f"pos in {missing}", output_fields=self.index.fields
+                self.index.collection,
+                filter=f"pos in {missing}",
+                output_fields=self.index.fields,
+                consistency_level="Strong",
             )
             for row in got:
                 self.index._fetched[int(row["pos"])] = row
@@ -284,7 +301,12 @@ class MilvusItems:
         wanted = [int(i) for i in np.asarray(ids)]
         client, name = self.index.client, self.index.collection
         for s in range(0, len(wanted), 1000):
-            got = client.query(name, filter=f"id in {wanted[s : s + 1000]}", output_fields=["id"])
+            got = client.query(
+                name,
+                filter=f"id in {wanted[s : s + 1000]}",
+                output_fields=["id"],
+                consistency_level="Strong",  # ids another process just added, too
+            )
             if got:
                 return int(got[0]["id"])
         return None
