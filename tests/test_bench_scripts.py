@@ -27,6 +27,7 @@ SCRIPTS = (
     "bench_safety",
     "bench_serve",
     "bench_scale",
+    "bench_scaling",
     "bench_train",
     "make_codes",
     "paper_table",
