@@ -38,7 +38,7 @@ from bench.machine import machine_info, software_info
 from bench.outdir import check_out_dir, cleanup_on_failure, start_report
 from bench.progress import Phases
 from bench.report_markdown import render_markdown
-from bench.rerank import measure_rerank
+from bench.rerank import DEFAULT_OVERSAMPLE, check_oversample, measure_rerank
 from bench.throughput import DEFAULT_SWEEPS, run_throughput
 from fghash.codes import file_checksum
 from fghash.errors import FghashError, escape_bytes
@@ -195,6 +195,7 @@ def _run_bench(
     force: bool = False,
     command: str | None = None,
     progress: bool | None = None,
+    oversample: Sequence[int] = DEFAULT_OVERSAMPLE,
 ) -> BenchResult:
     """The benchmark itself, once :func:`run_bench` has checked inputs and folder.
 
@@ -205,7 +206,8 @@ def _run_bench(
     the database it can add in ``hnsw_budget_s`` (``None``: all of it; the report says
     which); ``device`` as in ``fghash build-index`` (``auto`` adds GPU rows when
     possible), and for the Hamming ranking (:func:`bench.evaluate.ranking_device`).
-    ``command`` is recorded in the report.
+    ``command`` is recorded in the report. ``oversample``: the factors ``X`` of the
+    re-ranked rows (files with float features; :mod:`bench.rerank`).
 
     Progress: one line per phase on stderr with an estimate of what is left
     (:class:`bench.progress.Phases`), whether or not stderr is a terminal; tqdm bars
@@ -217,6 +219,7 @@ def _run_bench(
     kinds = list(index_types) if index_types is not None else list(DEFAULT_SWEEPS)
     ks = sorted({int(k) for k in ks})
     _check_settings(ks, kinds, runs, threads, latency_queries)
+    check_oversample(oversample)
     out = Path(out_dir)
     res = BenchResult(out, out / "report.json", out / "report.md")
     heads = [check_bench_file(p) for p in paths]  # header only, for the phase plan
@@ -244,6 +247,7 @@ def _run_bench(
             threads=threads,
             device=device,
             progress=progress,
+            oversample=oversample,
             **timing,
         )
         for name, _ in file_plan:  # phases this file did not need (no features, no labels)
@@ -321,6 +325,7 @@ def _bench_file(
     threads: int | None,
     device: str,
     progress: bool | None,
+    oversample: Sequence[int] = DEFAULT_OVERSAMPLE,
     **timing: Any,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Quality (:func:`bench.evaluate.evaluate_codes`) and throughput of one codes file:
@@ -351,7 +356,7 @@ def _bench_file(
     if ev.features:  # Hamming search then float re-ranking, beside binary and exact float
         tp["rows"] += measure_rerank(
             db.codes, q.codes, cf.bits, db.features, q.features, ks,
-            floats_kind=ev.features["kind"], qlabels=q.labels if labelled else None,
+            oversample=oversample, floats_kind=ev.features["kind"], qlabels=q.labels if labelled else None,
             dblabels=db.labels if labelled else None, phase=named,
             **{k: v for k, v in timing.items() if k != "hnsw_budget_s"},
         )  # fmt: skip

@@ -19,14 +19,14 @@ generated set's). ``index.json`` records the kind and dimension at build time
 one row per indexed item, and match the recorded SHA-256 (hashed when it is at most
 :data:`index.checks.AUTO_VERIFY_BYTES`, or with ``verify``); the ids of every candidate
 row are compared with the index's, so rows that no longer line up are refused too.
-Rows are read straight from the file's bytes (memory-mapped, for the unfiltered
-row-chunked datasets fghash writes), else through h5py's point selection.
+Candidates are scored in place in the file's bytes (memory-mapped, for the unfiltered
+row-chunked float32 datasets fghash writes; FAISS's threaded ``*_by_idx`` loops, no row
+copied), else gathered per block of queries, sorted and unique, through h5py.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,8 @@ __all__ = [
     "query_floats",
     "rerank",
     "Reranked",
+    "score_candidates",
+    "top_stable",
     "search_reranked",
 ]
 
@@ -138,8 +140,13 @@ class _Rows:
                 for a, b, c in runs
             ]
 
+    @property
+    def views(self) -> list[tuple[int, np.ndarray]] | None:
+        """``(first row, rows)`` of each memory-mapped stretch, or None (HDF5 reads)."""
+        return self._views
+
     def take(self, pos: np.ndarray) -> np.ndarray:
-        """Rows at the sorted unique positions ``pos``."""
+        """Rows at the positions ``pos`` (sorted and unique unless :attr:`views`)."""
         if self._views is None:
             return np.asarray(self.ds[pos]) if len(pos) else np.empty((0, *self.rest), self.dtype)
         out = np.empty((len(pos), *self.rest), self.dtype)
@@ -166,15 +173,32 @@ class FloatRows:
         self._vecs, self._ids = _Rows(path, g["features"]), _Rows(path, g["ids"])
         self._items_ids = items_ids
 
-    def take(self, pos: np.ndarray) -> np.ndarray:
-        """float32 vectors of the sorted unique database positions ``pos``."""
-        ids = self._ids.take(pos)
-        if not np.array_equal(ids, np.asarray(self._items_ids[pos])):
+    def _check_ids(self, pos: np.ndarray) -> None:
+        if not np.array_equal(self._ids.take(pos), np.asarray(self._items_ids[pos])):
             raise FghashError(
                 f"the rows of {self.path} no longer line up with the index's items (other ids "
                 "at the same positions); rebuild the index from it to re-rank."
             )
+
+    def take(self, pos: np.ndarray) -> np.ndarray:
+        """float32 vectors of the sorted unique database positions ``pos``."""
+        self._check_ids(pos)
         return np.asarray(self._vecs.take(pos), dtype=np.float32)
+
+    def score(self, fq: np.ndarray, I: np.ndarray, metric: str) -> np.ndarray:
+        """:func:`score_candidates` of the queries ``fq`` against the rows ``I``, read
+        in place from the memory-mapped file when it stores them as plain float32 rows."""
+        views = self._vecs.views
+        if views is None or self._vecs.dtype != np.float32 or self._ids.views is None:
+            return score_candidates(fq, I, self.take, metric)
+        self._check_ids(I[I >= 0])
+        S = np.full(I.shape, -np.inf, np.float32)
+        for a, view in views:
+            inside = (I >= a) & (I < a + len(view))
+            if inside.any():
+                local = np.where(inside, I - a, -1)
+                np.copyto(S, _by_idx(fq, view.reshape(len(view), -1), local, metric), where=inside)
+        return S
 
     def close(self) -> None:
         self._f.close()
@@ -239,50 +263,100 @@ def query_floats(
         return np.asarray(ds[:n], dtype=np.float32)
 
 
-def _scores(vecs: np.ndarray, fq: np.ndarray, metric: str) -> np.ndarray:
-    """``[b, m]`` scores of candidate vectors ``[b, m, d]`` for queries ``[b, d]``."""
-    ip = np.matmul(vecs, fq[:, :, None])[:, :, 0]
-    if metric == "ip":
-        return ip
-    return 2 * ip - np.einsum("bmd,bmd->bm", vecs, vecs) - np.einsum("bd,bd->b", fq, fq)[:, None]
+def _by_idx(fq: np.ndarray, base: np.ndarray, ids: np.ndarray, metric: str) -> np.ndarray:
+    """``[nq, m]`` scores of ``fq[i]`` against ``base[ids[i, j]]`` (``-inf`` where the id is
+    -1), in FAISS's threaded loops: no candidate vector is copied."""
+    import faiss
+
+    fq = np.ascontiguousarray(fq, dtype=np.float32)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    nq, m = ids.shape
+    out = np.empty((nq, m), np.float32)
+    if out.size:
+        fn = faiss.fvec_inner_products_by_idx if metric == "ip" else faiss.fvec_L2sqr_by_idx
+        ptr = faiss.swig_ptr
+        fn(ptr(out), ptr(fq), ptr(base), ptr(ids), base.shape[1], nq, m)
+        if metric == "l2":
+            np.negative(out, out=out)
+        out[ids < 0] = -np.inf
+    return out
+
+
+def score_candidates(fq: np.ndarray, I: np.ndarray, vectors: Any, metric: str = "ip") -> np.ndarray:
+    """``[nq, m]`` float32 scores (``ip``: ``q·x``; ``l2``: ``-‖q - x‖²``; ``-inf`` where
+    ``I`` is -1) of each query's candidate rows ``I`` of the database ``vectors``.
+
+    ``vectors`` is the float32 ``[n, d]`` database (in memory or memory-mapped: scored in
+    place), an object with ``score(fq, I, metric)`` (:class:`FloatRows`) or a function
+    ``take(sorted unique positions) -> vectors``, called once per block of queries whose
+    candidates' vectors fill at most :data:`_BLOCK_FLOATS` floats.
+    """
+    I = np.asarray(I)
+    if hasattr(vectors, "score"):
+        return vectors.score(fq, I, metric)
+    if isinstance(vectors, np.ndarray) and vectors.ndim == 2 and vectors.dtype == np.float32:
+        return _by_idx(fq, np.ascontiguousarray(vectors), I, metric)
+    take = vectors if callable(vectors) else vectors.__getitem__
+    nq, m = I.shape
+    S = np.empty((nq, m), np.float32)
+    step = max(1, _BLOCK_FLOATS // max(1, m * fq.shape[1]))
+    for s in range(0, nq, step):
+        ib = I[s : s + step]
+        valid = ib >= 0
+        uniq = np.unique(ib[valid])
+        vecs = take(uniq) if len(uniq) else np.zeros((1, fq.shape[1]), np.float32)
+        vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+        j = np.where(valid, np.searchsorted(uniq, ib), -1)
+        S[s : s + step] = _by_idx(fq[s : s + step], vecs, j, metric)
+    return S
+
+
+def top_stable(S: np.ndarray, k: int) -> np.ndarray:
+    """Columns of the ``k`` highest scores of each row, highest first, equal scores in
+    column order: ``np.argsort(-S, axis=1, kind="stable")[:, :k]``, selecting before
+    sorting."""
+    nq, m = S.shape
+    neg = -S
+    if k >= m or nq == 0 or k == 0:
+        return np.argsort(neg, axis=1, kind="stable")[:, :k]
+    kth = np.partition(neg, k - 1, axis=1)[:, k - 1 : k]
+    below = neg < kth
+    tied = neg == kth
+    need = k - below.sum(axis=1, keepdims=True)
+    pick = below | (tied & (np.cumsum(tied, axis=1) <= need))
+    if not (pick.sum(axis=1) == k).all():  # NaN scores: leave them to argsort
+        return np.argsort(neg, axis=1, kind="stable")[:, :k]
+    cols = np.nonzero(pick)[1].reshape(nq, k)
+    order = np.argsort(np.take_along_axis(neg, cols, 1), axis=1, kind="stable")
+    return np.take_along_axis(cols, order, 1)
 
 
 def rerank(
     D: np.ndarray,
     I: np.ndarray,
     fq: np.ndarray,
-    take: Callable[[np.ndarray], np.ndarray],
+    vectors: Any,
     k: int,
     metric: str = "ip",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Re-rank Hamming results ``(D, I)`` (``I = -1``: none) by float score.
 
-    ``take(sorted unique positions)`` returns their float32 vectors; ``fq`` are the
-    queries' vectors. Returns ``(D, I, S)`` ``[nq, k]``: Hamming distances, positions
-    and scores of the best ``k`` candidates (highest score first, equal scores in the
-    order of ``I``); missing slots keep ``I = -1`` and get ``S = -inf``.
+    ``vectors``: the database's float vectors, as :func:`score_candidates` takes them;
+    ``fq`` are the queries' vectors. Returns ``(D, I, S)`` ``[nq, k]``: Hamming
+    distances, positions and scores of the best ``k`` candidates (highest score first,
+    equal scores in the order of ``I``); missing slots keep ``I = -1`` and get
+    ``S = -inf``.
     """
     D, I = np.asarray(D), np.asarray(I)
     fq = np.ascontiguousarray(fq, dtype=np.float32)
-    nq, m = I.shape
-    k = min(k, m)
-    outD = np.empty((nq, k), D.dtype)
-    outI = np.empty((nq, k), np.int64)
-    outS = np.empty((nq, k), np.float32)
-    step = max(1, _BLOCK_FLOATS // max(1, m * fq.shape[1]))
-    for s in range(0, nq, step):
-        e = min(nq, s + step)
-        ib = I[s:e]
-        valid = ib >= 0
-        uniq = np.unique(ib[valid])
-        vecs = take(uniq) if len(uniq) else np.zeros((1, fq.shape[1]), np.float32)
-        j = np.searchsorted(uniq, np.where(valid, ib, 0)).clip(0, max(0, len(uniq) - 1))
-        sc = np.where(valid, _scores(vecs[j], fq[s:e], metric), -np.inf).astype(np.float32)
-        order = np.argsort(-sc, axis=1, kind="stable")[:, :k]
-        outD[s:e] = np.take_along_axis(D[s:e], order, 1)
-        outI[s:e] = np.take_along_axis(ib, order, 1)
-        outS[s:e] = np.take_along_axis(sc, order, 1)
-    return outD, outI, outS
+    k = min(k, I.shape[1])
+    S = score_candidates(fq, I, vectors, metric)
+    order = top_stable(S, k)
+    return (
+        np.take_along_axis(D, order, 1),
+        np.take_along_axis(I, order, 1).astype(np.int64, copy=False),
+        np.take_along_axis(S, order, 1),
+    )
 
 
 class Reranked:
@@ -300,7 +374,7 @@ class Reranked:
     def search(self, xq: np.ndarray, k: int, **kw: Any) -> tuple[np.ndarray, np.ndarray]:
         m = min(k * self.oversample, int(self.ntotal))
         D, I = self.index.search(xq, m, **kw)
-        D, I, self.scores = rerank(D, I, self.fq, self.rows.take, k, self.metric)
+        D, I, self.scores = rerank(D, I, self.fq, self.rows, k, self.metric)
         return D, I
 
     def add_scores(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -186,3 +186,96 @@ def test_cli(made):
     assert all("score" in h for r in lines for h in r["results"])
     p = _cli("search", d / "flat", "--code", "00000000", "--rerank", "features")
     assert p.returncode == 2 and "Error: a hex --code query" in p.stderr
+
+
+def test_top_stable_is_a_stable_argsort():
+    """Selecting before sorting keeps argsort's order: ties in column order, -inf last,
+    NaN scores handed to argsort."""
+    from index.rerank import top_stable
+
+    rng = np.random.default_rng(3)
+    for t in range(200):
+        nq, m = int(rng.integers(1, 6)), int(rng.integers(1, 40))
+        S = rng.integers(-3, 3, (nq, m)).astype(np.float32)
+        S[rng.random((nq, m)) < 0.2] = -np.inf
+        if t % 5 == 0:
+            S[rng.random((nq, m)) < 0.1] = np.nan
+        k = int(rng.integers(0, m + 1))
+        want = np.argsort(-S, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(top_stable(S, k), want)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_every_way_of_passing_the_vectors_scores_alike(metric):
+    """An in-memory array (scored in place), a float64 array and a take function give
+    the scores of an independent float64 computation."""
+    from index.rerank import score_candidates
+
+    rng = np.random.default_rng(4)
+    fb = rng.standard_normal((300, 16)).astype(np.float32)
+    fq = rng.standard_normal((7, 16)).astype(np.float32)
+    I = rng.integers(-1, 300, (7, 20))
+    v = fb.astype(np.float64)[np.maximum(I, 0)]
+    q = fq.astype(np.float64)[:, None, :]
+    want = (v * q).sum(-1) if metric == "ip" else -((v - q) ** 2).sum(-1)
+    want[I < 0] = -np.inf
+    for vectors in (fb, fb.astype(np.float64), fb.__getitem__):
+        got = score_candidates(fq, I, vectors, metric)
+        assert got.dtype == np.float32 and got.shape == I.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_counting_selection_equals_the_heap():
+    """bench.rerank asks FAISS's flat index for its counting selection (use_heap off):
+    the same neighbours in the same order, ties included."""
+    import faiss
+
+    rng = np.random.default_rng(5)
+    for bits, n in ((8, 2000), (16, 3000), (64, 2000)):
+        fi = faiss.IndexBinaryFlat(bits)
+        fi.add(rng.integers(0, 256, (n, bits // 8), dtype=np.uint8))
+        xq = rng.integers(0, 256, (50, bits // 8), dtype=np.uint8)
+        for k in (10, 300):
+            want = fi.search(xq, k)
+            fi.use_heap = False
+            got = fi.search(xq, k)
+            fi.use_heap = True
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_compressed_features_are_read_through_hdf5(made, tmp_path):
+    """Features HDF5 must decompress (no memory map): read per block, same results."""
+    import h5py
+
+    d, db, q = made
+    path = tmp_path / "gz.h5"
+    path.write_bytes((d / "codes.h5").read_bytes())
+    with h5py.File(path, "r+") as f:
+        g = f["database"]
+        attrs = dict(g["features"].attrs)
+        del g["features"]
+        ds = g.create_dataset("features", data=db.features, chunks=(64, DIM), compression="gzip")
+        ds.attrs.update(attrs)
+    build_bundle(path, tmp_path / "gz", device="cpu")
+    res = search_bundle(tmp_path / "gz", 5, codes=path, rerank="features", oversample=4)
+    want_ids, want_scores = _reference(db, q, 5, 4)
+    ids, scores = _got(res)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_bench_oversample_option(made, tmp_path):
+    """fghash bench --oversample 3: the re-ranked rows are those of X = 3 only; 0 is
+    refused in one sentence."""
+    d, db, q = made
+    common = ("--index-types", "flat", "--k", "5", "--runs", "1", "--latency-queries", "0")
+    p = _cli("bench", d / "codes.h5", "--out", tmp_path / "r", "--oversample", "3", *common)
+    assert p.returncode == 0, p.stderr
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    rows = [r for r in report["codes"][0]["throughput"]["rows"] if r["backend"] == "rerank"]
+    assert sorted(r["kind"] for r in rows) == ["rerank-ip", "rerank-l2"]
+    assert {r["params"]["oversample"] for r in rows} == {3}
+    p = _cli("bench", d / "codes.h5", "--out", tmp_path / "r0", "--oversample", "2,0", *common)
+    assert p.returncode == 2 and "Error: --oversample takes integers from 1" in p.stderr
+    assert not (tmp_path / "r0" / "report.json").exists()

@@ -17,6 +17,10 @@ recovers at least 80 % of the gap while staying at least 10× faster than exact 
 
     python -m bench.scripts.bench_rerank CODES.h5 [CODES.h5 ...] [--k 100]
         [--oversample 2,4,10] [--metric ip] [--runs 5] [--threads N] [--json OUT]
+        [--candidates flat,ivf] [--nlist N] [--nprobe P]
+
+``--candidates ivf`` adds re-ranked rows whose candidates come from a binary IVF index
+(``--nlist`` lists, ``--nprobe`` visited) instead of the flat index's exact scan.
 """
 
 from __future__ import annotations
@@ -34,7 +38,14 @@ __all__ = ["bench_file", "main"]
 
 
 def bench_file(
-    path: str, k: int, oversample: list[int], metric: str, runs: int
+    path: str,
+    k: int,
+    oversample: list[int],
+    metric: str,
+    runs: int,
+    candidates: tuple[str, ...] = ("flat",),
+    nlist: int | None = None,
+    nprobe: int | None = None,
 ) -> list[dict[str, Any]]:
     """Binary-only, re-ranked and exact float rows of one codes file."""
     from bench.evaluate import load_for_bench
@@ -54,10 +65,12 @@ def bench_file(
         db.codes, q.codes, cf.bits, ["flat"], [k], exact_counts=counts, progress=False,
         **lab, **timing,
     )  # fmt: skip
-    rows += measure_rerank(
-        db.codes, q.codes, cf.bits, db.features, q.features, [k], oversample=oversample,
-        metrics=[metric], floats_kind=db.features_kind or "unknown", **lab, **timing,
-    )  # fmt: skip
+    for kind in candidates:
+        rows += measure_rerank(
+            db.codes, q.codes, cf.bits, db.features, q.features, [k], oversample=oversample,
+            metrics=[metric], floats_kind=db.features_kind or "unknown", candidates=kind,
+            nlist=nlist, nprobe=nprobe, **lab, **timing,
+        )  # fmt: skip
     rows += measure_float(db.features, q.features, [k], metrics=[metric], **lab, **timing)
     return rows
 
@@ -74,6 +87,9 @@ def _table(path: str, rows: list[dict[str, Any]], k: int) -> str:
         name = {"flat": "binary only (flat)"}.get(r["kind"], r["kind"])
         if r["backend"] == "rerank":
             name = f"re-ranked X={r['sweep']['oversample']}"
+            if "candidates" in r["params"]:
+                pr = r["params"]
+                name += f" ivf {pr['nlist']}/{pr['nprobe']}"
         m = r["accuracy"][f"map@{k}"]
         gap = (m - binary) / (exact - binary) if exact != binary else float("nan")
         out.append(
@@ -92,6 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--oversample", default="2,4,10", help="X values, comma-separated")
     p.add_argument("--metric", choices=["ip", "l2"], default="ip")
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument(
+        "--candidates", default="flat", help="index kinds giving the candidates: flat, ivf"
+    )
+    p.add_argument("--nlist", type=int, help="ivf lists (default: fghash's)")
+    p.add_argument("--nprobe", type=int, help="ivf lists visited (default: fghash's)")
     p.add_argument("--threads", type=int, help="FAISS threads (default: FAISS's own)")
     p.add_argument("--json", help="also write the rows here")
     a = p.parse_args(argv)
@@ -99,11 +120,14 @@ def main(argv: list[str] | None = None) -> None:
 
     if a.threads:
         faiss.omp_set_num_threads(a.threads)
-    xs = [int(x) for x in a.oversample.split(",")]
+    from fghash.util.lists import parse_list
+
+    xs = parse_list(a.oversample, example="2,4,10")
     print(f"{platform.processor() or platform.machine()}, {faiss.omp_get_max_threads()} threads")
     every = {}
     for path in a.codes:
-        rows = bench_file(path, a.k, xs, a.metric, a.runs)
+        kinds = tuple(parse_list(a.candidates, str, what="index kinds", example="flat,ivf"))
+        rows = bench_file(path, a.k, xs, a.metric, a.runs, kinds, a.nlist, a.nprobe)
         every[path] = rows
         print(_table(path, rows, a.k), flush=True)
     if a.json:

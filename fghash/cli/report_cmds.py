@@ -78,6 +78,14 @@ _CODES = click.argument(
     help="Seconds to build HNSW in; past them it holds only the first items (the report says "
     "how many).",
 )
+@click.option(
+    "--oversample",
+    type=CommaList(int, "integers", "2,4,10"),
+    default="2,4,10",
+    show_default=True,
+    help="Comma-separated factors X of the re-ranked rows (files with float features): the "
+    "k·X Hamming nearest re-ranked by float score.",
+)
 @device_option()
 @force_option("Run again even if --out already holds a report.")
 @wait_option("--out")
@@ -91,6 +99,7 @@ def bench_cmd(
     latency_queries: int,
     max_seconds: float,
     hnsw_budget: float,
+    oversample: list[int],
     device: str,
     force: bool,
     wait: float,
@@ -112,6 +121,7 @@ def bench_cmd(
         latency_queries=latency_queries,
         max_seconds=max_seconds,
         hnsw_budget_s=hnsw_budget,
+        oversample=oversample,
         device=device,
         force=force,
         wait=wait,
