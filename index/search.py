@@ -63,7 +63,8 @@ def search_bundle(
     A codes file made by another method or run than the index's gets a warning.
     ``engine`` (``auto``, ``faiss``, ``tensor``) is chosen as
     :func:`index.tensor.pick_engine` says; only the tensor engine imports torch, and it
-    searches flat bundles only.
+    searches flat and ivf bundles (ivf: :mod:`index.tensor_ivf`, FAISS CPU's results;
+    ``auto`` uses it for an ivf bundle with ``device="gpu"``).
 
     ``rerank`` (``relaxed`` or ``features``): take the ``k·oversample`` Hamming nearest
     and return the ``k`` best by float score (``rerank_metric`` ``ip`` or ``l2``), each
@@ -110,7 +111,7 @@ def search_bundle(
         loaded, index, items = _open_for_radius(bundle, engine, device, meta, verify)
     else:
         m = k if rerank is None else min(k * oversample, int(meta["ntotal"]))  # type: ignore[operator]
-        loaded, index, items = _open_for_search(bundle, engine, device, m, verify)
+        loaded, index, items = _open_for_search(bundle, engine, device, m, verify, meta.get("kind"))
     if any(loaded.get(key) != meta.get(key) for key in ("kind", "bits", "params")):
         # replaced by another index between the first look and the read: start again
         return search_bundle(
@@ -189,11 +190,12 @@ def _codes_file_queries(
 
 
 def _open_for_search(
-    bundle: Any, engine: str, device: str, k: int, verify: bool | None
+    bundle: Any, engine: str, device: str, k: int, verify: bool | None, kind: Any = None
 ) -> tuple[dict[str, Any], Any, Any]:
     """One version of the bundle (:func:`index.bundle.load_bundle`): its ``index.json``,
-    its index on the engine and device :func:`index.tensor.pick_engine` picks, its items."""
-    engine, device = pick_engine(engine, device, k)
+    its index on the engine and device :func:`index.tensor.pick_engine` picks for its
+    ``kind`` (an ivf bundle on the GPU: :mod:`index.tensor_ivf`), its items."""
+    engine, device = pick_engine(engine, device, k, kind)
     if engine == "tensor":
         meta, index, items = load_bundle(bundle, device="cpu", verify=verify)
         return meta, tensor_from_binary(index, device=device), items

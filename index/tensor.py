@@ -415,20 +415,25 @@ class TensorIndex:
 
 def tensor_from_binary(index: Any, *, device: str = "auto", **kw: Any) -> TensorIndex:
     """A :class:`TensorIndex` over the codes of a flat :class:`index.binary.BinaryIndex`
-    (e.g. one loaded from a bundle); other kinds do not hold their codes in order."""
+    (e.g. one loaded from a bundle), or for an ivf one a :class:`index.tensor_ivf.TensorIVF`
+    (same results as FAISS's CPU search); other kinds do not hold their codes in order."""
     import faiss
 
+    if index.kind == "ivf":  # the inverted file on the device: index.tensor_ivf
+        from index.tensor_ivf import tensor_ivf_from_binary
+
+        return tensor_ivf_from_binary(index, device=device, **kw)  # type: ignore[return-value]
     if index.kind != "flat":
         raise FghashError(
-            f"the tensor engine searches flat indexes only; this bundle is {index.kind!r} "
-            "(use --engine faiss, or build a flat bundle)."
+            f"the tensor engine searches flat and ivf indexes only; this bundle is "
+            f"{index.kind!r} (use --engine faiss, or build a flat or ivf bundle)."
         )
     fi = index.cpu_index()
     stored = faiss.vector_to_array(fi.xb).reshape(int(fi.ntotal), int(fi.code_size))
     return TensorIndex(stored[:, : index.nbytes], index.bits, device=device, **kw)
 
 
-def pick_engine(engine: str, device: str, k: int) -> tuple[str, str]:
+def pick_engine(engine: str, device: str, k: int, kind: str | None = None) -> tuple[str, str]:
     """Which engine and device ``fghash search`` uses: ``(engine, device)``.
 
     * ``faiss``: FAISS as before (``device`` as in :func:`index.gpu.resolve_faiss_device`).
@@ -439,6 +444,8 @@ def pick_engine(engine: str, device: str, k: int) -> tuple[str, str]:
       request — FAISS without GPU support, or ``k`` above ``GpuIndexBinaryFlat``'s 2048 —
       and ``GpuIndexBinaryFlat`` otherwise. The engine's GPU speed is not measured yet
       (``bench/scripts/bench_gpu_search.py``); once it is, this rule prefers it where it is faster.
+      For an ivf bundle (``kind="ivf"``) with ``--device gpu`` always the tensor engine
+      (:mod:`index.tensor_ivf`): FAISS has no GPU binary IVF.
     """
     if engine not in ENGINES:
         raise FghashError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}.")
@@ -446,6 +453,9 @@ def pick_engine(engine: str, device: str, k: int) -> tuple[str, str]:
     if engine == "auto":
         if device != "gpu":
             return "faiss", device
+        if kind == "ivf":
+            logger.info("engine auto: FAISS has no GPU ivf index; using the tensor ivf engine")
+            return "tensor", "gpu"
         if k > GPU_MAX_K or not gpu_available():
             logger.info("engine auto: FAISS cannot serve this on the GPU; using the tensor engine")
             return "tensor", "gpu"

@@ -9,7 +9,8 @@ the same ``nprobe``:
 1. **Coarse step.** The ``nprobe`` nearest centroids of each query, by the ±1 matrix
    product of :mod:`fghash.eval.hamming_torch`, ordered by (distance, centroid number) —
    the order of FAISS's flat quantizer, which scans centroids in order and breaks ties by
-   number; ``nprobe`` above ``nlist`` probes every list, as FAISS does.
+   number; ``nprobe`` above ``nlist`` is refused, as :class:`index.binary.BinaryIndex`
+   refuses it.
 2. **Scan.** Every code of the probed lists is a candidate, in FAISS's scan order (probe
    rank, then position in the list); its Hamming distance is an XOR and a popcount on
    int32 words (at FAISS's stored width, whose zero padding adds nothing).
@@ -272,7 +273,12 @@ class TensorIVF:
             nprobe = self.params.get("nprobe", 1)
         if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or nprobe < 1:
             raise FghashError(f"nprobe must be an integer >= 1, got {nprobe!r}.")
-        return min(int(nprobe), self.nlist)
+        if nprobe > self.nlist:  # as index.binary.BinaryIndex says it
+            raise FghashError(
+                f"--nprobe {nprobe} is more than the {self.nlist} lists of this ivf index; use "
+                f"--nprobe {self.nlist} or less ({self.nlist} visits every list: exact search)."
+            )
+        return int(nprobe)
 
     def _query_words(self, q: np.ndarray) -> torch.Tensor:
         import torch

@@ -619,8 +619,8 @@ CASES = [
     Case("search-engine", ["search", "{flat}", "--code", "0000", "--engine", "x"], "invalid"),
     Case(
         "search-engine-ivf",
-        ["search", "{ivf}", "--code", "0000", "--engine", "tensor"],
-        "flat indexes only",
+        ["search", "{ivf}", "--code", "0000", "--engine", "tensor", "--nprobe", "999"],
+        "more than the 4 lists",
     ),
     # --- search by image ---
     Case("search-image-no-run", ["search", "{flat}", "--image", "{text}"], "--run"),

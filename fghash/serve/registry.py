@@ -168,16 +168,27 @@ def open_version(folder: Path, device: str) -> Loaded:
     from index.tensor import pick_engine, tensor_from_binary
 
     key = _folder_key(folder)
-    engine, dev = pick_engine("auto", device, 1)
+    engine, dev = pick_engine("auto", device, 1, _kind(folder))
     if engine == "tensor":
         meta, index, items = load_bundle(folder, device="cpu")
-        if meta["kind"] == "flat":
+        if meta["kind"] in ("flat", "ivf"):  # ivf: index.tensor_ivf
             return Loaded(meta, tensor_from_binary(index, device=dev), items, "tensor", key, index)
-        engine, dev = "faiss", "cpu"  # the tensor engine searches flat bundles only
+        engine, dev = "faiss", "cpu"  # the tensor engine searches flat and ivf bundles only
     meta, index, items = load_bundle(folder, device=dev)
     if key != _folder_key(folder):  # switched between the stat and the read: read again
         return open_version(folder, device)
     return Loaded(meta, index, items, "milvus" if meta["kind"] == "milvus" else engine, key)
+
+
+def _kind(folder: Path) -> Any:
+    """The bundle's kind as its ``index.json`` says (None when it cannot be read here:
+    :func:`index.bundle.load_bundle` then says why)."""
+    from index.folder import read_bundle_meta
+
+    try:
+        return read_bundle_meta(folder).get("kind")
+    except (FghashError, OSError):
+        return None
 
 
 class ServedBundle:
