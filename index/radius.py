@@ -19,7 +19,8 @@ How each back end answers (the ``range_search`` method of each index class):
 * ``ivf``, ``hash``, ``multihash``: FAISS ``range_search`` (``nprobe`` / ``nflip``
   honoured: the answer is exact within the lists or buckets visited), sorted here;
 * Milvus: its binary range search (``radius = R + 1``, ``range_filter = 0``, metric
-  HAMMING) with ``limit = max_results + 1`` (at most 16,384);
+  HAMMING) with ``limit = max_results + 1`` (at most 16,384); on ``BIN_IVF_FLAT`` its
+  k-NN with that limit instead (its range search there misses items);
 * ``hnsw``: refused (FAISS's ``IndexBinaryHNSW`` has no range search).
 """
 
