@@ -6,7 +6,9 @@ For each database size N (a clustered synthetic codes file of :mod:`bench.script
 exists, otherwise written into ``--workdir``) and each index kind:
 
 - ``flat`` (``IndexBinaryFlat``, exact: also the truth for recall);
-- ``ivf`` (``IndexBinaryIVF``, ``nlist = round(4·sqrt N)``, several ``nprobe``);
+- ``ivf`` (``IndexBinaryIVF``, ``nlist = round(4·sqrt N)``, several ``nprobe``; k-means on
+  at most ``--train-per-list`` codes a list, 64 by default against FAISS's 256, so that
+  10M builds in minutes on two cores);
 - ``multihash`` (``IndexBinaryMultiHash``, fghash's default ``b``/``nhash``, ``nflip`` 1);
 - ``hnsw`` (``IndexBinaryHNSW``, M 32) only up to ``--hnsw-max-n`` and within
   ``--hnsw-budget`` seconds of building (added in chunks; skipped with a note past it);
@@ -21,8 +23,9 @@ Milvus Lite is not measured (its load of 1M rows takes minutes; docs/scaling.md 
 
 - flat: seconds a query = ``a·N`` (one core); ``c`` cores give ``speedup(c)`` measured;
 - ivf: seconds a query = ``a·nprobe·N/nlist + b·nlist`` (scan the probed lists, rank the
-  centroids), ``a`` and ``b`` from the nprobe sweep by least squares; build ``∝ N·nlist``
-  (k-means and assignment); recall at equal nprobe assumed unchanged (a guess, checked);
+  centroids), ``a`` and ``b`` from the nprobe sweep by least squares; training
+  ``∝ sample·nlist`` (k-means), adding ``∝ N·nlist`` (each code to its centroid); recall
+  at equal nprobe assumed unchanged (a guess, checked);
 - multihash: seconds a query = ``a·C + b``, ``C = nhash·(1 + b_bits)·N / 2^b_bits`` the
   candidates of uniformly spread buckets with one flipped bit;
 - memory: bytes a code constant per kind (+ ``nlist`` centroids for ivf); builds of flat
@@ -157,19 +160,20 @@ def _flat(xb: np.ndarray, xq: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
     return row, kth
 
 
-def _ivf(xb, xq, kth, nprobes: list[int], clock: _Clock) -> list[dict[str, Any]]:
+def _ivf(
+    xb, xq, kth, nprobes: list[int], train_per_list: int, clock: _Clock
+) -> list[dict[str, Any]]:
     import faiss
 
     n = xb.shape[0]
     nlist = max(1, min(round(_IVF_FACTOR * math.sqrt(n)), n // 39))
 
-    def make() -> Any:
-        fi = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(BITS), BITS, nlist)
-        fi.train(xb)
-        fi.add(xb)
-        return fi
-
-    fi, build_s = _built(make)
+    fi = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(BITS), BITS, nlist)
+    fi.cp.max_points_per_centroid = train_per_list
+    train_points = min(n, train_per_list * nlist)
+    _, train_s = _built(lambda: fi.train(xb))
+    _, add_s = _built(lambda: fi.add(xb))
+    build_s = train_s + add_s
     size = _bytes(fi)
     rows = []
     for p in nprobes:
@@ -177,7 +181,7 @@ def _ivf(xb, xq, kth, nprobes: list[int], clock: _Clock) -> list[dict[str, Any]]
             continue
         fi.nprobe = p
         row = {"kind": "ivf", "params": {"nlist": nlist, "nprobe": p}, "build_s": build_s}
-        row["index_bytes"] = size
+        row.update(train_s=train_s, add_s=add_s, train_points=train_points, index_bytes=size)
         row.update(_qps(fi, xq, kth, xb))
         rows.append(row)
     return rows
@@ -236,7 +240,7 @@ def measure_size(n: int, a: argparse.Namespace, clock: _Clock) -> dict[str, Any]
     flat, kth = _flat(xb, xq)
     rows = [flat]
     if clock.allows(f"ivf at N={n}"):
-        rows += _ivf(xb, xq, kth, a.nprobe, clock)
+        rows += _ivf(xb, xq, kth, a.nprobe, a.train_per_list, clock)
     if clock.allows(f"multihash at N={n}"):
         rows.append(_multihash(xb, xq, kth))
     if n <= a.hnsw_max_n and clock.allows(f"hnsw at N={n}", a.hnsw_budget):
@@ -277,7 +281,9 @@ def fit_model(m: dict[str, Any]) -> dict[str, Any]:
             "s_per_centroid": float(max(c0, 0.0)) / nlist,
             "speedup_2": float(np.median([r["qps_2"] / r["qps_1"] for r in ivf])),
             "bytes_per_code": (ivf[0]["index_bytes"] - nlist * BITS // 8) / n,
-            "build_s_per_code_list": ivf[0]["build_s"] / (n * nlist),
+            "train_s_per_point_list": ivf[0]["train_s"] / (ivf[0]["train_points"] * nlist),
+            "add_s_per_code_list": ivf[0]["add_s"] / (n * nlist),
+            "train_per_list": ivf[0]["train_points"] / nlist,
             "recall": {str(r["params"]["nprobe"]): r["recall"] for r in ivf},
         }
     if "multihash" in by:
@@ -307,13 +313,16 @@ def predict(model: dict[str, Any], n: int, nprobes: list[int]) -> list[dict[str,
     if "ivf" in model:
         v = model["ivf"]
         nlist = max(1, min(round(_IVF_FACTOR * math.sqrt(n)), n // 39))
+        train_points = min(n, v["train_per_list"] * nlist)
+        train_s = v["train_s_per_point_list"] * train_points * nlist
+        add_s = v["add_s_per_code_list"] * n * nlist
         for p in nprobes:
             t = v["s_per_scanned_code"] * p * n / nlist + v["s_per_centroid"] * nlist
             rows.append(
                 {"kind": "ivf", "params": {"nlist": nlist, "nprobe": p}}
                 | {"qps_1": 1.0 / t, "qps_2": v["speedup_2"] / t}
                 | {"index_bytes": v["bytes_per_code"] * n + nlist * BITS // 8}
-                | {"build_s": v["build_s_per_code_list"] * n * nlist}
+                | {"build_s": train_s + add_s, "train_s": train_s, "add_s": add_s}
                 | {"recall": v["recall"].get(str(p))}
             )
     if "multihash" in model:
@@ -331,7 +340,7 @@ def predict(model: dict[str, Any], n: int, nprobes: list[int]) -> list[dict[str,
     return rows
 
 
-_COMPARED = ("qps_1", "qps_2", "index_bytes", "build_s", "recall")
+_COMPARED = ("qps_1", "qps_2", "index_bytes", "build_s", "train_s", "add_s", "recall")
 
 
 def _errors(pred: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -443,6 +452,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--nprobe", type=_ints, default=[1, 8, 32], help="IVF nprobe values")
     p.add_argument("--nq", type=int, default=500, help="queries per timed batch")
+    p.add_argument(
+        "--train-per-list",
+        type=int,
+        default=64,
+        help="IVF k-means sample: at most this many codes a list (FAISS's default is 256)",
+    )
     p.add_argument("--codes-dir", default="/tmp/serve-bench", help="where codes-N.h5 may exist")
     p.add_argument("--workdir", default="/tmp/fghash-scaling", help="where missing codes go")
     p.add_argument("--hnsw-max-n", type=int, default=1_000_000)
