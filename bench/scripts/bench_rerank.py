@@ -81,7 +81,7 @@ def _table(path: str, rows: list[dict[str, Any]], k: int) -> str:
     float_qps = rows[-1]["qps"]
     out = [f"{path}: mAP@{k}, binary {binary:.4f} → exact float {exact:.4f}"]
     out.append(
-        f"  {'search':<22}{'mAP@' + str(k):>9}{'QPS':>11}{'gap recovered':>15}{'× float':>9}"
+        f"  {'search':<28}{'mAP@' + str(k):>9}{'QPS':>11}{'gap recovered':>15}{'× float':>9}"
     )
     for r in rows:
         name = {"flat": "binary only (flat)"}.get(r["kind"], r["kind"])
@@ -93,7 +93,7 @@ def _table(path: str, rows: list[dict[str, Any]], k: int) -> str:
         m = r["accuracy"][f"map@{k}"]
         gap = (m - binary) / (exact - binary) if exact != binary else float("nan")
         out.append(
-            f"  {name:<22}{m:>9.4f}{r['qps']:>11.0f}{gap:>14.0%} {r['qps'] / float_qps:>8.1f}"
+            f"  {name:<28}{m:>9.4f}{r['qps']:>11.0f}{gap:>14.0%} {r['qps'] / float_qps:>8.1f}"
         )
     return "\n".join(out)
 
