@@ -68,3 +68,28 @@ def test_bench_safety_tiny(tmp_path: Path) -> None:
         row = res[what]
         assert all(0 <= row[p] < row["whole_ms"] for p in parts), row
         assert 0 <= row["share_pct"] < 100
+
+
+def test_bench_scaling_tiny(tmp_path: Path) -> None:
+    """docs/scaling.md's tables come from this script: the model fitted at the smaller
+    size predicts the larger one before it is measured, and the error is their ratio."""
+    import json
+
+    from bench.scripts.bench_scaling import main
+
+    out = tmp_path / "s.json"
+    common = ["--codes-dir", str(tmp_path), "--workdir", str(tmp_path), "--out", str(out)]
+    common += ["--nq", "50", "--nprobe", "1,4", "--hnsw-max-n", "0"]
+    main(["--sizes", "4000", "--predict", "8000", *common])
+    doc = json.loads(out.read_text())
+    predicted = doc["sizes"]["8000"]["predicted"]
+    assert {r["kind"] for r in predicted} == {"flat", "ivf", "multihash"}
+    assert "measured" not in doc["sizes"]["8000"]
+    main(["--sizes", "8000", *common])
+    entry = json.loads(out.read_text())["sizes"]["8000"]
+    assert entry["predicted"] == predicted  # kept, not refitted at the larger size
+    flat = next(r for r in entry["measured"]["rows"] if r["kind"] == "flat")
+    assert flat["recall"] == 1.0 and flat["index_bytes"] >= 8 * 8000
+    err = next(e for e in entry["error"] if e["kind"] == "flat")["error"]
+    pred = next(r for r in predicted if r["kind"] == "flat")
+    assert abs(err["qps_1"] - (flat["qps_1"] / pred["qps_1"] - 1)) < 1e-9
