@@ -21,6 +21,7 @@ SCRIPTS = (
     "bench_encode",
     "bench_gpu_search",
     "bench_map_speed",
+    "bench_milvus_server",
     "bench_models",
     "bench_padding",
     "bench_rerank",

@@ -61,7 +61,9 @@ def _row(name: str, index, q: np.ndarray, k: int, ref_d: np.ndarray, dist, **kw)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.scripts.bench_milvus_server", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--uri", required=True, help="Milvus server, http://host:19530")
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--nq", type=int, default=1000)
