@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ __all__ = [
     "build_index",
     "default_nlist",
     "default_hash_params",
+    "ivf_lists",
     "wrap_faiss_index",
 ]
 
@@ -528,3 +530,17 @@ def wrap_faiss_index(
     return BinaryIndex(
         fi, bits=int(bits), dim=int(fi.d), kind=kind, device=device, params=dict(params)
     )
+
+
+def ivf_lists(ivf: Any) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """``(list number, ids, codes)`` of every non-empty inverted list of a FAISS
+    ``IndexBinaryIVF``, copied out (ids int64 ``[n]``, codes uint8 ``[n, code_size]``)."""
+    import faiss
+
+    lists, cs = ivf.invlists, int(ivf.code_size)
+    for lst in range(int(ivf.nlist)):
+        n = int(lists.list_size(lst))
+        if n:
+            ids = faiss.rev_swig_ptr(lists.get_ids(lst), n).copy()
+            codes = faiss.rev_swig_ptr(lists.get_codes(lst), n * cs).copy().reshape(n, cs)
+            yield lst, ids, codes

@@ -72,8 +72,9 @@ def _fs_name(path: Path) -> str | None:
 def _read_faiss(path: Path) -> Any:
     import faiss
 
-    if _fs_name(path) is not None:
-        return faiss.read_index_binary(_fs_name(path))
+    name = _fs_name(path)
+    if name is not None:
+        return faiss.read_index_binary(name)
     with open(path, "rb") as f:
         return faiss.read_index_binary(faiss.PyCallbackIOReader(f.read))
 
@@ -83,8 +84,9 @@ def _write_faiss(index: BinaryIndex, path: Path) -> None:
     import faiss
 
     try:
-        if _fs_name(path) is not None:
-            faiss.write_index_binary(index.cpu_index(), _fs_name(path))
+        name = _fs_name(path)
+        if name is not None:
+            faiss.write_index_binary(index.cpu_index(), name)
         else:
             with open(path, "wb") as f:
                 faiss.write_index_binary(index.cpu_index(), faiss.PyCallbackIOWriter(f.write))

@@ -25,7 +25,7 @@ import numpy as np
 from fghash.codes import remove_rows
 from fghash.errors import FghashError
 from fghash.util.locks import writer_lock
-from index.binary import BinaryIndex
+from index.binary import BinaryIndex, ivf_lists
 from index.bundle import load_bundle
 from index.faiss_bundle import index_meta, write_index_file
 from index.folder import ITEMS_FILE, now_iso, write_meta
@@ -83,14 +83,15 @@ def remove_from_bundle(
                 f"rebuild it without them with 'fghash build-index' (flat, ivf and milvus "
                 f"indexes can remove)."
             )
-        keep = _keep_mask(index, items, wanted, bundle)
+        positions, ids = _rows(index, items)
+        keep = _keep_mask(ids, wanted, bundle)
         source = dict(meta.get("codes") or {})
         source["removed"] = [*source.get("removed", []), {"n": int(wanted.size)}]
         redo = None
         if meta["kind"] == "milvus":
             from index.milvus_remove import redo_call
 
-            redo = redo_call(index, index.rows[0][~keep])
+            redo = redo_call(index, positions[~keep])
         codes_path = rewrite(
             bundle,
             source,
@@ -109,19 +110,18 @@ def remove_from_bundle(
     return int(wanted.size), left, codes_path
 
 
-def _all_ids(index: Any, items: Any) -> np.ndarray:
-    """The ids of the bundle's items in position order (FAISS: ``items.h5``; Milvus: the
-    collection's rows, whose positions may have gaps)."""
+def _rows(index: Any, items: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(positions, ids)`` of the bundle's items in position order (FAISS: ``items.h5``,
+    positions ``0..N-1``; Milvus: the collection's rows, whose positions may have gaps)."""
     if isinstance(items, ItemMeta):
-        return np.asarray(items.ids)
+        ids = np.asarray(items.ids)
+        return np.arange(ids.size, dtype=np.int64), ids
     from index.milvus_remove import milvus_rows
 
-    index.rows = milvus_rows(index)
-    return index.rows[1]
+    return milvus_rows(index)
 
 
-def _keep_mask(index: Any, items: Any, wanted: np.ndarray, bundle: Path) -> np.ndarray:
-    ids = _all_ids(index, items)
+def _keep_mask(ids: np.ndarray, wanted: np.ndarray, bundle: Path) -> np.ndarray:
     keep = ~np.isin(ids, wanted)
     missing = np.setdiff1d(wanted, ids)
     if missing.size:
@@ -189,18 +189,14 @@ def _kept_faiss(fi: Any, keep: np.ndarray) -> Any:
     out = faiss.clone_binary_index(fi)
     out.make_direct_map(False)  # a lookup table built for reads would be stale
     new_pos = np.cumsum(keep) - 1
-    lists, cs = out.invlists, out.code_size
-    for lst in range(out.nlist):
-        n = lists.list_size(lst)
-        if n == 0:
-            continue
-        ids = faiss.rev_swig_ptr(lists.get_ids(lst), n).copy()
-        codes = faiss.rev_swig_ptr(lists.get_codes(lst), n * cs).copy().reshape(n, cs)
+    for lst, ids, codes in ivf_lists(fi):
         mask = keep[ids]
         new_ids = np.ascontiguousarray(new_pos[ids[mask]], dtype=np.int64)
         new_codes = np.ascontiguousarray(codes[mask])
-        lists.resize(lst, 0)
+        out.invlists.resize(lst, 0)
         if new_ids.size:
-            lists.add_entries(lst, new_ids.size, faiss.swig_ptr(new_ids), faiss.swig_ptr(new_codes))
+            out.invlists.add_entries(
+                lst, new_ids.size, faiss.swig_ptr(new_ids), faiss.swig_ptr(new_codes)
+            )
     out.ntotal = int(keep.sum())
     return out

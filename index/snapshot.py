@@ -348,12 +348,10 @@ def tidy(bundle: str | os.PathLike[str]) -> None:
     bundle or its codes file (a journal, a moved bundle, temporaries, a lock file),
     :func:`recover` it, if no live writer holds the lock and the reader may write the
     folder; otherwise nothing. Costs one listing of the bundle's folder when there is
-    nothing to do."""
+    nothing to do: a writer of the codes file through the bundle holds the bundle's lock
+    too, so a dead one always leaves the bundle's lock file beside the bundle."""
     bundle = Path(os.path.abspath(bundle))
     if not _leftovers(bundle):
-        codes = _codes_of(bundle)
-        if codes is not None:
-            _tidy_codes(Path(codes))
         return
     try:
         with writer_lock(bundle, wait=0):

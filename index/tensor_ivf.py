@@ -55,7 +55,7 @@ from fghash.eval.hamming_torch import (
     query_operand,
     torch_device,
 )
-from index.binary import MISSING_DISTANCE, check_k
+from index.binary import MISSING_DISTANCE, check_k, ivf_lists
 from index.padding import check_codes, pad_codes
 
 if TYPE_CHECKING:
@@ -145,16 +145,14 @@ class TensorIVF:
         if not hasattr(q, "xb"):
             raise FghashError("the ivf index's quantizer is not a flat binary index.")
         cent = faiss.vector_to_array(q.xb).reshape(int(q.ntotal), cs)
-        inv = ivf.invlists
-        sizes = np.array([inv.list_size(i) for i in range(ivf.nlist)], dtype=np.int64)
-        codes = np.empty((int(sizes.sum()), cs), dtype=np.uint8)
-        ids = np.empty(int(sizes.sum()), dtype=np.int64)
-        at = 0
-        for i, n in enumerate(sizes.tolist()):
-            if n:
-                codes[at : at + n] = faiss.rev_swig_ptr(inv.get_codes(i), n * cs).reshape(n, cs)
-                ids[at : at + n] = faiss.rev_swig_ptr(inv.get_ids(i), n)
-            at += n
+        sizes = np.array([ivf.invlists.list_size(i) for i in range(ivf.nlist)], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        codes = np.empty((int(starts[-1]), cs), dtype=np.uint8)  # one copy, filled list by list
+        ids = np.empty(int(starts[-1]), dtype=np.int64)
+        for lst, list_ids, list_codes in ivf_lists(ivf):
+            at = int(starts[lst])
+            codes[at : at + list_ids.size] = list_codes
+            ids[at : at + list_ids.size] = list_ids
         p = {"nlist": int(ivf.nlist), "nprobe": int(ivf.nprobe), **(params or {})}
         return cls(cent, codes, ids, sizes, bits, params=p, device=device, **kw)
 
